@@ -9,7 +9,7 @@ GO    ?= go
 GOTEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_COUNT  ?= 5
 
-.PHONY: all build test vet test-go generate check-generated bench dev-keys clean
+.PHONY: all build test vet test-go generate check-generated lint-contracts bench dev-keys clean
 all: build
 
 build:
@@ -26,19 +26,44 @@ test-go:
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 # --- generated files ---------------------------------------------------------
-# Solidity Groth16 verifiers, from the dev keys' verifying keys.
-VERIFIERS := contracts/src/OwnershipVerifier.sol contracts/src/EntitlementVerifier.sol
+# Generated Solidity (verifiers from the dev keys' verifying keys), the solc
+# output (contracts/build/combined.json) and the abigen v2 bindings. Every
+# generator writes into a directory given on its command line, so
+# check-generated can rebuild everything in a scratch directory and compare.
+NPM_STAMP := contracts/node_modules/.installed-stamp
 
-generate:
-	$(GO) run ./internal/cmd/genverifiers -out contracts/src
+$(NPM_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-# Regenerates into a scratch directory and compares with the committed files.
-check-generated:
+# gen DIR: generated sources → DIR/src, solc → DIR/combined.json, bindings → DIR/gen_bindings.go
+gen = mkdir -p $(1)/src && \
+	$(GO) run ./internal/cmd/genverifiers -out $(1)/src && \
+	node contracts/compile.js --src contracts/src --src $(1)/src --out $(1)/combined.json && \
+	$(GO) tool abigen --v2 --combined-json $(1)/combined.json --pkg bindings --out $(1)/gen_bindings.go
+
+GENERATED_SOL := OwnershipVerifier.sol EntitlementVerifier.sol
+
+generate: $(NPM_STAMP)
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	  $(GO) run ./internal/cmd/genverifiers -out "$$tmp"; \
-	  for f in $(VERIFIERS); do \
-	    if ! cmp -s "$$f" "$$tmp/$$(basename $$f)"; then echo "$$f is stale: run make generate"; exit 1; fi; \
-	  done; echo "generated files are up to date"
+	  $(call gen,$$tmp); \
+	  for f in $(GENERATED_SOL); do cp "$$tmp/src/$$f" contracts/src/$$f; done; \
+	  mkdir -p contracts/build contracts/bindings; \
+	  cp "$$tmp/combined.json" contracts/build/combined.json; \
+	  cp "$$tmp/gen_bindings.go" contracts/bindings/gen_bindings.go
+
+check-generated: $(NPM_STAMP)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(call gen,$$tmp); \
+	  stale=0; \
+	  for f in $(GENERATED_SOL); do cmp -s "$$tmp/src/$$f" contracts/src/$$f || { echo "contracts/src/$$f is stale"; stale=1; }; done; \
+	  cmp -s "$$tmp/combined.json" contracts/build/combined.json || { echo "contracts/build/combined.json is stale"; stale=1; }; \
+	  cmp -s "$$tmp/gen_bindings.go" contracts/bindings/gen_bindings.go || { echo "contracts/bindings/gen_bindings.go is stale"; stale=1; }; \
+	  if [ $$stale = 1 ]; then echo "run make generate"; exit 1; fi; \
+	  echo "generated files are up to date"
+
+lint-contracts: $(NPM_STAMP)
+	cd contracts && npx --no-install solhint 'src/**/*.sol'
 
 # --- speed ---------------------------------------------------------------------
 bench:
