@@ -39,7 +39,7 @@ func TestScope(t *testing.T) {
 	if _, err := ParseScope(" , "); !errors.Is(err, ErrEmptyScope) {
 		t.Fatalf("empty scope: %v", err)
 	}
-	if Scope(1 << 63).Valid() || Scope(0).Valid() {
+	if Scope(1<<63).Valid() || Scope(0).Valid() {
 		t.Fatal("invalid masks reported valid")
 	}
 }
