@@ -109,10 +109,10 @@ func TestOwnershipProof(t *testing.T) {
 	// Every public input changed by one must fail — Signal included: that is
 	// what bindSignal's constraint buys (TestSignalIsBound in the design).
 	changed := map[string]circuits.OwnershipPublic{
-		"root":   {Root: bump(pub.Root), Scope: pub.Scope, Tag: pub.Tag, Signal: pub.Signal},
-		"scope":  {Root: pub.Root, Scope: bump(pub.Scope), Tag: pub.Tag, Signal: pub.Signal},
-		"tag":    {Root: pub.Root, Scope: pub.Scope, Tag: bump(pub.Tag), Signal: pub.Signal},
-		"signal": {Root: pub.Root, Scope: pub.Scope, Tag: pub.Tag, Signal: bump(pub.Signal)},
+		"root":                 {Root: bump(pub.Root), Scope: pub.Scope, Tag: pub.Tag, Signal: pub.Signal},
+		"scope":                {Root: pub.Root, Scope: bump(pub.Scope), Tag: pub.Tag, Signal: pub.Signal},
+		"tag":                  {Root: pub.Root, Scope: pub.Scope, Tag: bump(pub.Tag), Signal: pub.Signal},
+		"signal":               {Root: pub.Root, Scope: pub.Scope, Tag: pub.Tag, Signal: bump(pub.Signal)},
 		"swapped root and tag": {Root: pub.Tag, Scope: pub.Scope, Tag: pub.Root, Signal: pub.Signal},
 		"another delegate's signal": {Root: pub.Root, Scope: pub.Scope, Tag: pub.Tag,
 			Signal: circuits.OwnershipSignal(circuits.ActionOpen, common.Address{9}, 0, big.NewInt(1337), common.HexToAddress("0x5FbDB2315678afecb367f032d93F642f64180aa3"))},

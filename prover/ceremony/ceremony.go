@@ -36,9 +36,9 @@ import (
 	"path/filepath"
 	"regexp"
 
-	cs "github.com/consensys/gnark/constraint/bn254"
 	"github.com/consensys/gnark/backend/groth16"
 	"github.com/consensys/gnark/backend/groth16/bn254/mpcsetup"
+	cs "github.com/consensys/gnark/constraint/bn254"
 
 	"github.com/medrec-zk/medrec/internal/atomicfile"
 	"github.com/medrec-zk/medrec/prover"
@@ -87,15 +87,15 @@ type CircuitInfo struct {
 
 // State is ceremony.json.
 type State struct {
-	Version  int                                `json:"version"`
-	Phase    Phase                              `json:"phase"`
-	Size     uint64                             `json:"phase1Size"`
-	Circuits []CircuitInfo                      `json:"circuits"`
-	Phase1   []Contribution                     `json:"phase1"`
-	Beacon1  string                             `json:"beacon1,omitempty"`
-	SRS      string                             `json:"srsSha256,omitempty"`
+	Version  int                               `json:"version"`
+	Phase    Phase                             `json:"phase"`
+	Size     uint64                            `json:"phase1Size"`
+	Circuits []CircuitInfo                     `json:"circuits"`
+	Phase1   []Contribution                    `json:"phase1"`
+	Beacon1  string                            `json:"beacon1,omitempty"`
+	SRS      string                            `json:"srsSha256,omitempty"`
 	Phase2   map[prover.Circuit][]Contribution `json:"phase2,omitempty"`
-	Beacon2  string                             `json:"beacon2,omitempty"`
+	Beacon2  string                            `json:"beacon2,omitempty"`
 }
 
 // Ceremony is a ceremony directory.
