@@ -1,0 +1,158 @@
+package contracts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/medrec-zk/medrec/contracts/bindings"
+)
+
+// Backend is what deploying and transacting need from a chain: the v2 binding
+// backend plus receipts. An ethclient.Client and a simulated backend's client
+// both satisfy it.
+type Backend interface {
+	bind.ContractBackend
+	bind.DeployBackend
+	ChainID(ctx context.Context) (*big.Int, error)
+}
+
+// Provider is an initial provider of a new network.
+type Provider struct {
+	Authority  common.Address `json:"authority"`
+	Gateway    common.Address `json:"gateway"`
+	Name       string         `json:"name"`
+	GatewayURL string         `json:"gatewayURL"`
+}
+
+// Deployment records where the MedRec-ZK contracts of one network live; every
+// component finds the contracts through it.
+type Deployment struct {
+	ChainID             *big.Int       `json:"chainId"`
+	Block               uint64         `json:"block"` // first block to scan for events
+	AgentRegistry       common.Address `json:"agentRegistry"`
+	PatientRegistry     common.Address `json:"patientRegistry"`
+	Relationships       common.Address `json:"relationships"`
+	Anchors             common.Address `json:"anchors"`
+	OwnershipVerifier   common.Address `json:"ownershipVerifier"`
+	EntitlementVerifier common.Address `json:"entitlementVerifier"`
+}
+
+// Deployment order: the registry is told, in its constructor, the addresses
+// of the contracts deployed after it (CREATE addresses follow from the
+// deployer's nonce), so the set is linked without any admin step.
+const (
+	slotOwnershipVerifier = iota
+	slotEntitlementVerifier
+	slotAgentRegistry
+	slotPatientRegistry
+	slotRelationships
+	slotAnchors
+	slots
+)
+
+// Deploy sends the six deployment transactions of a new network from auth,
+// with consecutive nonces, and returns the addresses they will have and the
+// transactions. Call Wait once they are mined.
+func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers []Provider, verifyingKeyHash [32]byte) (*Deployment, []*types.Transaction, error) {
+	if len(providers) == 0 {
+		return nil, nil, errors.New("contracts: a network needs at least one provider")
+	}
+	chainID, err := b.ChainID(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("contracts: chain id: %w", err)
+	}
+	nonce, err := b.PendingNonceAt(ctx, auth.From)
+	if err != nil {
+		return nil, nil, fmt.Errorf("contracts: nonce of %s: %w", auth.From, err)
+	}
+	var addr [slots]common.Address
+	for i := range addr {
+		addr[i] = crypto.CreateAddress(auth.From, nonce+uint64(i))
+	}
+	d := &Deployment{
+		ChainID:             chainID,
+		AgentRegistry:       addr[slotAgentRegistry],
+		PatientRegistry:     addr[slotPatientRegistry],
+		Relationships:       addr[slotRelationships],
+		Anchors:             addr[slotAnchors],
+		OwnershipVerifier:   addr[slotOwnershipVerifier],
+		EntitlementVerifier: addr[slotEntitlementVerifier],
+	}
+	if head, err := b.HeaderByNumber(ctx, nil); err == nil {
+		d.Block = head.Number.Uint64()
+	}
+
+	initial := make([]bindings.AgentRegistryInitialProvider, len(providers))
+	for i, p := range providers {
+		initial[i] = bindings.AgentRegistryInitialProvider{Authority: p.Authority, Gateway: p.Gateway, Name: p.Name, GatewayURL: p.GatewayURL}
+	}
+	links := bindings.AgentRegistryLinks{
+		OwnershipVerifier:   d.OwnershipVerifier,
+		EntitlementVerifier: d.EntitlementVerifier,
+		PatientRegistry:     d.PatientRegistry,
+		Relationships:       d.Relationships,
+		Anchors:             d.Anchors,
+	}
+	agentArgs := bindings.NewAgentRegistry().PackConstructor(initial, verifyingKeyHash, links)
+	steps := [slots]struct {
+		name string
+		bin  string
+		args []byte
+	}{
+		slotOwnershipVerifier:   {"OwnershipVerifier", bindings.OwnershipVerifierMetaData.Bin, nil},
+		slotEntitlementVerifier: {"EntitlementVerifier", bindings.EntitlementVerifierMetaData.Bin, nil},
+		slotAgentRegistry:       {"AgentRegistry", bindings.AgentRegistryMetaData.Bin, agentArgs},
+		slotPatientRegistry:     {"PatientRegistry", bindings.PatientRegistryMetaData.Bin, bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry)},
+		slotRelationships:       {"Relationships", bindings.RelationshipsMetaData.Bin, bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
+		slotAnchors:             {"Anchors", bindings.AnchorsMetaData.Bin, bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
+	}
+	txs := make([]*types.Transaction, 0, slots)
+	for i, s := range steps {
+		opts := *auth
+		opts.Context = ctx
+		opts.Nonce = new(big.Int).SetUint64(nonce + uint64(i))
+		got, tx, err := bind.DeployContract(&opts, common.FromHex(s.bin), b, s.args)
+		if err != nil {
+			return nil, nil, fmt.Errorf("contracts: deploy %s: %w", s.name, err)
+		}
+		if got != addr[i] {
+			return nil, nil, fmt.Errorf("contracts: %s deployed at %s, expected %s (was the deployer used concurrently?)", s.name, got, addr[i])
+		}
+		txs = append(txs, tx)
+	}
+	return d, txs, nil
+}
+
+// Wait waits for the deployment transactions and checks that each succeeded
+// and left code at its address.
+func (d *Deployment) Wait(ctx context.Context, b Backend, txs []*types.Transaction) error {
+	for _, tx := range txs {
+		r, err := bind.WaitMined(ctx, b, tx.Hash())
+		if err != nil {
+			return fmt.Errorf("contracts: wait for %s: %w", tx.Hash(), err)
+		}
+		if r.Status != types.ReceiptStatusSuccessful {
+			return fmt.Errorf("contracts: deployment transaction %s failed (gas used %d)", tx.Hash(), r.GasUsed)
+		}
+	}
+	for name, a := range map[string]common.Address{
+		"AgentRegistry": d.AgentRegistry, "PatientRegistry": d.PatientRegistry, "Relationships": d.Relationships,
+		"Anchors": d.Anchors, "OwnershipVerifier": d.OwnershipVerifier, "EntitlementVerifier": d.EntitlementVerifier,
+	} {
+		code, err := b.CodeAt(ctx, a, nil)
+		if err != nil {
+			return fmt.Errorf("contracts: code of %s: %w", name, err)
+		}
+		if len(code) == 0 {
+			return fmt.Errorf("contracts: no code at %s (%s)", a, name)
+		}
+	}
+	return nil
+}

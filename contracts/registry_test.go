@@ -1,0 +1,248 @@
+package contracts
+
+import (
+	"fmt"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// TestEnrol covers PatientRegistry's insert rules.
+func TestEnrol(t *testing.T) {
+	e := newEnv(t, 2)
+	p1 := e.providers[0]
+	c := zkhash.Big(zkhash.Commitment(newSecret("alice")))
+	r := zkhash.Modulus()
+	for _, tc := range []struct {
+		name string
+		v    *big.Int
+		want string
+	}{
+		{"zero", big.NewInt(0), "InvalidCommitment"},
+		{"r", r, "InvalidCommitment"},
+		{"r+1", new(big.Int).Add(r, big.NewInt(1)), "InvalidCommitment"},
+		{"2^256-1", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1)), "InvalidCommitment"},
+	} {
+		_, err := e.send(p1.gateway, e.patientsC, e.patients.PackEnrol(tc.v))
+		wantRevert(t, err, tc.want)
+	}
+	rcpt := e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(c))
+	ev, err := e.patients.UnpackEnrolledEvent(rcpt.Logs[0])
+	if err != nil || ev.Commitment.Cmp(c) != 0 || ev.Index != 0 || ev.Provider != p1.id || ev.Root.Cmp(e.root()) != 0 {
+		t.Fatalf("Enrolled event %+v %v", ev, err)
+	}
+	// Once per patient, at any provider.
+	_, err = e.send(e.providers[1].gateway, e.patientsC, e.patients.PackEnrol(c))
+	wantRevert(t, err, "AlreadyEnrolled")
+	// r-1 is a valid field element.
+	e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(new(big.Int).Sub(r, big.NewInt(1))))
+	if n := call(t, e.patientsC, e.patients.PackSize(), e.patients.UnpackSize); n != 2 {
+		t.Fatalf("size %d", n)
+	}
+	// Empty tree: its root is not a valid proof root.
+	e2 := newEnv(t, 1)
+	if call(t, e2.patientsC, e2.patients.PackIsKnownRoot(e2.root()), e2.patients.UnpackIsKnownRoot) {
+		t.Fatal("the empty tree's root is accepted")
+	}
+}
+
+// TestVoteTable: a proposal executes exactly when more than half of the
+// active providers voted for it (MedRec's registry had no majority rule).
+func TestVoteTable(t *testing.T) {
+	for _, tc := range []struct {
+		active, votes int
+		executes      bool
+	}{
+		{1, 1, true},
+		{2, 1, false}, // 1 of 2 must NOT pass
+		{2, 2, true},
+		{3, 1, false},
+		{3, 2, true},
+		{4, 2, false},
+		{4, 3, true},
+		{5, 2, false},
+		{5, 3, true},
+	} {
+		t.Run(fmt.Sprintf("%d of %d", tc.votes, tc.active), func(t *testing.T) {
+			e := newEnv(t, tc.active)
+			newAuth, newGw := addr(key("authority-new")), addr(key("gateway-new"))
+			e.mustSend(e.providers[0].authority, e.agentsC, e.agents.PackProposeAdd(newAuth, newGw, "New", "http://127.0.0.1:9000"))
+			for i := 1; i < tc.votes; i++ {
+				e.mustSend(e.providers[i].authority, e.agentsC, e.agents.PackVote(big.NewInt(1)))
+			}
+			prop := call(t, e.agentsC, e.agents.PackProposal(big.NewInt(1)), e.agents.UnpackProposal)
+			if prop.Executed != tc.executes {
+				t.Fatalf("executed=%v, want %v", prop.Executed, tc.executes)
+			}
+			signers := call(t, e.agentsC, e.agents.PackSigners(), e.agents.UnpackSigners)
+			if want := tc.active + map[bool]int{true: 1}[tc.executes]; len(signers) != want {
+				t.Fatalf("%d signers, want %d", len(signers), want)
+			}
+			if !tc.executes {
+				_, err := e.send(e.stranger, e.agentsC, e.agents.PackExecute(big.NewInt(1)))
+				wantRevert(t, err, "NoMajority")
+			} else if got := call(t, e.agentsC, e.agents.PackProviderOfAuthority(newAuth), e.agents.UnpackProviderOfAuthority); got != uint32(tc.active+1) {
+				t.Fatalf("new provider id %d", got)
+			}
+		})
+	}
+}
+
+// TestGovernance covers removal, expiry, double votes and votes of removed providers.
+func TestGovernance(t *testing.T) {
+	e := newEnv(t, 4)
+	p := e.providers
+	one := big.NewInt(1)
+	// Remove provider 4: needs 3 of 4.
+	e.mustSend(p[0].authority, e.agentsC, e.agents.PackProposeRemove(4))
+	_, err := e.send(p[0].authority, e.agentsC, e.agents.PackVote(one))
+	wantRevert(t, err, "AlreadyVoted")
+	e.mustSend(p[1].gateway, e.agentsC, e.agents.PackVote(one)) // a gateway votes for its provider
+	_, err = e.send(p[1].authority, e.agentsC, e.agents.PackVote(one))
+	wantRevert(t, err, "AlreadyVoted")
+	rcpt := e.mustSend(p[2].authority, e.agentsC, e.agents.PackVote(one))
+	if len(rcpt.Logs) < 3 {
+		t.Fatalf("%d logs; want Voted, ProviderRemoved, Executed", len(rcpt.Logs))
+	}
+	prov := call(t, e.agentsC, e.agents.PackProvider(4), e.agents.UnpackProvider)
+	if prov.Active {
+		t.Fatal("provider 4 still active")
+	}
+	_, err = e.send(p[0].authority, e.agentsC, e.agents.PackVote(one))
+	wantRevert(t, err, "ProposalExecuted")
+	_, err = e.send(p[3].authority, e.agentsC, e.agents.PackVote(one))
+	wantRevert(t, err, "NotActiveProvider")
+	// A removed provider can no longer propose, vote, enrol or anchor.
+	_, err = e.send(p[3].authority, e.agentsC, e.agents.PackProposeRemove(1))
+	wantRevert(t, err, "NotActiveProvider")
+	_, err = e.send(p[3].gateway, e.patientsC, e.patients.PackEnrol(big.NewInt(5)))
+	wantRevert(t, err, "NotActiveProvider")
+	if ids := call(t, e.agentsC, e.agents.PackActiveProviders(), e.agents.UnpackActiveProviders); fmt.Sprint(ids) != "[1 2 3]" {
+		t.Fatalf("active providers %v", ids)
+	}
+
+	// A proposal expires after the voting period.
+	e.mustSend(p[0].authority, e.agentsC, e.agents.PackProposeRemove(3))
+	e.advance(8 * 24 * time.Hour)
+	_, err = e.send(p[1].authority, e.agentsC, e.agents.PackVote(big.NewInt(2)))
+	wantRevert(t, err, "ProposalExpired")
+	_, err = e.send(p[1].authority, e.agentsC, e.agents.PackVote(big.NewInt(9)))
+	wantRevert(t, err, "UnknownProposal")
+
+	// Votes of providers removed since they voted no longer count.
+	e2 := newEnv(t, 5)
+	q := e2.providers
+	e2.mustSend(q[0].authority, e2.agentsC, e2.agents.PackProposeAdd(addr(key("authority-new")), addr(key("gateway-new")), "New", ""))
+	e2.mustSend(q[4].authority, e2.agentsC, e2.agents.PackVote(one)) // 2 of 5
+	// Remove provider 5 (3 of 5: 1, 2, 3).
+	e2.mustSend(q[0].authority, e2.agentsC, e2.agents.PackProposeRemove(5))
+	e2.mustSend(q[1].authority, e2.agentsC, e2.agents.PackVote(big.NewInt(2)))
+	e2.mustSend(q[2].authority, e2.agentsC, e2.agents.PackVote(big.NewInt(2)))
+	if v := call(t, e2.agentsC, e2.agents.PackVotes(one), e2.agents.UnpackVotes); v != 1 {
+		t.Fatalf("proposal 1 counts %d votes; provider 5's vote must no longer count", v)
+	}
+	// 1 of 4 active: no majority; a second vote (2 of 4) still none; a third passes.
+	e2.mustSend(q[1].authority, e2.agentsC, e2.agents.PackVote(one))
+	_, err = e2.send(e2.stranger, e2.agentsC, e2.agents.PackExecute(one))
+	wantRevert(t, err, "NoMajority")
+	e2.mustSend(q[2].authority, e2.agentsC, e2.agents.PackVote(one))
+	if !call(t, e2.agentsC, e2.agents.PackProposal(one), e2.agents.UnpackProposal).Executed {
+		t.Fatal("3 of 4 did not execute")
+	}
+	// The last provider can never be removed.
+	e3 := newEnv(t, 1)
+	_, err = e3.send(e3.providers[0].authority, e3.agentsC, e3.agents.PackProposeRemove(1))
+	wantRevert(t, err, "NoProviders")
+}
+
+// TestRegistryRecords checks what the deployment recorded and the proposal
+// and setGateway input rules.
+func TestRegistryRecords(t *testing.T) {
+	e := newEnv(t, 2)
+	ks, err := prover.DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := call(t, e.agentsC, e.agents.PackVerifyingKeyHash(), e.agents.UnpackVerifyingKeyHash); got != ks.RegistryHash() {
+		t.Fatalf("verifying key hash %x", got)
+	}
+	for name, c := range map[string]struct {
+		data []byte
+		want common.Address
+	}{
+		"patientRegistry":   {e.agents.PackPatientRegistry(), e.d.PatientRegistry},
+		"relationships":     {e.agents.PackRelationships(), e.d.Relationships},
+		"anchors":           {e.agents.PackAnchors(), e.d.Anchors},
+		"ownershipVerifier": {e.agents.PackOwnershipVerifier(), e.d.OwnershipVerifier},
+	} {
+		got := call(t, e.agentsC, c.data, func(b []byte) (common.Address, error) { return common.BytesToAddress(b), nil })
+		if got != c.want {
+			t.Errorf("%s: %s, want %s", name, got, c.want)
+		}
+	}
+	p1 := e.providers[0]
+	taken := addr(e.providers[1].gateway)
+	for _, tc := range []struct {
+		name     string
+		auth, gw common.Address
+		provName string
+		want     string
+	}{
+		{"zero authority", common.Address{}, addr(key("g")), "X", "ZeroAddress"},
+		{"zero gateway", addr(key("a")), common.Address{}, "X", "ZeroAddress"},
+		{"empty name", addr(key("a")), addr(key("g")), "", "EmptyName"},
+		{"authority of another provider", addr(e.providers[1].authority), addr(key("g")), "X", "AuthorityTaken"},
+		{"authority = a gateway", taken, addr(key("g")), "X", "AuthorityTaken"},
+		{"gateway taken", addr(key("a")), taken, "X", "GatewayTaken"},
+	} {
+		_, err := e.send(p1.authority, e.agentsC, e.agents.PackProposeAdd(tc.auth, tc.gw, tc.provName, ""))
+		wantRevert(t, err, tc.want)
+	}
+	_, err = e.send(p1.authority, e.agentsC, e.agents.PackProposeRemove(9))
+	wantRevert(t, err, "UnknownProvider")
+	// setGateway: the authority moves its gateway; the old one loses its rights.
+	_, err = e.send(p1.authority, e.agentsC, e.agents.PackSetGateway(taken, "x"))
+	wantRevert(t, err, "GatewayTaken")
+	_, err = e.send(p1.gateway, e.agentsC, e.agents.PackSetGateway(addr(key("gw-moved")), "x"))
+	wantRevert(t, err, "NotAuthority")
+	e.mustSend(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(key("gw-moved")), "http://127.0.0.1:9999"))
+	_, err = e.send(p1.gateway, e.patientsC, e.patients.PackEnrol(big.NewInt(5)))
+	wantRevert(t, err, "NotActiveProvider")
+	if id := call(t, e.agentsC, e.agents.PackActiveGateway(addr(key("gw-moved"))), e.agents.UnpackActiveGateway); id != 1 {
+		t.Fatalf("moved gateway maps to %d", id)
+	}
+}
+
+// TestAnchors covers the anchoring rules.
+func TestAnchors(t *testing.T) {
+	e := newEnv(t, 2)
+	gw := e.providers[0].gateway
+	logRoot, stateRoot := [32]byte{1}, [32]byte{2}
+	_, err := e.send(e.providers[0].authority, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 3, stateRoot))
+	wantRevert(t, err, "NotActiveProvider")
+	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor(logRoot, 1, 3, stateRoot))
+	wantRevert(t, err, "NonContiguous")
+	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 0, stateRoot))
+	wantRevert(t, err, "LogRootWithoutEntries")
+	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor([32]byte{}, 0, 0, [32]byte{}))
+	wantRevert(t, err, "EmptyBatch")
+	rcpt := e.mustSend(gw, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 3, stateRoot))
+	ev, err := e.anchors.UnpackAnchoredEvent(rcpt.Logs[0])
+	if err != nil || ev.Provider != 1 || ev.Batch != 0 || ev.FromSeq != 0 || ev.Count != 3 || ev.LogRoot != logRoot || ev.StateRoot != stateRoot {
+		t.Fatalf("Anchored event %+v %v", ev, err)
+	}
+	e.mustSend(gw, e.anchorsC, e.anchors.PackAnchor([32]byte{}, 3, 0, [32]byte{3})) // records changed only
+	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 3, stateRoot))
+	wantRevert(t, err, "NonContiguous")
+	latest := call(t, e.anchorsC, e.anchors.PackLatest(1), e.anchors.UnpackLatest)
+	if latest.Batches != 2 || latest.NextSeq != 3 {
+		t.Fatalf("latest %+v", latest)
+	}
+	// Each provider has its own sequence.
+	e.mustSend(e.providers[1].gateway, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 1, stateRoot))
+}
