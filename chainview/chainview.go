@@ -1,0 +1,584 @@
+// Package chainview follows the MedRec-ZK contracts' events into an in-memory
+// view of the public chain state: the providers, the patient tree (so a client
+// builds its Merkle path from the chain and never asks a gateway, which would
+// reveal its commitment), relationships, grants and anchors.
+//
+// A View is advanced by Sync, which reads logs block range by block range and
+// follows reorgs: every applied block keeps an undo list, and when a block the
+// view applied is no longer canonical its changes are undone before the new
+// branch is applied. A gateway that syncs before each decision (or once per
+// block) therefore enforces a revocation within one block.
+package chainview
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"sync"
+
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/contracts/bindings"
+	"github.com/medrec-zk/medrec/merkle"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// Source is what a View reads: logs and headers. An ethclient.Client and the
+// simulated backend's client satisfy it.
+type Source interface {
+	ethereum.LogFilterer
+	HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error)
+}
+
+// Provider is a provider as the registry records it.
+type Provider struct {
+	ID         uint32
+	Authority  common.Address
+	Gateway    common.Address
+	Name       string
+	GatewayURL string
+	Active     bool
+}
+
+// Relationship is an open relationship.
+type Relationship struct {
+	Tag      *big.Int
+	Provider uint32
+	Owner    common.Address
+	Rotation uint32
+}
+
+// GranteeKind says how a grantee is named.
+type GranteeKind uint8
+
+// Grantee kinds, as in Relationships.sol.
+const (
+	GranteeAddress   GranteeKind = 1
+	GranteeAnonymous GranteeKind = 2
+)
+
+// Grant is a grant as last recorded on chain.
+type Grant struct {
+	Tag     *big.Int
+	Kind    GranteeKind
+	Grantee [32]byte
+	Scope   uint64
+	Purpose uint8
+	Expiry  uint64
+	Revoked bool
+}
+
+// Active reports whether the grant allows access at unix time now.
+func (g Grant) Active(now uint64) bool { return !g.Revoked && now < g.Expiry }
+
+// Anchor is one anchored batch of a provider.
+type Anchor struct {
+	Provider  uint32
+	Batch     uint64
+	LogRoot   [32]byte
+	FromSeq   uint64
+	Count     uint64
+	StateRoot [32]byte
+	Block     uint64
+}
+
+type grantKey struct {
+	tag     string // decimal tag
+	kind    GranteeKind
+	grantee [32]byte
+}
+
+type appliedBlock struct {
+	number uint64
+	hash   common.Hash
+	undo   []func()
+}
+
+// ErrReorgTooDeep is returned when a reorg reaches below the blocks the view
+// remembers; the view must then be rebuilt from the deployment block.
+var ErrReorgTooDeep = errors.New("chainview: reorg deeper than the remembered blocks")
+
+// View is the followed state. It is safe for concurrent use.
+type View struct {
+	src       Source
+	d         *contracts.Deployment
+	keep      int    // how many applied blocks to remember for reorgs
+	batchSize uint64 // blocks per log query
+
+	mu        sync.RWMutex
+	next      uint64      // first block not yet applied
+	tip       common.Hash // hash of block next-1 (zero before the first sync)
+	applied   []appliedBlock
+	trimmed   bool // older applied blocks were forgotten
+	providers map[uint32]*Provider
+	leaves    []fr.Element
+	tree      *merkle.Tree
+	rels      map[string]*Relationship
+	grants    map[grantKey]*Grant
+	anchors   map[uint32][]Anchor
+
+	handlers map[common.Address]map[common.Hash]func(*View, *types.Log, *appliedBlock) error
+}
+
+// New returns an empty view of the deployment d, to be advanced with Sync.
+func New(src Source, d *contracts.Deployment) (*View, error) {
+	tree, err := merkle.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	v := &View{
+		src: src, d: d, keep: 256, batchSize: 2000,
+		next:      d.Block,
+		providers: map[uint32]*Provider{},
+		tree:      tree,
+		rels:      map[string]*Relationship{},
+		grants:    map[grantKey]*Grant{},
+		anchors:   map[uint32][]Anchor{},
+	}
+	v.handlers, err = handlers(d)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Head returns the last block the view applied.
+func (v *View) Head() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.next == 0 {
+		return 0
+	}
+	return v.next - 1
+}
+
+// Sync advances the view to the chain's current head, undoing any applied
+// blocks a reorg replaced.
+func (v *View) Sync(ctx context.Context) error {
+	head, err := v.src.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("chainview: head: %w", err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.unwindLocked(ctx); err != nil {
+		return err
+	}
+	target := head.Number.Uint64()
+	for v.next <= target {
+		to := min(v.next+v.batchSize-1, target)
+		if err := v.applyRangeLocked(ctx, v.next, to); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unwindLocked undoes applied blocks that are no longer canonical.
+func (v *View) unwindLocked(ctx context.Context) error {
+	if v.next == 0 || v.tip == (common.Hash{}) {
+		return nil
+	}
+	h, err := v.src.HeaderByNumber(ctx, new(big.Int).SetUint64(v.next-1))
+	if err != nil && !errors.Is(err, ethereum.NotFound) {
+		return fmt.Errorf("chainview: header %d: %w", v.next-1, err)
+	}
+	if err == nil && h.Hash() == v.tip {
+		return nil // our tip is still canonical
+	}
+	// Walk back over the applied blocks until one is still canonical.
+	for len(v.applied) > 0 {
+		b := v.applied[len(v.applied)-1]
+		h, err := v.src.HeaderByNumber(ctx, new(big.Int).SetUint64(b.number))
+		if err != nil && !errors.Is(err, ethereum.NotFound) {
+			return fmt.Errorf("chainview: header %d: %w", b.number, err)
+		}
+		if err == nil && h.Hash() == b.hash {
+			v.next, v.tip = b.number+1, b.hash
+			return nil
+		}
+		for i := len(b.undo) - 1; i >= 0; i-- {
+			b.undo[i]()
+		}
+		v.applied = v.applied[:len(v.applied)-1]
+		v.next = b.number
+	}
+	if v.trimmed {
+		return ErrReorgTooDeep
+	}
+	// Everything the view applied is undone: read again from the deployment.
+	v.next, v.tip = v.d.Block, common.Hash{}
+	return nil
+}
+
+func (v *View) applyRangeLocked(ctx context.Context, from, to uint64) error {
+	toHeader, err := v.src.HeaderByNumber(ctx, new(big.Int).SetUint64(to))
+	if err != nil {
+		return fmt.Errorf("chainview: header %d: %w", to, err)
+	}
+	logs, err := v.src.FilterLogs(ctx, ethereum.FilterQuery{
+		FromBlock: new(big.Int).SetUint64(from),
+		ToBlock:   new(big.Int).SetUint64(to),
+		Addresses: []common.Address{v.d.AgentRegistry, v.d.PatientRegistry, v.d.Relationships, v.d.Anchors},
+	})
+	if err != nil {
+		return fmt.Errorf("chainview: logs %d..%d: %w", from, to, err)
+	}
+	// Logs of a block that was replaced while we read are caught by their hash:
+	// every log must belong to the canonical block we will record.
+	for i := range logs {
+		l := &logs[i]
+		if l.Removed {
+			continue
+		}
+		if len(v.applied) == 0 || v.applied[len(v.applied)-1].number != l.BlockNumber {
+			if len(v.applied) > 0 && v.applied[len(v.applied)-1].number > l.BlockNumber {
+				return fmt.Errorf("chainview: logs out of order at block %d", l.BlockNumber)
+			}
+			v.applied = append(v.applied, appliedBlock{number: l.BlockNumber, hash: l.BlockHash})
+		}
+		b := &v.applied[len(v.applied)-1]
+		if b.hash != l.BlockHash {
+			return fmt.Errorf("chainview: block %d changed while reading; retry", l.BlockNumber)
+		}
+		if byTopic, ok := v.handlers[l.Address]; ok && len(l.Topics) > 0 {
+			if h, ok := byTopic[l.Topics[0]]; ok {
+				if err := h(v, l, b); err != nil {
+					return fmt.Errorf("chainview: block %d tx %s log %d: %w", l.BlockNumber, l.TxHash, l.Index, err)
+				}
+			}
+		}
+	}
+	if n := len(v.applied); n > v.keep {
+		v.applied = slices.Clone(v.applied[n-v.keep:])
+		v.trimmed = true
+	}
+	v.next, v.tip = to+1, toHeader.Hash()
+	return nil
+}
+
+// --- event handlers ---------------------------------------------------------------
+
+func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(*View, *types.Log, *appliedBlock) error, error) {
+	type h = func(*View, *types.Log, *appliedBlock) error
+	agents, patients, rels, anchors := bindings.NewAgentRegistry(), bindings.NewPatientRegistry(), bindings.NewRelationships(), bindings.NewAnchors()
+	id := func(md *bind.MetaData, name string) (common.Hash, error) {
+		parsed, err := md.ParseABI()
+		if err != nil {
+			return common.Hash{}, err
+		}
+		ev, ok := parsed.Events[name]
+		if !ok {
+			return common.Hash{}, fmt.Errorf("no event %s", name)
+		}
+		return ev.ID, nil
+	}
+	table := []struct {
+		addr common.Address
+		md   *bind.MetaData
+		name string
+		fn   h
+	}{
+		{d.AgentRegistry, &bindings.AgentRegistryMetaData, "ProviderAdded", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := agents.UnpackProviderAddedEvent(l)
+			if err != nil {
+				return err
+			}
+			v.setProvider(b, &Provider{ID: e.Id, Authority: e.Authority, Gateway: e.Gateway, Name: e.Name, GatewayURL: e.GatewayURL, Active: true})
+			return nil
+		}},
+		{d.AgentRegistry, &bindings.AgentRegistryMetaData, "ProviderRemoved", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := agents.UnpackProviderRemovedEvent(l)
+			if err != nil {
+				return err
+			}
+			p, ok := v.providers[e.Id]
+			if !ok {
+				return fmt.Errorf("removal of unknown provider %d", e.Id)
+			}
+			np := *p
+			np.Active = false
+			v.setProvider(b, &np)
+			return nil
+		}},
+		{d.AgentRegistry, &bindings.AgentRegistryMetaData, "GatewayChanged", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := agents.UnpackGatewayChangedEvent(l)
+			if err != nil {
+				return err
+			}
+			p, ok := v.providers[e.Id]
+			if !ok {
+				return fmt.Errorf("gateway change of unknown provider %d", e.Id)
+			}
+			np := *p
+			np.Gateway, np.GatewayURL = e.Gateway, e.GatewayURL
+			v.setProvider(b, &np)
+			return nil
+		}},
+		{d.PatientRegistry, &bindings.PatientRegistryMetaData, "Enrolled", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := patients.UnpackEnrolledEvent(l)
+			if err != nil {
+				return err
+			}
+			if int(e.Index) != len(v.leaves) {
+				return fmt.Errorf("enrolment at index %d, the view has %d leaves", e.Index, len(v.leaves))
+			}
+			c, err := zkhash.FromBig(e.Commitment)
+			if err != nil {
+				return err
+			}
+			if _, err := v.tree.Insert(c); err != nil {
+				return err
+			}
+			if got := zkhash.Big(v.tree.Root()); got.Cmp(e.Root) != 0 {
+				return fmt.Errorf("root after leaf %d: view %#x, chain %#x", e.Index, got, e.Root)
+			}
+			v.leaves = append(v.leaves, c)
+			b.undo = append(b.undo, func() {
+				v.leaves = v.leaves[:len(v.leaves)-1]
+				v.tree, _ = merkle.New(v.leaves) // rare: rebuild
+			})
+			return nil
+		}},
+		{d.Relationships, &bindings.RelationshipsMetaData, "Opened", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := rels.UnpackOpenedEvent(l)
+			if err != nil {
+				return err
+			}
+			v.setRelationship(b, e.Tag, &Relationship{Tag: e.Tag, Provider: e.Provider, Owner: e.Owner})
+			return nil
+		}},
+		{d.Relationships, &bindings.RelationshipsMetaData, "Rotated", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := rels.UnpackRotatedEvent(l)
+			if err != nil {
+				return err
+			}
+			r, ok := v.rels[e.Tag.String()]
+			if !ok {
+				return fmt.Errorf("rotation of unknown relationship %#x", e.Tag)
+			}
+			nr := *r
+			nr.Owner, nr.Rotation = e.Owner, e.Rotation
+			v.setRelationship(b, e.Tag, &nr)
+			return nil
+		}},
+		{d.Relationships, &bindings.RelationshipsMetaData, "Granted", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := rels.UnpackGrantedEvent(l)
+			if err != nil {
+				return err
+			}
+			v.setGrant(b, &Grant{Tag: e.Tag, Kind: GranteeKind(e.GranteeKind), Grantee: e.Grantee, Scope: e.Scope, Purpose: e.Purpose, Expiry: e.Expiry})
+			return nil
+		}},
+		{d.Relationships, &bindings.RelationshipsMetaData, "Revoked", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := rels.UnpackRevokedEvent(l)
+			if err != nil {
+				return err
+			}
+			k := grantKey{e.Tag.String(), GranteeKind(e.GranteeKind), e.Grantee}
+			g, ok := v.grants[k]
+			if !ok {
+				return fmt.Errorf("revocation of unknown grant")
+			}
+			ng := *g
+			ng.Revoked = true
+			v.setGrant(b, &ng)
+			return nil
+		}},
+		{d.Anchors, &bindings.AnchorsMetaData, "Anchored", func(v *View, l *types.Log, b *appliedBlock) error {
+			e, err := anchors.UnpackAnchoredEvent(l)
+			if err != nil {
+				return err
+			}
+			a := Anchor{Provider: e.Provider, Batch: e.Batch, LogRoot: e.LogRoot, FromSeq: e.FromSeq, Count: e.Count, StateRoot: e.StateRoot, Block: l.BlockNumber}
+			v.anchors[e.Provider] = append(v.anchors[e.Provider], a)
+			b.undo = append(b.undo, func() {
+				list := v.anchors[e.Provider]
+				v.anchors[e.Provider] = list[:len(list)-1]
+			})
+			return nil
+		}},
+	}
+	out := map[common.Address]map[common.Hash]func(*View, *types.Log, *appliedBlock) error{}
+	for _, row := range table {
+		topic, err := id(row.md, row.name)
+		if err != nil {
+			return nil, fmt.Errorf("chainview: %w", err)
+		}
+		if out[row.addr] == nil {
+			out[row.addr] = map[common.Hash]func(*View, *types.Log, *appliedBlock) error{}
+		}
+		out[row.addr][topic] = row.fn
+	}
+	return out, nil
+}
+
+func (v *View) setProvider(b *appliedBlock, p *Provider) {
+	old, had := v.providers[p.ID]
+	v.providers[p.ID] = p
+	b.undo = append(b.undo, func() {
+		if had {
+			v.providers[p.ID] = old
+		} else {
+			delete(v.providers, p.ID)
+		}
+	})
+}
+
+func (v *View) setRelationship(b *appliedBlock, tag *big.Int, r *Relationship) {
+	k := tag.String()
+	old, had := v.rels[k]
+	v.rels[k] = r
+	b.undo = append(b.undo, func() {
+		if had {
+			v.rels[k] = old
+		} else {
+			delete(v.rels, k)
+		}
+	})
+}
+
+func (v *View) setGrant(b *appliedBlock, g *Grant) {
+	k := grantKey{g.Tag.String(), g.Kind, g.Grantee}
+	old, had := v.grants[k]
+	v.grants[k] = g
+	b.undo = append(b.undo, func() {
+		if had {
+			v.grants[k] = old
+		} else {
+			delete(v.grants, k)
+		}
+	})
+}
+
+// --- queries ---------------------------------------------------------------------
+
+// Providers returns every provider ever registered, by id.
+func (v *View) Providers() []Provider {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]Provider, 0, len(v.providers))
+	for _, p := range v.providers {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Provider) int { return int(a.ID) - int(b.ID) })
+	return out
+}
+
+// Provider returns provider id.
+func (v *View) Provider(id uint32) (Provider, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	p, ok := v.providers[id]
+	if !ok {
+		return Provider{}, false
+	}
+	return *p, true
+}
+
+// ActiveSigners returns the active providers' authorities: the signer set the
+// Clique consensus must follow.
+func (v *View) ActiveSigners(context.Context) ([]common.Address, error) {
+	var out []common.Address
+	for _, p := range v.Providers() {
+		if p.Active {
+			out = append(out, p.Authority)
+		}
+	}
+	return out, nil
+}
+
+// Relationship returns the relationship of tag.
+func (v *View) Relationship(tag *big.Int) (Relationship, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	r, ok := v.rels[tag.String()]
+	if !ok {
+		return Relationship{}, false
+	}
+	return *r, true
+}
+
+// Grant returns the grant of tag to grantee.
+func (v *View) Grant(tag *big.Int, kind GranteeKind, grantee [32]byte) (Grant, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	g, ok := v.grants[grantKey{tag.String(), kind, grantee}]
+	if !ok {
+		return Grant{}, false
+	}
+	return *g, true
+}
+
+// GrantsOf returns every grant recorded for tag.
+func (v *View) GrantsOf(tag *big.Int) []Grant {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []Grant
+	for k, g := range v.grants {
+		if k.tag == tag.String() {
+			out = append(out, *g)
+		}
+	}
+	slices.SortFunc(out, func(a, b Grant) int {
+		if a.Kind != b.Kind {
+			return int(a.Kind) - int(b.Kind)
+		}
+		return slices.Compare(a.Grantee[:], b.Grantee[:])
+	})
+	return out
+}
+
+// GrantsTo returns every grant to grantee, across relationships.
+func (v *View) GrantsTo(kind GranteeKind, grantee [32]byte) []Grant {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []Grant
+	for k, g := range v.grants {
+		if k.kind == kind && k.grantee == grantee {
+			out = append(out, *g)
+		}
+	}
+	slices.SortFunc(out, func(a, b Grant) int { return a.Tag.Cmp(b.Tag) })
+	return out
+}
+
+// Leaves returns the number of enrolled commitments.
+func (v *View) Leaves() int {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.leaves)
+}
+
+// MerkleProof returns the membership path of commitment c under the current
+// root, built from chain events only.
+func (v *View) MerkleProof(c fr.Element) (merkle.Proof, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	i := v.tree.IndexOf(c)
+	if i < 0 {
+		return merkle.Proof{}, fmt.Errorf("chainview: commitment %s is not enrolled", zkhash.Hex(c))
+	}
+	return v.tree.Proof(i)
+}
+
+// Root returns the current tree root.
+func (v *View) Root() fr.Element {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.tree.Root()
+}
+
+// Anchors returns provider's anchored batches in order.
+func (v *View) Anchors(provider uint32) []Anchor {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return slices.Clone(v.anchors[provider])
+}
