@@ -19,10 +19,10 @@ type Client struct {
 	b Backend
 	d *Deployment
 
-	agents   *bindings.AgentRegistry
-	patients *bindings.PatientRegistry
-	rels     *bindings.Relationships
-	anchors  *bindings.Anchors
+	agents                              *bindings.AgentRegistry
+	patients                            *bindings.PatientRegistry
+	rels                                *bindings.Relationships
+	anchors                             *bindings.Anchors
 	agentsC, patientsC, relsC, anchorsC *bind.BoundContract
 }
 
