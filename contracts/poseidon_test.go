@@ -1,7 +1,6 @@
 package contracts
 
 import (
-	"context"
 	"encoding/json"
 	"math/big"
 	"math/rand/v2"
@@ -64,9 +63,8 @@ func deployHarness(t *testing.T, e *env) (*bindings.Poseidon2Harness, *bind.Boun
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.sim.Commit()
-	if r, err := bind.WaitMined(context.Background(), e.client, tx.Hash()); err != nil || r.Status != types.ReceiptStatusSuccessful {
-		t.Fatalf("deploy harness: %v", err)
+	if r := e.mine(tx); r.Status != types.ReceiptStatusSuccessful {
+		t.Fatal("deploy harness failed")
 	}
 	return h, h.Instance(e.client, a)
 }

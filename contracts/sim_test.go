@@ -115,7 +115,9 @@ func newEnv(t *testing.T, n int) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.sim.Commit()
+	for _, tx := range txs {
+		e.mine(tx)
+	}
 	if err := d.Wait(context.Background(), e.client, txs); err != nil {
 		t.Fatal(err)
 	}
@@ -145,15 +147,26 @@ func (e *env) send(k *ecdsa.PrivateKey, c *bind.BoundContract, data []byte) (*ty
 	if err != nil {
 		return nil, DecodeRevert(err)
 	}
-	e.sim.Commit()
-	r, err := e.client.TransactionReceipt(context.Background(), tx.Hash())
-	if err != nil {
-		e.t.Fatalf("receipt: %v", err)
-	}
+	r := e.mine(tx)
 	if r.Status != types.ReceiptStatusSuccessful {
 		e.t.Fatalf("transaction %s mined but failed", tx.Hash())
 	}
 	return r, nil
+}
+
+// mine commits blocks until tx is included and returns its receipt. One
+// commit is almost always enough, but on a loaded machine the miner may seal
+// a block before it has filled in every pending transaction.
+func (e *env) mine(tx *types.Transaction) *types.Receipt {
+	e.t.Helper()
+	for i := 0; i < 50; i++ {
+		e.sim.Commit()
+		if r, err := e.client.TransactionReceipt(context.Background(), tx.Hash()); err == nil {
+			return r
+		}
+	}
+	e.t.Fatalf("transaction %s not mined after 50 blocks", tx.Hash())
+	return nil
 }
 
 // mustSend is send for steps that must succeed.

@@ -67,12 +67,20 @@ type autoMine struct {
 	sim *simulated.Backend
 }
 
+// SendTransaction sends tx and commits blocks until it is included: one is
+// almost always enough, but on a loaded machine the miner may seal a block
+// before it has filled in every pending transaction.
 func (a autoMine) SendTransaction(ctx context.Context, tx *types.Transaction) error {
 	if err := a.Client.SendTransaction(ctx, tx); err != nil {
 		return err
 	}
-	a.sim.Commit()
-	return nil
+	for i := 0; i < 50; i++ {
+		a.sim.Commit()
+		if _, err := a.Client.TransactionReceipt(ctx, tx.Hash()); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("simchain: transaction %s not mined after 50 blocks", tx.Hash())
 }
 
 // New starts a chain with n providers (ids 1..n, named "Provider i", gateway
