@@ -98,7 +98,7 @@ func highS(sig []byte) []byte {
 	s := new(big.Int).SetBytes(sig[32:64])
 	s.Sub(crypto.S256().Params().N, s)
 	s.FillBytes(out[32:64])
-	out[64] ^= 1 // 27 <-> 28
+	out[64] = 55 - out[64] // 27 <-> 28
 	return out
 }
 
