@@ -142,17 +142,5 @@ func (d *Deployment) Wait(ctx context.Context, b Backend, txs []*types.Transacti
 			return fmt.Errorf("contracts: deployment transaction %s failed (gas used %d)", tx.Hash(), r.GasUsed)
 		}
 	}
-	for name, a := range map[string]common.Address{
-		"AgentRegistry": d.AgentRegistry, "PatientRegistry": d.PatientRegistry, "Relationships": d.Relationships,
-		"Anchors": d.Anchors, "OwnershipVerifier": d.OwnershipVerifier, "EntitlementVerifier": d.EntitlementVerifier,
-	} {
-		code, err := b.CodeAt(ctx, a, nil)
-		if err != nil {
-			return fmt.Errorf("contracts: code of %s: %w", name, err)
-		}
-		if len(code) == 0 {
-			return fmt.Errorf("contracts: no code at %s (%s)", a, name)
-		}
-	}
-	return nil
+	return d.Check(ctx, b)
 }

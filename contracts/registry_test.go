@@ -1,6 +1,8 @@
 package contracts
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/big"
 	"testing"
@@ -245,4 +247,36 @@ func TestAnchors(t *testing.T) {
 	}
 	// Each provider has its own sequence.
 	e.mustSend(e.providers[1].gateway, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 1, stateRoot))
+}
+
+// TestDeploymentRecord round-trips the record and checks it against the chain.
+func TestDeploymentRecord(t *testing.T) {
+	e := newEnv(t, 1)
+	path := t.TempDir() + "/" + DeploymentFile
+	if err := e.d.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	d, err := LoadDeployment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ChainID.Cmp(e.d.ChainID) != 0 || d.Relationships != e.d.Relationships || d.Block != e.d.Block {
+		t.Fatalf("round trip: %+v vs %+v", d, e.d)
+	}
+	if err := d.Check(context.Background(), e.client); err != nil {
+		t.Fatal(err)
+	}
+	wrong := *d
+	wrong.Anchors = common.HexToAddress("0x1234")
+	if err := wrong.Check(context.Background(), e.client); !errors.Is(err, ErrNotDeployed) {
+		t.Fatalf("missing code: %v", err)
+	}
+	wrong = *d
+	wrong.ChainID = big.NewInt(5)
+	if err := wrong.Check(context.Background(), e.client); err == nil {
+		t.Fatal("wrong chain accepted")
+	}
+	if _, err := LoadDeployment(t.TempDir() + "/none.json"); err == nil {
+		t.Fatal("missing file accepted")
+	}
 }
