@@ -1,0 +1,269 @@
+// Package sqlstore implements store.Store on SQL databases: SQLite (the
+// default, modernc.org/sqlite, pure Go) and PostgreSQL (pgx). One
+// implementation serves both; the few differences (placeholders, row locks,
+// read isolation, error codes, DDL) live in a dialect. The schema is created
+// and upgraded by embedded goose migrations, one directory per dialect, when
+// a database is opened.
+//
+// Concurrency: every write is one transaction. On PostgreSQL, writers to the
+// same patient serialise on the patient's row lock, shared resources on their
+// own row locks, the access log on its single head row. On SQLite, writers
+// of one process serialise on a mutex and the database is opened with
+// BEGIN IMMEDIATE, WAL, a busy timeout, foreign keys and synchronous=FULL, so
+// an acknowledged write survives a crash or power loss.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/medrec-zk/medrec/dbmanager/store"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// DB is a store.Store on an SQL database.
+type DB struct {
+	db  *sql.DB
+	d   *dialect
+	wmu sync.Mutex // SQLite: one writer at a time in this process
+}
+
+var _ store.Store = (*DB)(nil)
+
+type dialect struct {
+	name      string
+	goose     goose.Dialect
+	forUpdate string // row-lock suffix for SELECT in a write transaction
+	readTx    sql.TxOptions
+	mu        sync.Mutex
+	rebound   map[string]string // SQL with ? → SQL with $n
+}
+
+var (
+	sqliteDialect = &dialect{
+		name:   "sqlite",
+		goose:  goose.DialectSQLite3,
+		readTx: sql.TxOptions{ReadOnly: true}, // BEGIN DEFERRED: a WAL snapshot
+	}
+	postgresDialect = &dialect{
+		name:      "postgres",
+		goose:     goose.DialectPostgres,
+		forUpdate: " FOR UPDATE",
+		readTx:    sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead},
+		rebound:   map[string]string{},
+	}
+)
+
+// q returns query in the dialect's placeholder syntax. Queries are written
+// with ?; PostgreSQL gets $1, $2 … (no query here has ? inside a literal).
+func (d *dialect) q(query string) string {
+	if d.rebound == nil {
+		return query
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r, ok := d.rebound[query]; ok {
+		return r
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	d.rebound[query] = b.String()
+	return b.String()
+}
+
+// Open opens the database named by dsn: a PostgreSQL URL or keyword/value
+// string ("postgres://…", "postgresql://…", "host=… dbname=…"), or else an
+// SQLite file path, optionally prefixed "sqlite:".
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"), strings.Contains(dsn, "dbname="), strings.HasPrefix(dsn, "host="):
+		return OpenPostgres(ctx, dsn)
+	default:
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	}
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// migrates it to the current schema.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") || path == ":memory:" {
+		return nil, fmt.Errorf("sqlstore: sqlite path %q: want a file path without ? or #: %w", path, store.ErrInvalid)
+	}
+	params := url.Values{}
+	params.Set("_txlock", "immediate")
+	params.Add("_pragma", "busy_timeout(10000)")
+	params.Add("_pragma", "journal_mode(WAL)")
+	params.Add("_pragma", "foreign_keys(1)")
+	params.Add("_pragma", "synchronous(FULL)")
+	db, err := sql.Open("sqlite", path+"?"+params.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: open sqlite %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	db.SetConnMaxIdleTime(0)
+	return open(ctx, db, sqliteDialect)
+}
+
+// OpenPostgres connects to PostgreSQL and migrates the database (or the
+// schema first on the search_path) to the current schema.
+func OpenPostgres(ctx context.Context, dsn string) (*DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	return open(ctx, db, postgresDialect)
+}
+
+func open(ctx context.Context, db *sql.DB, d *dialect) (*DB, error) {
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlstore: connect %s: %w", d.name, err)
+	}
+	if err := migrate(ctx, db, d); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &DB{db: db, d: d}, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
+	dir, err := fs.Sub(migrations, "migrations/"+d.name)
+	if err != nil {
+		return fmt.Errorf("sqlstore: migrations: %w", err)
+	}
+	p, err := goose.NewProvider(d.goose, db, dir, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("sqlstore: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("sqlstore: migrate %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// Dialect names the backend: "sqlite" or "postgres".
+func (s *DB) Dialect() string { return s.d.name }
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// write runs fn in a write transaction, retrying it when PostgreSQL reports
+// a deadlock or serialization failure.
+func (s *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	if s.d == sqliteDialect {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+	}
+	for attempt := 0; ; attempt++ {
+		err := s.runTx(ctx, nil, fn)
+		if attempt < 4 && retryable(err) {
+			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+			continue
+		}
+		return err
+	}
+}
+
+// read runs fn in a read-only transaction that sees one snapshot.
+func (s *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.runTx(ctx, &s.d.readTx, fn)
+}
+
+func (s *DB) runTx(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, opts)
+	if err != nil {
+		return dbErr("begin", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return dbErr("commit", err)
+	}
+	return nil
+}
+
+// dbErr wraps a driver error with context, turning uniqueness violations
+// into store.ErrConflict.
+func dbErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if uniqueViolation(err) {
+		return fmt.Errorf("%s: %w: %w", what, store.ErrConflict, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func uniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	var lite *sqlite.Error
+	if errors.As(err, &lite) {
+		return lite.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || lite.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+func retryable(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == "40001" || pg.Code == "40P01")
+}
+
+// Execer is what both *sql.DB and *sql.Tx offer.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func hash32(b []byte) ([32]byte, error) {
+	var h [32]byte
+	if len(b) != 32 {
+		return h, fmt.Errorf("stored hash has %d bytes", len(b))
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

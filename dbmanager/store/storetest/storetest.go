@@ -1,0 +1,669 @@
+// Package storetest is the one test suite every store.Store implementation
+// must pass. An implementation's tests call Run with a function that opens a
+// fresh, empty store for each test.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/dbmanager/store"
+)
+
+// Opener returns a fresh, empty store; it closes it when the test ends.
+type Opener func(t *testing.T) store.Store
+
+// Run runs the whole suite.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"Patients", testPatients},
+		{"Tags", testTags},
+		{"Writes", testWrites},
+		{"BatchIsAtomic", testBatchIsAtomic},
+		{"RawIsKeptByteForByte", testRaw},
+		{"Search", testSearch},
+		{"Everything", testEverything},
+		{"Changes", testChanges},
+		{"State", testState},
+		{"AccessLog", testAccessLog},
+		{"Anchors", testAnchors},
+		{"ConcurrentWriters", testConcurrentWriters},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
+	}
+}
+
+// Tag returns a small canonical tag for tests.
+func Tag(n byte) store.Tag { var t store.Tag; t[31] = n; return t }
+
+func obs(id, status string) []byte {
+	return fmt.Appendf(nil, `{"resourceType":"Observation","id":%q,"status":%q,"code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`, id, status)
+}
+
+// ok(f())(t) returns f's value, failing the test if f failed.
+func ok[T any](v T, err error) func(*testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if want == nil && err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if want != nil && !errors.Is(err, want) {
+		t.Fatalf("%s: got %v, want %v", what, err, want)
+	}
+}
+
+func testPatients(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p := ok(s.CreatePatient(ctx, "p1"))(t)
+	if p.ID != "p1" || p.Tag != nil || p.Seq != 0 || p.Created.IsZero() {
+		t.Fatalf("created %+v", p)
+	}
+	for _, c := range []struct {
+		name string
+		id   string
+		want error
+	}{
+		{"duplicate", "p1", store.ErrConflict},
+		{"empty id", "", store.ErrInvalid},
+		{"slash", "a/b", store.ErrInvalid},
+		{"too long", string(make([]byte, 65)), store.ErrInvalid},
+		{"second", "p2", nil},
+	} {
+		_, err := s.CreatePatient(ctx, c.id)
+		wantErr(t, c.name, err, c.want)
+	}
+	got := ok(s.Patient(ctx, "p1"))(t)
+	if got.ID != "p1" || !got.Created.Equal(p.Created) {
+		t.Fatalf("read %+v, created %+v", got, p)
+	}
+	_, err := s.Patient(ctx, "nobody")
+	wantErr(t, "missing patient", err, store.ErrNotFound)
+}
+
+func testTags(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	ok(s.CreatePatient(ctx, "p2"))(t)
+	var big store.Tag
+	for i := range big {
+		big[i] = 0xff
+	}
+	for _, c := range []struct {
+		name    string
+		patient string
+		tag     store.Tag
+		want    error
+	}{
+		{"map", "p1", Tag(1), nil},
+		{"same again is a no-op", "p1", Tag(1), nil},
+		{"another tag for the patient", "p1", Tag(2), store.ErrConflict},
+		{"the tag of another patient", "p2", Tag(1), store.ErrConflict},
+		{"non-canonical tag", "p2", big, store.ErrInvalid},
+		{"unknown patient", "p9", Tag(9), store.ErrNotFound},
+		{"second patient", "p2", Tag(2), nil},
+	} {
+		wantErr(t, c.name, s.MapTag(ctx, c.patient, c.tag), c.want)
+	}
+	p := ok(s.PatientByTag(ctx, Tag(2)))(t)
+	if p.ID != "p2" || p.Tag == nil || *p.Tag != Tag(2) {
+		t.Fatalf("by tag: %+v", p)
+	}
+	if p := ok(s.Patient(ctx, "p1"))(t); p.Tag == nil || *p.Tag != Tag(1) {
+		t.Fatalf("p1 tag: %+v", p)
+	}
+	_, err := s.PatientByTag(ctx, Tag(3))
+	wantErr(t, "unmapped tag", err, store.ErrNotFound)
+}
+
+func testWrites(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	org := []byte(`{"resourceType":"Organization","id":"o1","name":"A"}`)
+	org2 := []byte(`{"resourceType":"Organization","id":"o1","name":"B"}`)
+	type step struct {
+		name    string
+		batch   store.Batch
+		effects []store.Effect
+		version int64 // of the last write
+		want    error
+	}
+	w := func(mode store.Mode, typ, id string, raw []byte) store.Write {
+		return store.Write{Type: typ, ID: id, Raw: raw, Mode: mode}
+	}
+	p1 := func(ws ...store.Write) store.Batch { return store.Batch{PatientID: "p1", Writes: ws} }
+	steps := []step{
+		{name: "unknown patient", batch: p1(w(store.Create, "Observation", "a", obs("a", "final"))), want: store.ErrNotFound},
+		{name: "create the patient with the batch", batch: store.Batch{PatientID: "p1", CreatePatient: true, Writes: []store.Write{w(store.Create, "Observation", "a", obs("a", "final"))}},
+			effects: []store.Effect{store.EffectCreated}, version: 1},
+		{name: "create again", batch: p1(w(store.Create, "Observation", "a", obs("a", "final"))), want: store.ErrConflict},
+		{name: "upsert identical bytes", batch: p1(w(store.Upsert, "Observation", "a", obs("a", "final"))),
+			effects: []store.Effect{store.EffectUnchanged}, version: 1},
+		{name: "upsert new content", batch: p1(w(store.Upsert, "Observation", "a", obs("a", "amended"))),
+			effects: []store.Effect{store.EffectUpdated}, version: 2},
+		{name: "update with the right if-version", batch: p1(store.Write{Type: "Observation", ID: "a", Raw: obs("a", "corrected"), Mode: store.Update, IfVersion: 2}),
+			effects: []store.Effect{store.EffectUpdated}, version: 3},
+		{name: "update with a stale if-version", batch: p1(store.Write{Type: "Observation", ID: "a", Raw: obs("a", "final"), Mode: store.Update, IfVersion: 2}),
+			want: store.ErrConflict},
+		{name: "update of an absent resource", batch: p1(w(store.Update, "Observation", "zz", obs("zz", "final"))), want: store.ErrNotFound},
+		{name: "upsert creates", batch: p1(w(store.Upsert, "Observation", "b", obs("b", "final"))),
+			effects: []store.Effect{store.EffectCreated}, version: 1},
+		{name: "same id, other type is another resource", batch: p1(w(store.Create, "Condition", "a", []byte(`{"resourceType":"Condition","id":"a"}`))),
+			effects: []store.Effect{store.EffectCreated}, version: 1},
+		{name: "another patient's resource", batch: store.Batch{PatientID: "p2", CreatePatient: true, Writes: []store.Write{w(store.Upsert, "Observation", "a", obs("a", "final"))}},
+			want: store.ErrConflict},
+		{name: "shared resource in a patient batch", batch: store.Batch{PatientID: "p1", Writes: []store.Write{{Type: "Organization", ID: "o1", Raw: org, Shared: true, Mode: store.CreateIfAbsent}}},
+			effects: []store.Effect{store.EffectCreated}, version: 1},
+		{name: "create-if-absent keeps what exists", batch: store.Batch{Writes: []store.Write{{Type: "Organization", ID: "o1", Raw: org2, Shared: true, Mode: store.CreateIfAbsent}}},
+			effects: []store.Effect{store.EffectUnchanged}, version: 1},
+		{name: "shared upsert without a patient", batch: store.Batch{Writes: []store.Write{{Type: "Organization", ID: "o1", Raw: org2, Shared: true, Mode: store.Upsert}}},
+			effects: []store.Effect{store.EffectUpdated}, version: 2},
+		{name: "a shared resource cannot become a patient's", batch: p1(w(store.Upsert, "Organization", "o1", org)), want: store.ErrConflict},
+		{name: "a patient's resource cannot become shared", batch: store.Batch{Writes: []store.Write{{Type: "Observation", ID: "a", Raw: obs("a", "x"), Shared: true, Mode: store.Upsert}}},
+			want: store.ErrConflict},
+		{name: "patient resource without a patient", batch: store.Batch{Writes: []store.Write{w(store.Create, "Observation", "c", obs("c", "final"))}}, want: store.ErrInvalid},
+		{name: "unknown type", batch: p1(w(store.Create, "Bundle", "c", []byte(`{}`))), want: store.ErrInvalid},
+		{name: "bad id", batch: p1(w(store.Create, "Observation", "a b", obs("a b", "final"))), want: store.ErrInvalid},
+		{name: "not JSON", batch: p1(w(store.Create, "Observation", "c", []byte(`{"resourceType":`))), want: store.ErrInvalid},
+		{name: "empty body", batch: p1(w(store.Create, "Observation", "c", nil)), want: store.ErrInvalid},
+		{name: "no mode", batch: p1(w(0, "Observation", "c", obs("c", "final"))), want: store.ErrInvalid},
+		{name: "bad log entry", batch: store.Batch{PatientID: "p1", Writes: []store.Write{w(store.Create, "Observation", "c", obs("c", "final"))}, Log: []store.LogEntry{{Action: "import"}}},
+			want: store.ErrInvalid},
+	}
+	for _, st := range steps {
+		res, err := s.Apply(ctx, st.batch)
+		wantErr(t, st.name, err, st.want)
+		if st.want != nil {
+			continue
+		}
+		if len(res) != len(st.effects) {
+			t.Fatalf("%s: %d results", st.name, len(res))
+		}
+		for i, r := range res {
+			if r.Effect != st.effects[i] {
+				t.Fatalf("%s: write %d: %s, want %s", st.name, i, r.Effect, st.effects[i])
+			}
+		}
+		last := res[len(res)-1]
+		if last.Version != st.version {
+			t.Fatalf("%s: version %d, want %d", st.name, last.Version, st.version)
+		}
+		got := ok(s.Get(ctx, last.Type, last.ID))(t)
+		if got.Version != last.Version || got.SHA256 != last.SHA256 || got.PatientID != last.PatientID || got.Seq != last.Seq || !got.LastUpdated.Equal(last.LastUpdated) {
+			t.Fatalf("%s: stored %+v, result %+v", st.name, got.Meta, last.Meta)
+		}
+	}
+	// Every accepted version is kept.
+	for v, status := range map[int64]string{1: "final", 2: "amended", 3: "corrected"} {
+		r := ok(s.GetVersion(ctx, "Observation", "a", v))(t)
+		if string(r.Raw) != string(obs("a", status)) || r.Version != v {
+			t.Fatalf("version %d: %s", v, r.Raw)
+		}
+	}
+	_, err := s.GetVersion(ctx, "Observation", "a", 4)
+	wantErr(t, "future version", err, store.ErrNotFound)
+	_, err = s.Get(ctx, "Observation", "nope")
+	wantErr(t, "missing resource", err, store.ErrNotFound)
+	if r := ok(s.Get(ctx, "Organization", "o1"))(t); r.PatientID != "" || r.Seq != 0 || string(r.Raw) != string(org2) {
+		t.Fatalf("shared resource %+v", r.Meta)
+	}
+	if _, err := s.Patient(ctx, "p2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch created its patient: %v", err)
+	}
+}
+
+func testBatchIsAtomic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", CreatePatient: true,
+		Writes: []store.Write{{Type: "Observation", ID: "x", Raw: obs("x", "final"), Mode: store.Create}}}))(t)
+	before := ok(s.State(ctx, "p1"))(t)
+	head := ok(s.LogHead(ctx))(t)
+	_, err := s.Apply(ctx, store.Batch{PatientID: "p1",
+		Writes: []store.Write{
+			{Type: "Observation", ID: "new1", Raw: obs("new1", "final"), Mode: store.Create},
+			{Type: "Observation", ID: "x", Raw: obs("x", "amended"), Mode: store.Update},
+			{Type: "Observation", ID: "x", Raw: obs("x", "final"), Mode: store.Create}, // conflict: the whole batch fails
+		},
+		Log: []store.LogEntry{{ActorKind: store.ActorStaff, ActorID: "nurse", Action: "create", PatientID: "p1", Outcome: store.Allowed}},
+	})
+	wantErr(t, "conflicting batch", err, store.ErrConflict)
+	if _, err := s.Get(ctx, "Observation", "new1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("half a batch was stored: %v", err)
+	}
+	if r := ok(s.Get(ctx, "Observation", "x"))(t); r.Version != 1 {
+		t.Fatalf("half a batch was stored: version %d", r.Version)
+	}
+	if after := ok(s.State(ctx, "p1"))(t); after != before {
+		t.Fatalf("state moved: %+v → %+v", before, after)
+	}
+	if h := ok(s.LogHead(ctx))(t); h != head {
+		t.Fatalf("log moved: %+v → %+v", head, h)
+	}
+	if ch := ok(s.Changes(ctx, "p1", 0, 0))(t); len(ch) != 1 {
+		t.Fatalf("changes %+v", ch)
+	}
+	// The same batch without the conflict stores the writes and the log entry together.
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1",
+		Writes: []store.Write{{Type: "Observation", ID: "new1", Raw: obs("new1", "final"), Mode: store.Create}},
+		Log:    []store.LogEntry{{ActorKind: store.ActorStaff, ActorID: "nurse", Action: "create", PatientID: "p1", Resources: []string{"Observation/new1"}, Outcome: store.Allowed}},
+	}))(t)
+	if h := ok(s.LogHead(ctx))(t); h.Seq != head.Seq+1 {
+		t.Fatalf("log head %d", h.Seq)
+	}
+}
+
+func testRaw(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	// Whitespace, key order, escapes and number spelling are kept as sent.
+	raw := []byte("{\n  \"status\" : \"final\",\t\"resourceType\":\"Observation\",\"id\":\"r1\",\n  \"valueQuantity\":{\"value\":1.50E+1},\"note\":[{\"text\":\"caf\\u00e9 \\/ ünïcode\"}] }\n")
+	res := ok(s.Apply(ctx, store.Batch{PatientID: "p1", CreatePatient: true, Writes: []store.Write{{Type: "Observation", ID: "r1", Raw: raw, Mode: store.Create}}}))(t)
+	got := ok(s.Get(ctx, "Observation", "r1"))(t)
+	if string(got.Raw) != string(raw) {
+		t.Fatalf("raw changed:\n%q\n%q", raw, got.Raw)
+	}
+	if sha256.Sum256(raw) != got.SHA256 || res[0].SHA256 != got.SHA256 {
+		t.Fatal("sha256 is not of the raw bytes")
+	}
+	if got.LastUpdated.Location() != time.UTC || got.LastUpdated.Nanosecond()%1000 != 0 {
+		t.Fatalf("lastUpdated %v is not UTC microseconds", got.LastUpdated)
+	}
+}
+
+func seed(t *testing.T, s store.Store, patient string, obsIDs, condIDs []string) {
+	t.Helper()
+	var ws []store.Write
+	for _, id := range obsIDs {
+		ws = append(ws, store.Write{Type: "Observation", ID: id, Raw: obs(id, "final"), Mode: store.Create})
+	}
+	for _, id := range condIDs {
+		ws = append(ws, store.Write{Type: "Condition", ID: id, Raw: fmt.Appendf(nil, `{"resourceType":"Condition","id":%q}`, id), Mode: store.Create})
+	}
+	ok(s.Apply(context.Background(), store.Batch{PatientID: patient, CreatePatient: true, Writes: ws}))(t)
+}
+
+func ids(rs []store.Resource) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Type+"/"+r.ID)
+	}
+	return out
+}
+
+func testSearch(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s, "p1", []string{"o5", "o1", "o3", "o7", "o2", "o6", "o4"}, []string{"c1", "c2"})
+	seed(t, s, "p2", []string{"x1"}, nil)
+	ok(s.Apply(ctx, store.Batch{Writes: []store.Write{{Type: "Organization", ID: "org", Raw: []byte(`{"resourceType":"Organization"}`), Shared: true, Mode: store.Create}}}))(t)
+	for _, c := range []struct {
+		name    string
+		patient string
+		typ     string
+		count   int
+		pages   [][]string
+	}{
+		{"pages of three", "p1", "Observation", 3, [][]string{
+			{"Observation/o1", "Observation/o2", "Observation/o3"},
+			{"Observation/o4", "Observation/o5", "Observation/o6"},
+			{"Observation/o7"}}},
+		{"exact fit", "p1", "Condition", 2, [][]string{{"Condition/c1", "Condition/c2"}}},
+		{"default count", "p1", "Condition", 0, [][]string{{"Condition/c1", "Condition/c2"}}},
+		{"other patient", "p2", "Observation", 10, [][]string{{"Observation/x1"}}},
+		{"none of the type", "p2", "Condition", 10, [][]string{nil}},
+		{"shared resources", "", "Organization", 10, [][]string{{"Organization/org"}}},
+	} {
+		cursor := ""
+		for i, want := range c.pages {
+			page := ok(s.Search(ctx, c.patient, c.typ, store.PageRequest{Count: c.count, Cursor: cursor}))(t)
+			if !slices.Equal(ids(page.Resources), want) {
+				t.Fatalf("%s: page %d: %v, want %v", c.name, i, ids(page.Resources), want)
+			}
+			if last := i == len(c.pages)-1; last != (page.Next == "") {
+				t.Fatalf("%s: page %d: next %q", c.name, i, page.Next)
+			}
+			cursor = page.Next
+		}
+	}
+	_, err := s.Search(ctx, "p1", "Observation", store.PageRequest{Cursor: "!!"})
+	wantErr(t, "bad cursor", err, store.ErrInvalid)
+	page := ok(s.Search(ctx, "p1", "Condition", store.PageRequest{Count: 1}))(t)
+	_, err = s.Search(ctx, "p1", "Observation", store.PageRequest{Cursor: page.Next})
+	wantErr(t, "cursor of another search", err, store.ErrInvalid)
+	_, err = s.Search(ctx, "p1", "Spaceship", store.PageRequest{})
+	wantErr(t, "unknown type", err, store.ErrInvalid)
+	_, err = s.Search(ctx, "nobody", "Observation", store.PageRequest{})
+	wantErr(t, "unknown patient", err, store.ErrNotFound)
+}
+
+func testEverything(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s, "p1", []string{"o3", "o1", "o2"}, []string{"c2", "c1"})
+	seed(t, s, "p2", []string{"x1"}, nil)
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{
+		{Type: "Patient", ID: "p1", Raw: []byte(`{"resourceType":"Patient","id":"p1"}`), Mode: store.Create},
+		{Type: "Organization", ID: "org", Raw: []byte(`{"resourceType":"Organization"}`), Shared: true, Mode: store.Create},
+	}}))(t)
+	want := []string{"Condition/c1", "Condition/c2", "Observation/o1", "Observation/o2", "Observation/o3", "Patient/p1"}
+	for _, count := range []int{1, 2, 4, 6, 7, 0} {
+		var got []string
+		cursor := ""
+		for pages := 0; ; pages++ {
+			page := ok(s.Everything(ctx, "p1", store.PageRequest{Count: count, Cursor: cursor}))(t)
+			got = append(got, ids(page.Resources)...)
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+			if pages > 10 {
+				t.Fatal("paging does not end")
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("count %d: %v", count, got)
+		}
+	}
+	_, err := s.Everything(ctx, "nobody", store.PageRequest{})
+	wantErr(t, "unknown patient", err, store.ErrNotFound)
+	ok(s.CreatePatient(ctx, "empty"))(t)
+	if page := ok(s.Everything(ctx, "empty", store.PageRequest{}))(t); len(page.Resources) != 0 || page.Next != "" {
+		t.Fatalf("empty patient: %+v", page)
+	}
+}
+
+func testChanges(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s, "p1", []string{"o1", "o2"}, nil)                         // seq 1, 2
+	seed(t, s, "p2", []string{"x1"}, nil)                               // p2's own sequence
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{ // seq 3; the unchanged write takes none
+		{Type: "Observation", ID: "o1", Raw: obs("o1", "amended"), Mode: store.Update},
+		{Type: "Observation", ID: "o2", Raw: obs("o2", "final"), Mode: store.Upsert},
+	}}))(t)
+	all := ok(s.Changes(ctx, "p1", 0, 0))(t)
+	var got []string
+	for i, c := range all {
+		if c.Seq != uint64(i+1) || c.Time.IsZero() {
+			t.Fatalf("change %d: %+v", i, c)
+		}
+		got = append(got, fmt.Sprintf("%d %s/%s v%d", c.Seq, c.Type, c.ID, c.Version))
+	}
+	want := []string{"1 Observation/o1 v1", "2 Observation/o2 v1", "3 Observation/o1 v2"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("changes %v", got)
+	}
+	if since := ok(s.Changes(ctx, "p1", 2, 0))(t); len(since) != 1 || since[0].Seq != 3 {
+		t.Fatalf("since 2: %+v", since)
+	}
+	if lim := ok(s.Changes(ctx, "p1", 0, 2))(t); len(lim) != 2 {
+		t.Fatalf("limit 2: %+v", lim)
+	}
+	if none := ok(s.Changes(ctx, "p1", 3, 0))(t); len(none) != 0 {
+		t.Fatalf("since 3: %+v", none)
+	}
+	if p := ok(s.Patient(ctx, "p1"))(t); p.Seq != 3 {
+		t.Fatalf("patient seq %d", p.Seq)
+	}
+	if r := ok(s.Get(ctx, "Observation", "o1"))(t); r.Seq != 3 {
+		t.Fatalf("resource seq %d", r.Seq)
+	}
+	if p2 := ok(s.Changes(ctx, "p2", 0, 0))(t); len(p2) != 1 || p2[0].Seq != 1 {
+		t.Fatalf("p2: %+v", p2)
+	}
+	_, err := s.Changes(ctx, "nobody", 0, 0)
+	wantErr(t, "unknown patient", err, store.ErrNotFound)
+}
+
+// stateOf recomputes a patient's state hash from what Everything serves, the
+// way a client does.
+func stateOf(t *testing.T, s store.Store, patient string) [32]byte {
+	t.Helper()
+	var entries []store.StateEntry
+	cursor := ""
+	for {
+		page := ok(s.Everything(context.Background(), patient, store.PageRequest{Count: 2, Cursor: cursor}))(t)
+		for _, r := range page.Resources {
+			entries = append(entries, store.StateEntry{Type: r.Type, ID: r.ID, Version: r.Version, SHA256: sha256.Sum256(r.Raw)})
+		}
+		if cursor = page.Next; cursor == "" {
+			return store.StateHash(entries)
+		}
+	}
+}
+
+func testState(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	empty := ok(s.State(ctx, "p1"))(t)
+	if empty.Hash != store.StateHash(nil) || empty.Count != 0 || empty.Seq != 0 || !empty.Dirty {
+		t.Fatalf("empty state %+v", empty)
+	}
+	seed(t, s, "p1", []string{"o1", "o2"}, []string{"c1"})
+	st := ok(s.State(ctx, "p1"))(t)
+	if st.Hash != stateOf(t, s, "p1") || st.Count != 3 || st.Seq != 3 {
+		t.Fatalf("state %+v", st)
+	}
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{{Type: "Observation", ID: "o1", Raw: obs("o1", "final"), Mode: store.Upsert}}}))(t)
+	if again := ok(s.State(ctx, "p1"))(t); again != st {
+		t.Fatalf("an unchanged write moved the state: %+v", again)
+	}
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{{Type: "Observation", ID: "o1", Raw: obs("o1", "amended"), Mode: store.Upsert}}}))(t)
+	moved := ok(s.State(ctx, "p1"))(t)
+	if moved.Hash == st.Hash || moved.Hash != stateOf(t, s, "p1") || moved.Seq != 4 {
+		t.Fatalf("state after update %+v", moved)
+	}
+	// Other patients and shared resources do not count.
+	seed(t, s, "p2", []string{"x1"}, nil)
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{{Type: "Organization", ID: "org", Raw: []byte(`{"resourceType":"Organization"}`), Shared: true, Mode: store.CreateIfAbsent}}}))(t)
+	if again := ok(s.State(ctx, "p1"))(t); again.Hash != moved.Hash {
+		t.Fatal("another patient's or a shared resource changed the state")
+	}
+	_, err := s.State(ctx, "nobody")
+	wantErr(t, "unknown patient", err, store.ErrNotFound)
+}
+
+func testAccessLog(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if h := ok(s.LogHead(ctx))(t); h != (store.LogHead{}) {
+		t.Fatalf("empty head %+v", h)
+	}
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 999, time.UTC) // nanoseconds are cut to microseconds
+	in := []store.LogEntry{
+		{Time: t0, ActorKind: store.ActorPatient, ActorID: "0xaaaa", Action: "everything", PatientID: "p1", Outcome: store.Allowed},
+		{ActorKind: store.ActorGrantee, ActorID: "0xbbbb", Purpose: access.Treatment, Action: "read", PatientID: "p2",
+			Resources: []string{"Observation/o1", "Condition/c1/_history/2"}, Outcome: store.Allowed},
+	}
+	out := ok(s.AppendLog(ctx, in...))(t)
+	if out[0].Seq != 1 || out[1].Seq != 2 || !out[0].Time.Equal(store.Micro(t0)) || out[1].Time.IsZero() {
+		t.Fatalf("appended %+v", out)
+	}
+	if out[1].Prev != out[0].Hash || out[0].Prev != ([32]byte{}) {
+		t.Fatal("not chained")
+	}
+	more := ok(s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorAnonymous, ActorID: "g", Purpose: access.Research,
+		Action: "search", PatientID: "p1", Outcome: store.Denied, Detail: "grant expired"}))(t)
+	if more[0].Seq != 3 || more[0].Prev != out[1].Hash {
+		t.Fatalf("third entry %+v", more[0])
+	}
+	head := ok(store.VerifyLog(ctx, s))(t)
+	if head.Seq != 3 || head.Hash != more[0].Hash {
+		t.Fatalf("verified head %+v", head)
+	}
+	stored := ok(s.LogRange(ctx, 1, 0))(t)
+	if len(stored) != 3 || stored[1].Resources[1] != "Condition/c1/_history/2" || stored[2].Detail != "grant expired" || stored[1].Purpose != access.Treatment {
+		t.Fatalf("stored %+v", stored)
+	}
+	if tail := ok(s.LogRange(ctx, 3, 10))(t); len(tail) != 1 || tail[0].Seq != 3 {
+		t.Fatalf("range from 3: %+v", tail)
+	}
+	p1 := ok(s.PatientLog(ctx, "p1", 0, 0))(t)
+	if len(p1) != 2 || p1[0].Seq != 1 || p1[1].Seq != 3 {
+		t.Fatalf("patient log %+v", p1)
+	}
+	for _, c := range []struct {
+		name string
+		e    store.LogEntry
+	}{
+		{"no actor kind", store.LogEntry{Action: "read", Outcome: store.Allowed}},
+		{"no outcome", store.LogEntry{ActorKind: store.ActorStaff, Action: "read"}},
+		{"no action", store.LogEntry{ActorKind: store.ActorStaff, Outcome: store.Allowed}},
+		{"bad purpose", store.LogEntry{ActorKind: store.ActorStaff, Action: "read", Outcome: store.Allowed, Purpose: 9}},
+		{"huge string", store.LogEntry{ActorKind: store.ActorStaff, Action: "read", Outcome: store.Allowed, Detail: string(make([]byte, store.MaxLogString+1))}},
+	} {
+		_, err := s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorStaff, Action: "ok", Outcome: store.Allowed}, c.e)
+		wantErr(t, c.name, err, store.ErrInvalid)
+	}
+	if h := ok(s.LogHead(ctx))(t); h.Seq != 3 {
+		t.Fatalf("a rejected append moved the head to %d", h.Seq)
+	}
+}
+
+func testAnchors(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.LatestAnchor(ctx)
+	wantErr(t, "no anchor yet", err, store.ErrNotFound)
+	seed(t, s, "p1", []string{"o1"}, nil)
+	seed(t, s, "p2", []string{"x1", "x2"}, nil)
+	seed(t, s, "untagged", []string{"u1"}, nil)
+	wantErr(t, "tag p2", s.MapTag(ctx, "p2", Tag(2)), nil)
+	wantErr(t, "tag p1", s.MapTag(ctx, "p1", Tag(1)), nil)
+	ok(s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "a", Outcome: store.Allowed},
+		store.LogEntry{ActorKind: store.ActorSystem, Action: "b", Outcome: store.Allowed}))(t)
+
+	dirty := ok(s.Dirty(ctx))(t)
+	if len(dirty) != 2 || dirty[0].Tag != Tag(1) || dirty[0].PatientID != "p1" || dirty[1].PatientID != "p2" {
+		t.Fatalf("dirty %+v", dirty)
+	}
+	for _, d := range dirty {
+		if d.Hash != stateOf(t, s, d.PatientID) || d.Seq != ok(s.Patient(ctx, d.PatientID))(t).Seq {
+			t.Fatalf("dirty state %+v", d)
+		}
+	}
+	wrongHash := dirty[0]
+	wrongHash.Hash[0] ^= 1
+	future := dirty[0]
+	future.Seq++
+	otherPatient := dirty[0]
+	otherPatient.PatientID = "p2"
+	unknownTag := dirty[0]
+	unknownTag.Tag = Tag(77)
+	root := [32]byte{1}
+	for _, c := range []struct {
+		name string
+		a    store.Anchor
+		want error
+	}{
+		{"log batch not at the start", store.Anchor{LogFrom: 2, LogCount: 1}, store.ErrConflict},
+		{"log batch from 0", store.Anchor{LogFrom: 0, LogCount: 1}, store.ErrInvalid},
+		{"log batch past the end", store.Anchor{LogFrom: 1, LogCount: 3}, store.ErrConflict},
+		{"state hash that was never the state", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{wrongHash}}, store.ErrConflict},
+		{"state from the future", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{future}}, store.ErrConflict},
+		{"tag of another patient", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{otherPatient}}, store.ErrConflict},
+		{"unknown tag", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{unknownTag}}, store.ErrNotFound},
+		{"tag twice", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{dirty[0], dirty[0]}}, store.ErrInvalid},
+	} {
+		_, err := s.AddAnchor(ctx, c.a)
+		wantErr(t, c.name, err, c.want)
+	}
+	if _, err := s.LatestAnchor(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a rejected anchor was stored: %v", err)
+	}
+
+	// p2 changes after its state was read: the anchor covers the older state,
+	// which is still provably p2's records at that change, and p2 stays dirty.
+	ok(s.Apply(ctx, store.Batch{PatientID: "p2", Writes: []store.Write{{Type: "Observation", ID: "x3", Raw: obs("x3", "final"), Mode: store.Create}}}))(t)
+	a1 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 1, LogCount: 2, LogRoot: root, StateRoot: root, States: []store.PatientState{dirty[1], dirty[0]}}))(t)
+	if a1.ID != 1 || len(a1.States) != 2 || a1.States[0].Tag != Tag(1) {
+		t.Fatalf("anchor %+v", a1)
+	}
+	still := ok(s.Dirty(ctx))(t)
+	if len(still) != 1 || still[0].PatientID != "p2" || still[0].Seq != 3 {
+		t.Fatalf("dirty after anchor %+v", still)
+	}
+	if st := ok(s.State(ctx, "p1"))(t); st.Dirty {
+		t.Fatal("p1 still dirty")
+	}
+	got := ok(s.Anchor(ctx, 1))(t)
+	if got.LogFrom != 1 || got.LogCount != 2 || got.LogRoot != root || got.StateRoot != root || len(got.States) != 2 || got.States[1] != dirty[1] || got.TxHash != "" {
+		t.Fatalf("stored anchor %+v", got)
+	}
+	wantErr(t, "set tx", s.SetAnchorTx(ctx, 1, "0xabc"), nil)
+	wantErr(t, "set tx of a missing anchor", s.SetAnchorTx(ctx, 9, "0xabc"), store.ErrNotFound)
+	if l := ok(s.LatestAnchor(ctx))(t); l.ID != 1 || l.TxHash != "0xabc" {
+		t.Fatalf("latest %+v", l)
+	}
+	// An empty log batch and the rest of the dirty states.
+	_, err = s.AddAnchor(ctx, store.Anchor{LogFrom: 1, LogCount: 0})
+	wantErr(t, "overlapping batch", err, store.ErrConflict)
+	a2 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 3, LogCount: 0, States: still}))(t)
+	if a2.ID != 2 || len(ok(s.Dirty(ctx))(t)) != 0 {
+		t.Fatalf("second anchor %+v", a2)
+	}
+	_, err = s.Anchor(ctx, 3)
+	wantErr(t, "missing anchor", err, store.ErrNotFound)
+}
+
+func testConcurrentWriters(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	const workers, each = 4, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				_, err := s.Apply(ctx, store.Batch{PatientID: "p1",
+					Writes: []store.Write{
+						{Type: "Observation", ID: id, Raw: obs(id, "final"), Mode: store.Create},
+						{Type: "Organization", ID: "shared", Raw: []byte(`{"resourceType":"Organization"}`), Shared: true, Mode: store.CreateIfAbsent},
+					},
+					Log: []store.LogEntry{{ActorKind: store.ActorStaff, ActorID: id, Action: "create", PatientID: "p1", Outcome: store.Allowed}}})
+				if err == nil {
+					_, err = s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorPatient, ActorID: id, Action: "read", PatientID: "p1", Outcome: store.Allowed})
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	changes := ok(s.Changes(ctx, "p1", 0, store.MaxCount))(t)
+	if len(changes) != workers*each {
+		t.Fatalf("%d changes", len(changes))
+	}
+	for i, c := range changes {
+		if c.Seq != uint64(i+1) {
+			t.Fatalf("change %d has seq %d", i, c.Seq)
+		}
+	}
+	head := ok(store.VerifyLog(ctx, s))(t)
+	if head.Seq != 2*workers*each {
+		t.Fatalf("log has %d entries", head.Seq)
+	}
+	if st := ok(s.State(ctx, "p1"))(t); st.Count != workers*each || st.Hash != stateOf(t, s, "p1") {
+		t.Fatalf("state %+v", st)
+	}
+}
