@@ -1,0 +1,307 @@
+package dbmanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/medrec-zk/medrec/circuits"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// chainTimeout bounds how long a request waits for its transaction to be mined.
+const chainTimeout = 60 * time.Second
+
+func staffID(c *fiber.Ctx) string { s, _ := c.Locals("staff").(string); return s }
+
+func (g *Gateway) createPatient(c *fiber.Ctx) error {
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	p, err := g.cfg.Store.CreatePatient(c.UserContext(), req.ID)
+	if err != nil {
+		return storeError(err)
+	}
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"id": p.ID})
+}
+
+// send waits for a relayed transaction and maps contract refusals to HTTP.
+func (g *Gateway) send(c *fiber.Ctx, do func(ctx context.Context) (*types.Transaction, error)) (*types.Receipt, error) {
+	ctx, cancel := context.WithTimeout(c.UserContext(), chainTimeout)
+	defer cancel()
+	tx, err := do(ctx)
+	if err != nil {
+		var re *contracts.RevertError
+		if errors.As(err, &re) {
+			status := fiber.StatusBadRequest
+			switch re.Name {
+			case "AlreadyEnrolled", "TagInUse", "AlreadyRevoked", "BadNonce":
+				status = fiber.StatusConflict
+			case "WrongSigner", "InvalidSignature", "MalleableSignature", "ProofInvalid":
+				status = fiber.StatusForbidden
+			case "NotProviderGateway", "NotActiveProvider":
+				return nil, errf(fiber.StatusServiceUnavailable, "transient", "this gateway is not the provider's registered gateway (%s)", re.Name)
+			}
+			return nil, errf(status, "business-rule", "the chain refused: %s", re.Name)
+		}
+		return nil, errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
+	}
+	r, err := g.cfg.Chain.Wait(ctx, tx)
+	if err != nil {
+		return nil, errf(fiber.StatusServiceUnavailable, "transient", "transaction %s: %v", tx.Hash(), err)
+	}
+	return r, nil
+}
+
+func (g *Gateway) enrol(c *fiber.Ctx) error {
+	pid := c.Params("id")
+	var req struct {
+		Commitment string `json:"commitment"`
+	}
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	v, err := hexutil.DecodeBig(req.Commitment)
+	if err != nil || v.Sign() == 0 || v.Cmp(zkhash.Modulus()) >= 0 {
+		return badRequest("commitment must be a non-zero field element in 0x hex")
+	}
+	if _, err := g.cfg.Store.Patient(c.UserContext(), pid); err != nil {
+		return storeError(err)
+	}
+	r, err := g.send(c, func(ctx context.Context) (*types.Transaction, error) {
+		return g.cfg.Chain.Enrol(ctx, g.cfg.Relayer, v)
+	})
+	if err != nil {
+		return err
+	}
+	if err := g.appendLog(c, store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "enrol", PatientID: pid, Outcome: store.Allowed}); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"tx": r.TxHash.Hex(), "block": r.BlockNumber.Uint64()})
+}
+
+type claimRequest struct {
+	Code  string `json:"code,omitempty"`
+	Tag   string `json:"tag"`
+	Owner string `json:"owner"`
+	Root  string `json:"root"`
+	Proof string `json:"proof"`
+}
+
+// claim verifies a patient's Ownership proof off chain, maps the tag to the
+// patient (kept only here), and relays the open transaction.
+func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor store.ActorKind, actorID string) error {
+	if !common.IsHexAddress(req.Owner) || common.HexToAddress(req.Owner) == (common.Address{}) {
+		return badRequest("owner must be a non-zero address")
+	}
+	owner := common.HexToAddress(req.Owner)
+	d := g.cfg.Chain.Deployment()
+	signal := circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, d.ChainID, d.Relationships)
+	ins, err := parseFields(req.Root, hexutil.EncodeUint64(uint64(g.cfg.Provider)), req.Tag)
+	if err != nil {
+		return err
+	}
+	pub, err := circuits.ParseOwnershipPublic(append(ins, zkhash.Big(signal)))
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	proof, err := parseProof(req.Proof)
+	if err != nil {
+		return err
+	}
+	if err := g.cfg.Prover.VerifyOwnership(proof, pub); err != nil {
+		return forbidden("the ownership proof does not verify for this provider, tag and owner")
+	}
+	tag := zkhash.Big(pub.Tag)
+	var t store.Tag
+	tag.FillBytes(t[:])
+	if err := g.syncChain(c.UserContext()); err != nil {
+		return err
+	}
+	if rel, ok := g.cfg.View.Relationship(tag); ok {
+		if p, err := g.cfg.Store.PatientByTag(c.UserContext(), t); err == nil && p.ID == patientID && rel.Owner == owner {
+			return c.JSON(fiber.Map{"tag": hexutil.EncodeBig(tag), "status": "already open"})
+		}
+		return errf(fiber.StatusConflict, "conflict", "the relationship is already open")
+	}
+	if err := g.cfg.Store.MapTag(c.UserContext(), patientID, t); err != nil {
+		return storeError(err)
+	}
+	root := zkhash.Big(pub.Root)
+	r, err := g.send(c, func(ctx context.Context) (*types.Transaction, error) {
+		return g.cfg.Chain.Open(ctx, g.cfg.Relayer, tag, g.cfg.Provider, owner, root, proof[:])
+	})
+	if err != nil {
+		return err
+	}
+	if err := g.appendLog(c, store.LogEntry{ActorKind: actor, ActorID: actorID, Action: "claim", PatientID: patientID, Outcome: store.Allowed}); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"tag": hexutil.EncodeBig(tag), "tx": r.TxHash.Hex(), "status": "opened"})
+}
+
+func (g *Gateway) claimByStaff(c *fiber.Ctx) error {
+	var req claimRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	if req.Code != "" {
+		return badRequest("staff claims take no code")
+	}
+	if _, err := g.cfg.Store.Patient(c.UserContext(), c.Params("id")); err != nil {
+		return storeError(err)
+	}
+	return g.claim(c, c.Params("id"), req, store.ActorStaff, staffID(c))
+}
+
+type claimCode struct {
+	patient string
+	expires time.Time
+}
+
+const claimCodeTTL = 24 * time.Hour
+
+// newClaimCode gives staff a one-time code to hand the patient, who then
+// claims the relationship from home: the code says which patient this is,
+// the proof that the claimant holds that patient's enrolled secret.
+func (g *Gateway) newClaimCode(c *fiber.Ctx) error {
+	pid := c.Params("id")
+	if _, err := g.cfg.Store.Patient(c.UserContext(), pid); err != nil {
+		return storeError(err)
+	}
+	code, err := randomHex(16)
+	if err != nil {
+		return err
+	}
+	exp := g.cfg.Now().Add(claimCodeTTL)
+	g.mu.Lock()
+	g.claimCodes[tokenHash(code)] = claimCode{patient: pid, expires: exp}
+	g.mu.Unlock()
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"code": code, "expires": exp.Unix()})
+}
+
+func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
+	var req claimRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	h := tokenHash(req.Code)
+	g.mu.Lock()
+	cc, ok := g.claimCodes[h]
+	g.mu.Unlock()
+	if !ok || !g.cfg.Now().Before(cc.expires) {
+		return unauthorized("unknown or expired claim code")
+	}
+	if err := g.claim(c, cc.patient, req, store.ActorPatient, req.Owner); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	delete(g.claimCodes, h) // used once the relationship is open
+	g.mu.Unlock()
+	return nil
+}
+
+// sharedTypes live outside every patient compartment.
+var sharedTypes = map[string]bool{"Organization": true, "Practitioner": true, "PractitionerRole": true, "Location": true, "Medication": true}
+
+// addResources stores one FHIR resource, or every entry of a Bundle, for a
+// patient, in one transaction.
+func (g *Gateway) addResources(c *fiber.Ctx) error {
+	pid := c.Params("id")
+	body := c.Body()
+	var head struct {
+		ResourceType string            `json:"resourceType"`
+		Entry        []json.RawMessage `json:"entry"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return badRequest("malformed JSON: %v", err)
+	}
+	var raws [][]byte
+	if head.ResourceType == "Bundle" {
+		for i, e := range head.Entry {
+			var entry struct {
+				Resource json.RawMessage `json:"resource"`
+			}
+			if err := json.Unmarshal(e, &entry); err != nil || len(entry.Resource) == 0 {
+				return badRequest("bundle entry %d has no resource", i)
+			}
+			raws = append(raws, entry.Resource)
+		}
+	} else {
+		raws = [][]byte{body}
+	}
+	if len(raws) == 0 {
+		return badRequest("no resources")
+	}
+	batch := store.Batch{PatientID: pid}
+	for i, raw := range raws {
+		w, err := g.write(pid, raw)
+		if err != nil {
+			return badRequest("resource %d: %v", i, err)
+		}
+		batch.Writes = append(batch.Writes, w)
+	}
+	batch.Log = []store.LogEntry{{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "write", PatientID: pid, Resources: writeRefs(batch.Writes), Outcome: store.Allowed}}
+	results, err := g.cfg.Store.Apply(c.UserContext(), batch)
+	if err != nil {
+		return storeError(err)
+	}
+	out := make([]fiber.Map, len(results))
+	for i, r := range results {
+		out[i] = fiber.Map{"type": r.Type, "id": r.ID, "version": r.Version, "effect": r.Effect.String()}
+	}
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"results": out})
+}
+
+func writeRefs(ws []store.Write) []string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = w.Type + "/" + w.ID
+	}
+	return out
+}
+
+func (g *Gateway) write(patientID string, raw []byte) (store.Write, error) {
+	var r struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return store.Write{}, err
+	}
+	if err := store.ValidType(r.ResourceType); err != nil {
+		return store.Write{}, err
+	}
+	if r.ID == "" {
+		return store.Write{}, errors.New("a resource needs an id")
+	}
+	if err := store.ValidID(r.ID); err != nil {
+		return store.Write{}, err
+	}
+	if r.ResourceType == "Patient" && r.ID != patientID {
+		return store.Write{}, fmt.Errorf("the Patient resource's id must be the patient's id %q", patientID)
+	}
+	if g.cfg.Validate != nil {
+		if err := g.cfg.Validate(r.ResourceType, raw); err != nil {
+			return store.Write{}, err
+		}
+	}
+	shared := sharedTypes[r.ResourceType]
+	mode := store.Upsert
+	if shared {
+		mode = store.CreateIfAbsent
+	}
+	return store.Write{Type: r.ResourceType, ID: r.ID, Raw: append([]byte(nil), raw...), Shared: shared, Mode: mode}, nil
+}

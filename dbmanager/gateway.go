@@ -1,0 +1,228 @@
+package dbmanager
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/limiter"
+
+	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayauth"
+	"github.com/medrec-zk/medrec/prover"
+)
+
+// Config is everything a gateway needs.
+type Config struct {
+	Provider uint32             // this provider's id in AgentRegistry
+	Store    store.Store        // the provider's records
+	View     *chainview.View    // permissions, followed from the chain
+	Chain    *contracts.Client  // relaying
+	Relayer  *bind.TransactOpts // the gateway's account (AgentRegistry's gateway of Provider)
+	Prover   *prover.Prover     // verifying keys (no proving key needed)
+	// StaffTokens maps the SHA-256 (hex) of each staff bearer token to the
+	// staff member's id. Without tokens the admin API refuses everyone.
+	StaffTokens map[string]string
+	// Validate checks a FHIR resource on ingest (nil: JSON shape only).
+	Validate func(resourceType string, raw []byte) error
+
+	SyncInterval time.Duration // how stale the chain view may be at a decision (default 500 ms)
+	SessionTTL   time.Duration // anonymous viewer sessions (default 10 min)
+	BodyLimit    int           // bytes (default 4 MiB)
+	RateLimit    int           // requests per minute per client IP on public routes (default 600)
+	Now          func() time.Time
+	Log          *slog.Logger
+}
+
+// Gateway is one provider's gateway.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	app     *fiber.App
+	sigs    *gatewayauth.Verifier
+	chainID *big.Int
+
+	syncMu   sync.Mutex
+	lastSync time.Time
+
+	mu         sync.Mutex
+	challenges map[string]time.Time // anonymous-viewer challenges → expiry
+	sessions   map[string]*session  // token hash → session
+	claimCodes map[string]claimCode // code hash → patient
+}
+
+// New builds a gateway; serve it with Listen or test it through App().Test.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Store == nil || cfg.View == nil || cfg.Chain == nil || cfg.Prover == nil || cfg.Provider == 0 {
+		return nil, errors.New("dbmanager: store, view, chain client, prover and provider id are required")
+	}
+	if cfg.SyncInterval == 0 {
+		cfg.SyncInterval = 500 * time.Millisecond
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = 10 * time.Minute
+	}
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = 4 << 20
+	}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = 600
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		cfg: cfg, log: cfg.Log,
+		chainID:    cfg.Chain.Deployment().ChainID,
+		challenges: map[string]time.Time{},
+		sessions:   map[string]*session{},
+		claimCodes: map[string]claimCode{},
+	}
+	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider}
+	g.app = fiber.New(fiber.Config{
+		AppName: "medrec-dbmanager",
+		// The hard limit fasthttp enforces (with a bare 413) is twice ours;
+		// bodies between the two get a proper OperationOutcome below.
+		BodyLimit:             2 * cfg.BodyLimit,
+		ReadTimeout:           15 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		DisableStartupMessage: true,
+		ErrorHandler:          g.errorHandler,
+	})
+	g.routes()
+	return g, nil
+}
+
+// App returns the fiber app (for tests: App().Test(req)).
+func (g *Gateway) App() *fiber.App { return g.app }
+
+// Listen serves on addr until ctx ends, then shuts down gracefully.
+func (g *Gateway) Listen(ctx context.Context, addr string) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.app.Listen(addr) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return g.app.ShutdownWithTimeout(10 * time.Second)
+	}
+}
+
+func (g *Gateway) routes() {
+	app := g.app
+	// CORS stays closed: no Access-Control-Allow-* headers are ever sent, and
+	// preflight requests are refused, so no other web origin can read.
+	app.Use(func(c *fiber.Ctx) error {
+		if c.Method() == fiber.MethodOptions {
+			return errf(fiber.StatusForbidden, "forbidden", "cross-origin requests are not allowed")
+		}
+		if len(c.Body()) > g.cfg.BodyLimit {
+			return errf(fiber.StatusRequestEntityTooLarge, "too-costly", "request body larger than %d bytes", g.cfg.BodyLimit)
+		}
+		c.Set("X-Content-Type-Options", "nosniff")
+		c.Set("Cache-Control", "no-store")
+		return c.Next()
+	})
+	public := limiter.New(limiter.Config{
+		Max:        g.cfg.RateLimit,
+		Expiration: time.Minute,
+		LimitReached: func(*fiber.Ctx) error {
+			return errf(fiber.StatusTooManyRequests, "throttled", "too many requests; slow down")
+		},
+	})
+	app.Get("/fhir/metadata", g.metadata)
+
+	fhir := app.Group("/fhir", public)
+	fhir.Get("/Patient/$everything", g.everything)
+	fhir.Get("/:type/:id", g.read)
+	fhir.Get("/:type", g.search)
+
+	auth := app.Group("/auth", public)
+	auth.Post("/challenge", g.challenge)
+	auth.Post("/entitlement", g.entitlement)
+
+	app.Post("/claims", public, g.claimWithCode)
+
+	me := app.Group("/patient", public)
+	me.Get("/changes", g.changes)
+	me.Get("/log", g.patientLog)
+
+	relay := app.Group("/relay", public)
+	relay.Post("/grant", g.relayGrant)
+	relay.Post("/revoke", g.relayRevoke)
+	relay.Post("/rotate", g.relayRotate)
+
+	admin := app.Group("/admin", g.staffOnly)
+	admin.Post("/patients", g.createPatient)
+	admin.Post("/patients/:id/enrol", g.enrol)
+	admin.Post("/patients/:id/claim", g.claimByStaff)
+	admin.Post("/patients/:id/claim-code", g.newClaimCode)
+	admin.Post("/patients/:id/resources", g.addResources)
+
+	app.Use(func(c *fiber.Ctx) error { return notFound("no route %s %s", c.Method(), c.Path()) })
+}
+
+// decodeStrict decodes a JSON body: unknown fields and trailing data are errors.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("trailing data after the JSON body")
+	}
+	return nil
+}
+
+// syncChain brings the chain view up to date unless it is fresher than
+// SyncInterval.
+func (g *Gateway) syncChain(ctx context.Context) error {
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	now := time.Now()
+	if now.Sub(g.lastSync) < g.cfg.SyncInterval {
+		return nil
+	}
+	if err := g.cfg.View.Sync(ctx); err != nil {
+		return errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
+	}
+	g.lastSync = now
+	return nil
+}
+
+func tokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// staffOnly admits requests with a configured staff bearer token.
+func (g *Gateway) staffOnly(c *fiber.Ctx) error {
+	const prefix = "Bearer "
+	h := c.Get(fiber.HeaderAuthorization)
+	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
+		return unauthorized("staff bearer token required")
+	}
+	staff, ok := g.cfg.StaffTokens[tokenHash(h[len(prefix):])]
+	if !ok {
+		return unauthorized("unknown staff token")
+	}
+	c.Locals("staff", staff)
+	return c.Next()
+}
