@@ -8,6 +8,7 @@ import (
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/medrec-zk/medrec/contracts/bindings"
 )
@@ -156,4 +157,25 @@ func (c *Client) VerifyingKeyHash(ctx context.Context) ([32]byte, error) {
 // ProposalCount reads how many proposals were made (the newest has this id).
 func (c *Client) ProposalCount(ctx context.Context) (*big.Int, error) {
 	return callAt(ctx, c.agentsC, c.agents.PackProposalCount(), c.agents.UnpackProposalCount)
+}
+
+// AnchorHead reads how many batches provider anchored and the next log
+// position the contract expects.
+func (c *Client) AnchorHead(ctx context.Context, provider uint32) (batches, nextSeq uint64, err error) {
+	out, err := callAt(ctx, c.anchorsC, c.anchors.PackLatest(provider), c.anchors.UnpackLatest)
+	if err != nil {
+		return 0, 0, err
+	}
+	return out.Batches, out.NextSeq, nil
+}
+
+// BatchHash reads the hash the contract keeps of one anchored batch.
+func (c *Client) BatchHash(ctx context.Context, provider uint32, batch uint64) ([32]byte, error) {
+	return callAt(ctx, c.anchorsC, c.anchors.PackBatchHash(provider, batch), c.anchors.UnpackBatchHash)
+}
+
+// AnchorBatchHash is the hash Anchors keeps of a batch:
+// keccak256(abi.encode(logRoot, fromSeq, count, stateRoot)).
+func AnchorBatchHash(logRoot [32]byte, fromSeq, count uint64, stateRoot [32]byte) [32]byte {
+	return crypto.Keccak256Hash(logRoot[:], u64(fromSeq), u64(count), stateRoot[:])
 }

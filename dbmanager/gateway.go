@@ -57,6 +57,9 @@ type Gateway struct {
 	syncMu   sync.Mutex
 	lastSync time.Time
 
+	anchorMu sync.Mutex
+	anchors  anchorState
+
 	mu         sync.Mutex
 	challenges map[string]time.Time // anonymous-viewer challenges → expiry
 	sessions   map[string]*session  // token hash → session
@@ -162,6 +165,7 @@ func (g *Gateway) routes() {
 	me := app.Group("/patient", public)
 	me.Get("/changes", g.changes)
 	me.Get("/log", g.patientLog)
+	me.Get("/state", g.patientState)
 
 	relay := app.Group("/relay", public)
 	relay.Post("/grant", g.relayGrant)

@@ -20,6 +20,7 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/anchor"
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
@@ -410,5 +411,103 @@ func TestBadInput(t *testing.T) {
 	outcome(w.get(w.owner, "/fhir/Observation/o2"), 404)
 	if r := w.do(httptest.NewRequest("GET", "/fhir/metadata", nil)); r.status != 200 || r.json(t)["resourceType"] != "CapabilityStatement" {
 		t.Fatalf("metadata: %d %s", r.status, r.body)
+	}
+}
+
+// TestAnchoring anchors the log and the records state, then checks the
+// owner's entries and record-set hash against the roots on chain.
+func TestAnchoring(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.open()
+	w.get(w.owner, "/fhir/Observation/o1")
+	w.get(simchain.Key("nosy"), "/fhir/Observation/o1") // denied, logged
+	made, err := w.gw.AnchorOnce(ctx)
+	if err != nil || !made {
+		t.Fatalf("anchor: %v %v", made, err)
+	}
+	if made, err := w.gw.AnchorOnce(ctx); err != nil || made {
+		t.Fatalf("nothing changed, yet anchored again: %v %v", made, err)
+	}
+	if err := w.view.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	onChain := w.view.Anchors(1)
+	if len(onChain) != 1 || onChain[0].FromSeq != 0 {
+		t.Fatalf("anchors on chain: %+v", onChain)
+	}
+	r := w.get(w.owner, "/patient/log")
+	var log struct {
+		Entries []struct {
+			Seq    uint64
+			Hash   string
+			Anchor *struct {
+				Batch uint64
+				Index int
+				Count uint64
+				Proof []string
+			}
+		}
+	}
+	if err := json.Unmarshal(r.body, &log); err != nil || len(log.Entries) < 3 {
+		t.Fatalf("log %s: %v", r.body, err)
+	}
+	for _, e := range log.Entries {
+		if e.Anchor == nil {
+			t.Fatalf("entry %d not anchored", e.Seq)
+		}
+		var proof []common.Hash
+		for _, p := range e.Anchor.Proof {
+			proof = append(proof, common.HexToHash(p))
+		}
+		a := onChain[e.Anchor.Batch]
+		h := common.HexToHash(e.Hash)
+		if err := anchorVerify(a.LogRoot, h, e.Anchor.Index, int(e.Anchor.Count), proof); err != nil || uint64(e.Anchor.Index) != e.Seq-1-a.FromSeq {
+			t.Fatalf("entry %d: %v", e.Seq, err)
+		}
+	}
+	// The records state: the anchored leaf is the current hash, under the chain's root.
+	var st struct {
+		Hash   string
+		Dirty  bool
+		Anchor struct {
+			Batch     int
+			StateRoot string
+			State     string
+			Index     int
+			Count     int
+			Proof     []string
+		}
+	}
+	r = w.get(w.owner, "/patient/state")
+	if err := json.Unmarshal(r.body, &st); err != nil || st.Dirty || st.Anchor.State != st.Hash {
+		t.Fatalf("state %s: %v", r.body, err)
+	}
+	if common.HexToHash(st.Anchor.StateRoot) != common.Hash(onChain[0].StateRoot) {
+		t.Fatal("state root differs from the chain's")
+	}
+	var proof []common.Hash
+	for _, p := range st.Anchor.Proof {
+		proof = append(proof, common.HexToHash(p))
+	}
+	var tag [32]byte
+	w.tag.FillBytes(tag[:])
+	leaf := stateLeafHash(tag, common.HexToHash(st.Hash))
+	if err := anchor.Verify(onChain[0].StateRoot, leaf, st.Anchor.Index, st.Anchor.Count, proof); err != nil {
+		t.Fatalf("state proof: %v", err)
+	}
+	// A new record makes the patient dirty until the next anchor.
+	req := httptest.NewRequest("POST", "/admin/patients/p1/resources", strings.NewReader(`{"resourceType":"Observation","id":"o3","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`))
+	req.Header.Set("Authorization", "Bearer "+staffToken)
+	w.do(req)
+	if r := w.get(w.owner, "/patient/state"); !bytes.Contains(r.body, []byte(`"dirty":true`)) {
+		t.Fatalf("state after a write: %s", r.body)
+	}
+	if made, err := w.gw.AnchorOnce(ctx); err != nil || !made {
+		t.Fatalf("second anchor: %v %v", made, err)
+	}
+	w.view.Sync(ctx)
+	if got := w.view.Anchors(1); len(got) != 2 || got[1].FromSeq != got[0].FromSeq+got[0].Count {
+		t.Fatalf("second batch %+v", got)
 	}
 }

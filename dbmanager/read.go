@@ -313,6 +313,14 @@ func (g *Gateway) patientLog(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
+	seqs := make([]uint64, len(entries))
+	for i, e := range entries {
+		seqs[i] = e.Seq
+	}
+	proofs, err := g.logProofs(c.UserContext(), seqs)
+	if err != nil {
+		return err
+	}
 	out := make([]fiber.Map, len(entries))
 	for i, e := range entries {
 		out[i] = fiber.Map{
@@ -320,6 +328,7 @@ func (g *Gateway) patientLog(c *fiber.Ctx) error {
 			"purpose": purposeName(e.Purpose), "action": e.Action, "resources": e.Resources,
 			"outcome": e.Outcome.String(), "detail": e.Detail,
 			"prev": fmt.Sprintf("0x%x", e.Prev), "hash": fmt.Sprintf("0x%x", e.Hash),
+			"anchor": proofs[e.Seq], // null until the entry's batch is published
 		}
 	}
 	return c.JSON(fiber.Map{"entries": out})
