@@ -2,8 +2,12 @@ package chain
 
 import (
 	"context"
+	"fmt"
+	"github.com/ethereum/go-ethereum/common"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -68,4 +72,92 @@ func crash(n *Network, provider int) {
 	}
 	syscall.Kill(ns.PID, syscall.SIGKILL)
 	waitDead(context.Background(), ns.PID, n.datadir(ns), 10*time.Second)
+}
+
+// eventually polls cond every 100 ms until it holds or d passes; the
+// failure message is cond's last report.
+func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var report string
+	for time.Since(start) < d {
+		var ok bool
+		if ok, report = cond(); ok {
+			return time.Since(start)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("%s: %v", what, t.Context().Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s: not within %s: %s", what, d, report)
+	return 0
+}
+
+func client(t *testing.T, n *Network, provider int) *Node {
+	t.Helper()
+	c, err := n.Client(t.Context(), provider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func height(t *testing.T, c *Node) uint64 {
+	t.Helper()
+	h, err := c.Height(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// sealers counts the authorities that sealed blocks from..to (inclusive).
+func sealers(t *testing.T, c *Node, from, to uint64) map[common.Address]int {
+	t.Helper()
+	out := map[common.Address]int{}
+	for b := from; b <= to; b++ {
+		a, err := c.SignerOf(t.Context(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[a]++
+	}
+	return out
+}
+
+// waitSealedBy waits until a block above `after` is sealed by addr and
+// returns its number.
+func waitSealedBy(t *testing.T, c *Node, addr common.Address, after uint64, d time.Duration) uint64 {
+	t.Helper()
+	next := after + 1
+	var found uint64
+	eventually(t, d, fmt.Sprintf("a block after %d sealed by %s", after, addr), func() (bool, string) {
+		h := height(t, c)
+		for ; next <= h; next++ {
+			if a, err := c.SignerOf(t.Context(), next); err == nil && a == addr {
+				found = next
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("head %d", h)
+	})
+	return found
+}
+
+// fileSnapshot maps every file under dir to its size and modification time.
+func fileSnapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				out[p] = fmt.Sprintf("%d %s", fi.Size(), fi.ModTime())
+			}
+		}
+		return nil
+	})
+	return out
 }

@@ -37,6 +37,10 @@ type Options struct {
 	BasePort int
 }
 
+// nodeKeyFile holds a node's P2P key (its enode id), in hex; not "nodekey",
+// a name geth 1.13 warns about as a legacy file.
+const nodeKeyFile = "enode.key"
+
 // Timeouts of the supervisor.
 const (
 	StopGrace  = 20 * time.Second // SIGINT → SIGKILL
@@ -264,7 +268,7 @@ func newNodeFiles(dir string, provider int, ports nodePorts, pw string) (NodeSta
 	if err != nil {
 		return NodeState{}, err
 	}
-	if err := crypto.SaveECDSA(filepath.Join(datadir, "nodekey"), nk); err != nil {
+	if err := crypto.SaveECDSA(filepath.Join(datadir, nodeKeyFile), nk); err != nil {
 		return NodeState{}, err
 	}
 	ns := NodeState{
@@ -404,7 +408,7 @@ func (n *Network) gethArgs(ns *NodeState) []string {
 		// node killed -9 restarts at the head it had.
 		"--gcmode", "archive", "--state.scheme", "hash",
 		"--nat", "none", "--nodiscover",
-		"--nodekey", filepath.Join(dd, "nodekey"),
+		"--nodekey", filepath.Join(dd, nodeKeyFile),
 		"--ipcpath", ns.IPC,
 		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ns.HTTPPort),
 		"--http.api", "eth,net,web3,clique",
