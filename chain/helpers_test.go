@@ -48,7 +48,18 @@ func newTestNetwork(t *testing.T, providers int) *Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { killAll(n) })
+	t.Cleanup(func() {
+		killAll(n)
+		if keepLogs != "" {
+			for _, ns := range n.State().Nodes {
+				dst := filepath.Join(keepLogs, t.Name(), ns.Dir+".log")
+				os.MkdirAll(filepath.Dir(dst), 0o755)
+				if raw, err := os.ReadFile(n.logPath(&ns)); err == nil {
+					os.WriteFile(dst, raw, 0o644)
+				}
+			}
+		}
+	})
 	return n
 }
 
@@ -161,3 +172,10 @@ func fileSnapshot(t *testing.T, dir string) map[string]string {
 	})
 	return out
 }
+
+func init() {
+	// MEDREC_KEEP_LOGS=DIR copies every test network's geth logs there.
+	keepLogs = os.Getenv("MEDREC_KEEP_LOGS")
+}
+
+var keepLogs string

@@ -23,6 +23,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/p2p/enode"
+	"github.com/ethereum/go-ethereum/rpc"
 
 	"github.com/medrec-zk/medrec/internal/atomicfile"
 )
@@ -299,8 +300,14 @@ func ipcPath(datadir string) string {
 	return filepath.Join(os.TempDir(), "medrec-"+hex.EncodeToString(sum[:6])+".ipc")
 }
 
-// writeNodeConfigs writes every node's config.toml: P2P on loopback and
-// every other node as a static peer. (Discovery is off.)
+// writeNodeConfigs writes every node's config.toml: P2P on loopback, every
+// other node a static and trusted peer (discovery is off), and MaxPeers the
+// number of other nodes. geth 1.13 starts a sync on a peer's better head
+// only with min(5, MaxPeers) peers, otherwise every 10 s: with MaxPeers =
+// N-1 a node that restarts, or that sealed a competing block while its
+// peers were connecting, catches up as soon as it sees them all.
+// DialRatio 1 lets it dial every peer; trusted peers pass the limit, which
+// is how a provider added later gets in.
 func writeNodeConfigs(dir string, st State) error {
 	for _, ns := range st.Nodes {
 		var peers []string
@@ -309,8 +316,9 @@ func writeNodeConfigs(dir string, st State) error {
 				peers = append(peers, strconv.Quote(o.Enode))
 			}
 		}
-		toml := fmt.Sprintf("# Written by medrec; rewritten when providers join.\n[Node.P2P]\nListenAddr = \"127.0.0.1:%d\"\nStaticNodes = [%s]\n",
-			ns.P2PPort, strings.Join(peers, ", "))
+		list := strings.Join(peers, ", ")
+		toml := fmt.Sprintf("# Written by medrec; rewritten when providers join.\n[Node.P2P]\nListenAddr = \"127.0.0.1:%d\"\nMaxPeers = %d\nDialRatio = 1\nStaticNodes = [%s]\nTrustedNodes = [%s]\n",
+			ns.P2PPort, max(len(peers), 1), list, list)
 		if err := atomicfile.Write(filepath.Join(dir, ns.Dir, "config.toml"), []byte(toml), 0o644); err != nil {
 			return err
 		}
@@ -407,7 +415,7 @@ func (n *Network) gethArgs(ns *NodeState) []string {
 		// Archive: every block's state is on disk as it is imported, so a
 		// node killed -9 restarts at the head it had.
 		"--gcmode", "archive", "--state.scheme", "hash",
-		"--nat", "none", "--nodiscover",
+		"--nat", "none", "--nodiscover", "--netrestrict", "127.0.0.0/8",
 		"--nodekey", filepath.Join(dd, nodeKeyFile),
 		"--ipcpath", ns.IPC,
 		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ns.HTTPPort),
@@ -541,6 +549,21 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// adminCall calls an admin method on a node's IPC endpoint (admin is never
+// served over HTTP).
+func adminCall(ctx context.Context, ipc, method string, args ...any) error {
+	c, err := rpc.DialIPC(ctx, ipc)
+	if err != nil {
+		return fmt.Errorf("admin endpoint %s: %w", ipc, err)
+	}
+	defer c.Close()
+	var ok bool
+	if err := c.CallContext(ctx, &ok, method, args...); err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	return nil
 }
 
 // waitRPC waits until a just-started node answers and serves our genesis.
@@ -738,7 +761,15 @@ func (n *Network) AddProvider(ctx context.Context) (_ NodeState, err error) {
 	}
 	n.log.Info("Added provider", "provider", p, "authority", ns.Authority, "gateway", ns.Gateway)
 	// Its config lists every node as a static peer, so it dials them; the
-	// others learn of it from their configs when they restart.
+	// running ones must trust it to let it past their peer limit (their
+	// configs say so from their next start).
+	for _, o := range st.Nodes {
+		if o.Provider != p && alive(o.PID, n.datadir(&o)) {
+			if err := adminCall(ctx, o.IPC, "admin_addTrustedPeer", ns.Enode); err != nil {
+				return ns, fmt.Errorf("provider %d: %w", o.Provider, err)
+			}
+		}
+	}
 	if err := n.start(ctx, p); err != nil {
 		return ns, err
 	}

@@ -56,6 +56,7 @@ func TestThreeProviders(t *testing.T) {
 		t.Fatalf("deployer balance %v, %v", bal, err)
 	}
 
+	start = time.Now()
 	// It restarts with the chain it had, catches up and seals again.
 	if err := n.Start(t.Context(), 3); err != nil {
 		t.Fatal(err)
@@ -64,11 +65,14 @@ func TestThreeProviders(t *testing.T) {
 	if h := height(t, c3); h < before {
 		t.Fatalf("provider 3 restarted at height %d, had %d before the crash", h, before)
 	}
-	eventually(t, 15*time.Second, "provider 3 catches up", func() (bool, string) {
+	took = eventually(t, 15*time.Second, "provider 3 catches up", func() (bool, string) {
 		h1, h3 := height(t, c1), height(t, c3)
 		return h3 >= h1, strconv.Itoa(int(h3)) + " < " + strconv.Itoa(int(h1))
 	})
-	waitSealedBy(t, c1, st.Nodes[2].Authority, height(t, c1), 15*time.Second)
+	t.Logf("provider 3 caught up in %s", took)
+	took = time.Since(start)
+	b := waitSealedBy(t, c1, st.Nodes[2].Authority, height(t, c1), 15*time.Second)
+	t.Logf("provider 3 sealed block %d after %s", b, time.Since(start)-took)
 
 	// Down stops every process; up brings the same chain back.
 	top := height(t, c1)
@@ -105,9 +109,11 @@ func TestThreeProviders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start = time.Now()
 	if err := n2.Up(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("MEASURED up again, 3 providers: %s", time.Since(start).Round(10*time.Millisecond))
 	if h := height(t, client(t, n2, 2)); h <= top {
 		t.Fatalf("after down and up: height %d, was %d", h, top)
 	}
