@@ -356,7 +356,7 @@ func (n *Network) gethInit(ctx context.Context, ns *NodeState) error {
 		filepath.Join(n.dir, GenesisFile))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("geth init for provider %d: %v\n%s", ns.Provider, err, tail(n.logPath(ns), 3))
+		return fmt.Errorf("geth init for provider %d: %v: %s (see %s)", ns.Provider, err, logReason(n.logPath(ns)), n.logPath(ns))
 	}
 	return nil
 }
@@ -572,8 +572,8 @@ func (n *Network) waitRPC(ctx context.Context, ns *NodeState) error {
 	defer cancel()
 	for {
 		if !alive(ns.PID, n.datadir(ns)) {
-			return fmt.Errorf("%w: provider %d (pid %d); last lines of %s:\n%s",
-				ErrNodeExited, ns.Provider, ns.PID, n.logPath(ns), tail(n.logPath(ns), 5))
+			return fmt.Errorf("%w: provider %d (pid %d): %s (see %s)",
+				ErrNodeExited, ns.Provider, ns.PID, logReason(n.logPath(ns)), n.logPath(ns))
 		}
 		node, err := Dial(ctx, ns.RPC)
 		if err == nil {

@@ -122,15 +122,18 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// tail returns the last n lines of a log file, for error messages.
-func tail(path string, n int) string {
+// logReason is the line of a geth log that best explains a failure — its
+// last "Fatal:" line, else its last line — for one-line error messages.
+func logReason(path string) string {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
 	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "Fatal:") {
+			return strings.TrimSpace(lines[i])
+		}
 	}
-	return strings.Join(lines, "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
