@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/rpc"
@@ -129,5 +130,18 @@ func TestMirrorRefuses(t *testing.T) {
 	}
 	if len(f.calls) != 0 {
 		t.Fatalf("voted anyway: %v", f.calls)
+	}
+}
+
+func TestMirrorRun(t *testing.T) {
+	f := &fakeClique{signers: set("AB"), proposals: map[common.Address]bool{}}
+	m := NewMirror(NewSignerSet(set("ABC")...), fakeNode(t, f), nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := m.Run(ctx, 50*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.calls, []string{"propose+C"}) || m.Drift().None() {
+		t.Fatalf("calls %v, drift %v", f.calls, m.Drift())
 	}
 }

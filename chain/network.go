@@ -665,6 +665,19 @@ func (n *Network) Stop(ctx context.Context, providers ...int) error {
 	return n.stop(ctx, providers...)
 }
 
+// Restart stops and starts the given providers' nodes, waiting for RPC.
+func (n *Network) Restart(ctx context.Context, providers ...int) error {
+	unlock, err := n.reload()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := n.stop(ctx, providers...); err != nil {
+		return err
+	}
+	return n.start(ctx, providers...)
+}
+
 // Down stops every node.
 func (n *Network) Down(ctx context.Context) error {
 	unlock, err := n.reload()
@@ -866,6 +879,23 @@ func (n *Network) Mirrors(ctx context.Context, src SignerSource) ([]*Mirror, err
 		ms = append(ms, NewMirror(src, c, n.log.With("provider", ns.Provider)))
 	}
 	return ms, nil
+}
+
+// RunMirrors runs a Mirror for every node running now, following src,
+// each stepping every interval, until ctx ends. This is how a supervisor
+// keeps its local authorities voting as the registry says.
+func (n *Network) RunMirrors(ctx context.Context, src SignerSource, interval time.Duration) error {
+	ms, err := n.Mirrors(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer CloseMirrors(ms)
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { m.Run(ctx, interval) })
+	}
+	wg.Wait()
+	return ctx.Err()
 }
 
 // CloseMirrors closes the mirrors' node connections.

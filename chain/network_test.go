@@ -179,6 +179,17 @@ func TestFiveProvidersTwoDown(t *testing.T) {
 			t.Fatalf("a crashed provider sealed: %v", got)
 		}
 	}
+
+	// A graceful restart of a signer while two are down: the network
+	// stalls at most while it is away and goes on when it is back.
+	h = height(t, c1)
+	if err := n.Restart(t.Context(), 2); err != nil {
+		t.Fatal(err)
+	}
+	c2 := client(t, n, 2)
+	eventually(t, 20*time.Second, "blocks after restarting provider 2", func() (bool, string) {
+		return height(t, c1) >= h+2 && height(t, c2) >= h+2, ""
+	})
 }
 
 // TestVoteProviderInAndOut: a fourth provider joins as a peer, the three
