@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -63,20 +65,42 @@ func newTestNetwork(t *testing.T, providers int) *Network {
 	return n
 }
 
-// killAll SIGKILLs every live node of n (test cleanup: no grace needed).
+// killAll SIGKILLs every geth serving a data dir under n's directory,
+// found in /proc — not from network.json, which another Network value on
+// the same directory may have changed.
 func killAll(n *Network) {
-	st := n.State()
-	if fresh, err := LoadState(n.dir); err == nil {
-		st = fresh
+	for _, pid := range gethsUnder(n.dir) {
+		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for _, ns := range st.Nodes {
-		crash(n, ns.Provider)
+}
+
+// gethsUnder lists the processes whose --datadir lies under dir.
+func gethsUnder(dir string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--datadir" && strings.HasPrefix(args[i+1], dir+string(filepath.Separator)) {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+		}
 	}
+	return pids
 }
 
 // crash kills provider's geth with SIGKILL and waits until it is gone.
 func crash(n *Network, provider int) {
-	st := n.State()
+	st, err := LoadState(n.dir)
+	if err != nil {
+		return
+	}
 	ns, err := st.node(provider)
 	if err != nil || !alive(ns.PID, n.datadir(ns)) {
 		return

@@ -24,17 +24,20 @@ func needGeth(t *testing.T) {
 	}
 }
 
-// killNetwork SIGKILLs whatever network.json in dir says is running.
+// killNetwork SIGKILLs every process whose --datadir lies under dir.
 func killNetwork(dir string) {
-	st, err := chain.LoadState(dir)
-	if err != nil {
-		return
-	}
-	for _, n := range st.Nodes {
-		if n.PID > 0 {
-			if cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(n.PID), "cmdline")); err == nil &&
-				strings.Contains(string(cmdline), filepath.Join(dir, n.Dir)) {
-				syscall.Kill(n.PID, syscall.SIGKILL)
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "--datadir" && strings.HasPrefix(args[i+1], dir+string(filepath.Separator)) {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
 	}
