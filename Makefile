@@ -27,8 +27,17 @@ test: vet check-generated lint-contracts test-go gas
 gas:
 	$(GO) test -count=1 -run '^TestGasReport$$' -v ./contracts | grep -E '(gas: |^(ok|FAIL|---))'
 
-test-go:
-	$(GO) test $(GOTEST_FLAGS) ./...
+# The chain tests run real Clique nodes: go-ethereum v1.13.15 is the last
+# release that seals Clique. It is built in its own module context (go install
+# pkg@version), so our go.mod never sees it. MEDREC_REQUIRE_GETH makes the
+# chain tests fail instead of skipping when geth is missing.
+GETH_VERSION := v1.13.15
+
+bin/geth:
+	GOBIN=$(CURDIR)/bin $(GO) install -ldflags=-checklinkname=0 github.com/ethereum/go-ethereum/cmd/geth@$(GETH_VERSION)
+
+test-go: bin/geth
+	MEDREC_GETH=$(CURDIR)/bin/geth MEDREC_REQUIRE_GETH=1 $(GO) test $(GOTEST_FLAGS) ./...
 
 # --- generated files ---------------------------------------------------------
 # Generated Solidity (verifiers from the dev keys' verifying keys), the solc

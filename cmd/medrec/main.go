@@ -1,5 +1,5 @@
 // Command medrec is MedRec-ZK's one binary: one subcommand per role (keys,
-// ceremony, and — as they land — network, provider, client, audit).
+// ceremony, network, and — as they land — provider, client, audit).
 //
 // Secrets (the 12 words, passwords) are never taken from the command line:
 // they come from a file, standard input ("-") or a terminal prompt.
@@ -18,6 +18,7 @@ import (
 var commands = []*cli.Command{
 	keysCommand,
 	ceremonyCommand,
+	networkCommand,
 }
 
 // exitError carries a non-default exit code.

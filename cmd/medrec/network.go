@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/medrec-zk/medrec/chain"
+)
+
+var (
+	networkDirFlag = &cli.StringFlag{Name: "dir", Usage: "network `DIR`ectory (network.json, keys, node data)"}
+	gethFlag       = &cli.StringFlag{Name: "geth", Usage: "geth v" + chain.GethVersion + " binary (default $" + chain.GethEnv + ", then geth on $PATH)"}
+	timeoutFlag    = &cli.DurationFlag{Name: "timeout", Value: 3 * time.Minute, Usage: "give up after this long"}
+)
+
+var networkCommand = &cli.Command{
+	Name:  "network",
+	Usage: "run the providers' proof-of-authority (Clique) network on this machine",
+	Subcommands: []*cli.Command{
+		{
+			Name:  "up",
+			Usage: "create a network (or restart a stopped one, keeping its chain) and return once blocks advance",
+			Flags: []cli.Flag{
+				networkDirFlag,
+				&cli.IntFlag{Name: "providers", Usage: "number of providers, one authority node each (new network only)"},
+				&cli.Uint64Flag{Name: "period", Value: chain.DefaultPeriod, Usage: "seconds between blocks"},
+				&cli.Uint64Flag{Name: "chain-id", Value: chain.DefaultChainID, Usage: "chain id"},
+				&cli.IntFlag{Name: "base-port", Usage: "fixed ports: provider p uses BASE+3(p-1) (P2P), +1 (RPC), +2 (engine API); 0 picks free ports"},
+				gethFlag, timeoutFlag,
+			},
+			Before: required("dir"),
+			Action: networkUp,
+		},
+		{
+			Name:   "down",
+			Usage:  "stop every node (SIGINT, then SIGKILL after 20 s); the chain stays on disk",
+			Flags:  []cli.Flag{networkDirFlag, timeoutFlag},
+			Before: required("dir"),
+			Action: func(ctx *cli.Context) error {
+				n, err := chain.Open(ctx.String("dir"), nil, stderrLog(ctx))
+				if err != nil {
+					return err
+				}
+				c, cancel := runContext(ctx)
+				defer cancel()
+				if err := n.Down(c); err != nil {
+					return err
+				}
+				fmt.Fprintf(ctx.App.Writer, "Network in %s is down (%d nodes stopped; the chain is kept).\n", n.Dir(), len(n.State().Nodes))
+				return nil
+			},
+		},
+		{
+			Name:   "status",
+			Usage:  "show every node's process, height and peers, the signers, and drift from the wanted signer set",
+			Flags:  []cli.Flag{networkDirFlag, jsonFlag},
+			Before: required("dir"),
+			Action: func(ctx *cli.Context) error {
+				n, err := chain.Open(ctx.String("dir"), nil, nil)
+				if err != nil {
+					return err
+				}
+				c, cancel := runContext(ctx)
+				defer cancel()
+				s, err := n.Status(c)
+				if err != nil {
+					return err
+				}
+				return printStatus(ctx.App.Writer, s, ctx.Bool(jsonFlag.Name))
+			},
+		},
+		{
+			Name:  "add-provider",
+			Usage: "create keys and a node for a new provider and start it as a non-signing peer",
+			Flags: []cli.Flag{
+				networkDirFlag,
+				&cli.BoolFlag{Name: "vote", Usage: "have every running authority vote it in as a signer (until the registry drives votes)"},
+				gethFlag, timeoutFlag,
+			},
+			Before: required("dir"),
+			Action: networkAddProvider,
+		},
+	},
+}
+
+// runContext is the command's context: --timeout (if the command has it)
+// and interrupted by Ctrl-C.
+func runContext(ctx *cli.Context) (context.Context, context.CancelFunc) {
+	c, stop := signal.NotifyContext(ctx.Context, os.Interrupt)
+	if d := ctx.Duration(timeoutFlag.Name); d > 0 {
+		c, cancel := context.WithTimeout(c, d)
+		return c, func() { cancel(); stop() }
+	}
+	return c, stop
+}
+
+// stderrLog is the supervisor's progress log.
+func stderrLog(ctx *cli.Context) *slog.Logger {
+	return slog.New(slog.NewTextHandler(ctx.App.ErrWriter, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func findGeth(ctx *cli.Context) (*chain.Geth, error) {
+	return chain.FindGeth(ctx.Context, ctx.String(gethFlag.Name))
+}
+
+func networkUp(ctx *cli.Context) error {
+	dir := ctx.String("dir")
+	if ctx.IsSet("providers") && (ctx.Int("providers") < 1 || ctx.Int("providers") > 64) {
+		return exitError{2, fmt.Errorf("--providers %d: between 1 and 64", ctx.Int("providers"))}
+	}
+	if ctx.Uint64("period") < 1 {
+		return exitError{2, errors.New("--period must be at least 1 second")}
+	}
+	if ctx.Uint64("chain-id") < 1 {
+		return exitError{2, errors.New("--chain-id must be positive")}
+	}
+	if p := ctx.Int("base-port"); p != 0 && (p < 1024 || p > 65535-3*64) {
+		return exitError{2, fmt.Errorf("--base-port %d: between 1024 and %d", p, 65535-3*64)}
+	}
+	_, err := chain.LoadState(dir)
+	exists := err == nil
+	if err != nil && !errors.Is(err, chain.ErrNoNetwork) {
+		return err
+	}
+	if !exists && !ctx.IsSet("providers") {
+		return exitError{2, fmt.Errorf("missing --providers: %s holds no network yet", dir)}
+	}
+	geth, err := findGeth(ctx)
+	if err != nil {
+		return err
+	}
+	c, cancel := runContext(ctx)
+	defer cancel()
+	start := time.Now()
+	var n *chain.Network
+	if exists {
+		if n, err = chain.Open(dir, geth, stderrLog(ctx)); err != nil {
+			return err
+		}
+		if err := checkSameNetwork(ctx, n.State()); err != nil {
+			return err
+		}
+	} else {
+		opt := chain.Options{
+			Providers: ctx.Int("providers"),
+			Period:    ctx.Uint64("period"),
+			ChainID:   ctx.Uint64("chain-id"),
+			BasePort:  ctx.Int("base-port"),
+		}
+		if n, err = chain.Create(c, dir, geth, opt, stderrLog(ctx)); err != nil {
+			return err
+		}
+	}
+	if err := n.Up(c); err != nil {
+		return err
+	}
+	s, err := n.Status(c)
+	if err != nil {
+		return err
+	}
+	verb := "created"
+	if exists {
+		verb = "restarted"
+	}
+	fmt.Fprintf(ctx.App.Writer, "Network %s in %.1f s: %s\n", verb, time.Since(start).Seconds(), n.Dir())
+	return printStatus(ctx.App.Writer, s, false)
+}
+
+// checkSameNetwork refuses flags that disagree with the network on disk.
+func checkSameNetwork(ctx *cli.Context, st chain.State) error {
+	conflict := func(flag string, want, have any, hint string) error {
+		return fmt.Errorf("%w: --%s %v, but %s holds a network with %v%s", chain.ErrConflict, flag, want, ctx.String("dir"), have, hint)
+	}
+	if ctx.IsSet("providers") && ctx.Int("providers") != len(st.Nodes) {
+		return conflict("providers", ctx.Int("providers"), len(st.Nodes), " (add more with `medrec network add-provider`)")
+	}
+	if ctx.IsSet("period") && ctx.Uint64("period") != st.Period {
+		return conflict("period", ctx.Uint64("period"), st.Period, "")
+	}
+	if ctx.IsSet("chain-id") && ctx.Uint64("chain-id") != st.ChainID {
+		return conflict("chain-id", ctx.Uint64("chain-id"), st.ChainID, "")
+	}
+	if ctx.IsSet("base-port") && ctx.Int("base-port") != st.BasePort {
+		return conflict("base-port", ctx.Int("base-port"), st.BasePort, "")
+	}
+	return nil
+}
+
+func networkAddProvider(ctx *cli.Context) error {
+	geth, err := findGeth(ctx)
+	if err != nil {
+		return err
+	}
+	n, err := chain.Open(ctx.String("dir"), geth, stderrLog(ctx))
+	if err != nil {
+		return err
+	}
+	c, cancel := runContext(ctx)
+	defer cancel()
+	ns, err := n.AddProvider(c)
+	if err != nil {
+		return err
+	}
+	w := ctx.App.Writer
+	fmt.Fprintf(w, "Provider %d added: authority %s, gateway %s, RPC %s (a peer, not yet a signer).\n",
+		ns.Provider, ns.Authority.Hex(), ns.Gateway.Hex(), ns.RPC)
+	if !ctx.Bool("vote") {
+		return nil
+	}
+	start := time.Now()
+	if err := n.SetSigner(ns.Provider, true); err != nil {
+		return err
+	}
+	if err := n.Converge(c, ctx.Duration(timeoutFlag.Name)); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Provider %d voted in by the running authorities: a signer after %.1f s.\n", ns.Provider, time.Since(start).Seconds())
+	return nil
+}
+
+func printStatus(w io.Writer, s chain.Status, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprintf(w, "chain id %d, genesis %s, height %d, %d signers, drift: %s\n",
+		s.ChainID, s.GenesisHash.Hex(), s.Height, len(s.Signers), s.Drift)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tSTATE\tSIGNER\tHEIGHT\tPEERS\tPID\tRPC\tAUTHORITY")
+	for _, ns := range s.Nodes {
+		state, pid := "down", "-"
+		if ns.PID != 0 {
+			pid = fmt.Sprint(ns.PID)
+			state = "no RPC"
+		}
+		if ns.Up {
+			state = "up"
+		}
+		signer := "no"
+		if ns.Signer {
+			signer = "yes"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", ns.Provider, state, signer, ns.Height, ns.Peers, pid, ns.RPC, ns.Authority.Hex())
+	}
+	return tw.Flush()
+}
