@@ -1,0 +1,170 @@
+package devnet
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/params"
+
+	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/circuits"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// testNetwork brings up a real 3-provider Clique network (geth v1.13.15,
+// London) in the test's directory; skipped without $MEDREC_GETH unless
+// MEDREC_REQUIRE_GETH=1.
+func testNetwork(t *testing.T) *chain.Network {
+	t.Helper()
+	path := os.Getenv(chain.GethEnv)
+	if path == "" {
+		if os.Getenv("MEDREC_REQUIRE_GETH") == "1" {
+			t.Fatalf("%s is unset but MEDREC_REQUIRE_GETH=1", chain.GethEnv)
+		}
+		t.Skipf("%s unset: no geth to run", chain.GethEnv)
+	}
+	geth, err := chain.FindGeth(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := chain.Create(t.Context(), t.TempDir(), geth, chain.Options{Providers: 3, Period: 1}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Down(ctx); err != nil {
+			t.Logf("down: %v", err)
+		}
+	})
+	if err := n.Up(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRealNetwork deploys the contracts on the real London chain, enrols a
+// patient and opens a relationship with a real proof, grants and revokes,
+// and confirms the gas figures of the simulated chain.
+func TestRealNetwork(t *testing.T) {
+	ctx := t.Context()
+	n := testNetwork(t)
+	ks, err := prover.DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Deploy(ctx, n, ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := Deploy(ctx, n, ks); err != nil || again.Relationships != d.Relationships {
+		t.Fatalf("second deploy: %v", err)
+	}
+	ec, err := Dial(ctx, n, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	c := contracts.NewClient(ec, d)
+	gwKey, err := GatewayKey(n, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayer := bind.NewKeyedTransactor(gwKey, d.ChainID)
+	gas := map[string]uint64{}
+	wait := func(op string, tx *types.Transaction, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := c.Wait(ctx, tx)
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		zeros := uint64(bytes.Count(tx.Data(), []byte{0}))
+		gas[op] = r.GasUsed + zeros*(params.TxDataNonZeroGasEIP2028-params.TxDataZeroGas)
+	}
+
+	var s = zkhash.FromUint64(0)
+	s.SetBytes(crypto.Keccak256([]byte("devnet test patient")))
+	tx, err := c.Enrol(ctx, relayer, zkhash.Big(zkhash.Commitment(s)))
+	wait("enrol", tx, err)
+
+	view, err := chainview.New(ec, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	path, err := view.MerkleProof(zkhash.Commitment(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := crypto.GenerateKey()
+	proof, pub, err := prover.New(ks).ProveOwnership(circuits.OwnershipWitness{
+		Secret: s, Path: path, Provider: 1,
+		Signal: circuits.OwnershipSignal(circuits.ActionOpen, crypto.PubkeyToAddress(owner.PublicKey), 0, d.ChainID, d.Relationships),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := zkhash.Big(pub.Tag)
+	tx, err = c.Open(ctx, relayer, tag, 1, crypto.PubkeyToAddress(owner.PublicKey), zkhash.Big(pub.Root), proof[:])
+	wait("open", tx, err)
+
+	head, _ := ec.HeaderByNumber(ctx, nil)
+	doctor, _ := crypto.GenerateKey()
+	g := contracts.GrantRequest{Tag: tag, GranteeKind: 1, Grantee: contracts.AddressGrantee(crypto.PubkeyToAddress(doctor.PublicKey)), Scope: 1, Purpose: 1, Expiry: head.Time + 3600, Deadline: head.Time + 600}
+	sig, _ := contracts.Sign(owner, contracts.GrantDigest(contracts.DomainSeparator(d.ChainID, d.Relationships), g))
+	tx, err = c.Grant(ctx, relayer, g, sig)
+	wait("grant", tx, err)
+	rv := contracts.RevokeRequest{Tag: tag, GranteeKind: 1, Grantee: g.Grantee, Nonce: 1, Deadline: head.Time + 600}
+	sig, _ = contracts.Sign(owner, contracts.RevokeDigest(contracts.DomainSeparator(d.ChainID, d.Relationships), rv))
+	tx, err = c.Revoke(ctx, relayer, rv, sig)
+	wait("revoke", tx, err)
+
+	// The same figures as the simulated chain under production rules (grant
+	// and revoke differ by a few gas: v of a signature over other times).
+	golden := readGolden(t, "../contracts/testdata/gas.golden")
+	for _, op := range []string{"enrol", "open", "grant", "revoke"} {
+		t.Logf("gas (real London chain, geth %s): %s %d (simulated %d)", chain.GethVersion, op, gas[op], golden[op])
+		if diff := int64(gas[op]) - int64(golden[op]); diff > 100 || diff < -100 {
+			t.Errorf("%s: %d gas on the real chain, %d simulated", op, gas[op], golden[op])
+		}
+	}
+}
+
+func readGolden(t *testing.T, path string) map[string]uint64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]uint64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 {
+			out[f[1]], _ = strconv.ParseUint(f[2], 10, 64)
+		}
+	}
+	return out
+}
