@@ -211,6 +211,12 @@ func (g *Gateway) syncChain(ctx context.Context) error {
 	return nil
 }
 
+// TokenHash is how the gateway keeps a bearer token: SHA-256, hex.
+func TokenHash(token string) string { return tokenHash(token) }
+
+// NewToken returns a fresh random bearer token.
+func NewToken() (string, error) { return randomHex(32) }
+
 func tokenHash(token string) string {
 	h := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(h[:])

@@ -4,7 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"fmt"
+	"io"
 	"log/slog"
+	"math/big"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +25,8 @@ import (
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/gatewayauth"
 	"github.com/medrec-zk/medrec/prover"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -167,4 +174,90 @@ func readGolden(t *testing.T, path string) map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// TestGatewayOnRealNetwork runs provider 2's gateway against the real chain:
+// staff enrol a patient and accept its claim, the owner reads its record.
+func TestGatewayOnRealNetwork(t *testing.T) {
+	ctx := t.Context()
+	n := testNetwork(t)
+	ks, err := prover.DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Deploy(ctx, n, ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := OpenGateway(ctx, n, 2, GatewayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	tokens, err := os.ReadFile(n.Path("provider2/staff-tokens"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(tokens)), "\n")
+	staff := strings.Fields(lines[len(lines)-1])[1]
+	call := func(method, target, body string, sign *ecdsa.PrivateKey, tag *big.Int) (int, []byte) {
+		t.Helper()
+		req := httptest.NewRequest(method, target, strings.NewReader(body))
+		if sign != nil {
+			if err := gatewayauth.Sign(req.Header, gatewayauth.Request{Method: method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash([]byte(body)), Tag: tag, Audience: 2}, sign, d.ChainID, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			req.Header.Set("Authorization", "Bearer "+staff)
+		}
+		res, err := g.App().Test(req, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, b
+	}
+	keys, err := delegate.FromMnemonic("test test test test test test test test test test test junk", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, b := call("POST", "/admin/patients", `{"id":"p7"}`, nil, nil); st != 201 {
+		t.Fatalf("patient: %d %s", st, b)
+	}
+	obs := `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"Heart rate"},"subject":{"reference":"Patient/p7"}}`
+	if st, b := call("POST", "/admin/patients/p7/resources", obs, nil, nil); st != 201 {
+		t.Fatalf("resources: %d %s", st, b)
+	}
+	cm, _ := keys.Commitment()
+	if st, b := call("POST", "/admin/patients/p7/enrol", `{"commitment":"`+zkhash.Hex(cm)+`"}`, nil, nil); st != 200 {
+		t.Fatalf("enrol: %d %s", st, b)
+	}
+	if err := g.View.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	path, err := g.View.MerkleProof(cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := keys.Delegate(2, 0)
+	s, _ := keys.Identity()
+	proof, pub, err := prover.New(ks).ProveOwnership(circuits.OwnershipWitness{Secret: s.Element(), Path: path, Provider: 2,
+		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner.Address, 0, d.ChainID, d.Relationships)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := fmt.Sprintf(`{"tag":"%s","owner":"%s","root":"%s","proof":"%s"}`, zkhash.Hex(pub.Tag), owner.Address.Hex(), zkhash.Hex(pub.Root), proof)
+	if st, b := call("POST", "/admin/patients/p7/claim", claim, nil, nil); st != 200 {
+		t.Fatalf("claim: %d %s", st, b)
+	}
+	if st, b := call("GET", "/fhir/Observation/o1", "", owner.PrivateKey(), zkhash.Big(pub.Tag)); st != 200 || string(b) != obs {
+		t.Fatalf("owner read: %d %s", st, b)
+	}
+	if made, err := g.AnchorOnce(ctx); err != nil || !made {
+		t.Fatalf("anchor on the real chain: %v %v", made, err)
+	}
+	// The mirror sees no drift: the registry's providers are the signers.
+	if drift, err := g.Mirror.Step(ctx); err != nil || !drift.None() {
+		t.Fatalf("mirror: %v %v", drift, err)
+	}
 }

@@ -19,6 +19,7 @@ var commands = []*cli.Command{
 	keysCommand,
 	ceremonyCommand,
 	networkCommand,
+	providerCommand,
 }
 
 // exitError carries a non-default exit code.

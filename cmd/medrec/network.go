@@ -15,6 +15,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/devnet"
+	"github.com/medrec-zk/medrec/prover"
 )
 
 var (
@@ -164,6 +166,15 @@ func networkUp(ctx *cli.Context) error {
 	if err := n.Up(c); err != nil {
 		return err
 	}
+	// The contracts, deployed once with the dev ceremony's keys.
+	ks, err := prover.DevKeys()
+	if err != nil {
+		return err
+	}
+	d, err := devnet.Deploy(c, n, ks)
+	if err != nil {
+		return err
+	}
 	s, err := n.Status(c)
 	if err != nil {
 		return err
@@ -173,6 +184,7 @@ func networkUp(ctx *cli.Context) error {
 		verb = "restarted"
 	}
 	fmt.Fprintf(ctx.App.Writer, "Network %s in %.1f s: %s\n", verb, time.Since(start).Seconds(), n.Dir())
+	fmt.Fprintf(ctx.App.Writer, "Contracts: AgentRegistry %s, Relationships %s (%s)\n", d.AgentRegistry, d.Relationships, devnet.DeploymentPath(n.Dir()))
 	return printStatus(ctx.App.Writer, s, false)
 }
 

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/devnet"
+)
+
+var providerCommand = &cli.Command{
+	Name:  "provider",
+	Usage: "run a provider's gateway (dbmanager)",
+	Subcommands: []*cli.Command{{
+		Name:  "serve",
+		Usage: "serve provider P's gateway on the address its registry entry names, anchor its log and records state, and mirror governance votes into its authority node",
+		Flags: []cli.Flag{
+			networkDirFlag,
+			&cli.IntFlag{Name: "provider", Usage: "provider id"},
+			&cli.StringFlag{Name: "db", Usage: "records database: an SQLite file path or a PostgreSQL DSN (default DIR/providerP/records.db)"},
+			&cli.StringFlag{Name: "staff-tokens", Usage: "`FILE` of \"<staff id> <token>\" lines (default DIR/providerP/staff-tokens, created with one token)"},
+			&cli.DurationFlag{Name: "anchor-interval", Value: time.Minute, Usage: "how often to anchor the log and records state (only when something changed)"},
+		},
+		Before: required("dir", "provider"),
+		Action: providerServe,
+	}},
+}
+
+func providerServe(ctx *cli.Context) error {
+	p := ctx.Int("provider")
+	if p < 1 {
+		return exitError{2, errors.New("--provider must be a provider id (1, 2, …)")}
+	}
+	if ctx.Duration("anchor-interval") < time.Second {
+		return exitError{2, errors.New("--anchor-interval must be at least 1s")}
+	}
+	n, err := chain.Open(ctx.String("dir"), nil, stderrLog(ctx))
+	if err != nil {
+		return err
+	}
+	c, stop := signal.NotifyContext(ctx.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := stderrLog(ctx)
+	g, err := devnet.OpenGateway(c, n, p, devnet.GatewayOptions{DSN: ctx.String("db"), StaffTokenFile: ctx.String("staff-tokens"), Log: log})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	go g.RunAnchors(c, ctx.Duration("anchor-interval"))
+	go func() {
+		if err := g.Mirror.Run(c, 5*time.Second); err != nil && c.Err() == nil {
+			log.Warn("governance mirror stopped", "err", err)
+		}
+	}()
+	fmt.Fprintf(ctx.App.Writer, "Provider %d gateway on http://%s (Ctrl-C stops)\n", p, g.Addr)
+	return g.Listen(c, g.Addr)
+}
