@@ -11,6 +11,7 @@ import (
 
 	"github.com/medrec-zk/medrec/anchor"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/api"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 )
 
@@ -202,22 +203,14 @@ func (g *Gateway) RunAnchors(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// logProof is where an access-log entry sits in an anchored batch.
-type logProof struct {
-	Batch uint64   `json:"batch"` // the chain's batch number
-	Index int      `json:"index"` // position in the batch
-	Count uint64   `json:"count"`
-	Proof []string `json:"proof"`
-}
-
 // logProofs returns inclusion proofs for published entries, by seq.
-func (g *Gateway) logProofs(ctx context.Context, seqs []uint64) (map[uint64]*logProof, error) {
+func (g *Gateway) logProofs(ctx context.Context, seqs []uint64) (map[uint64]*api.LogProof, error) {
 	g.anchorMu.Lock()
 	defer g.anchorMu.Unlock()
 	if err := g.loadAnchorsLocked(ctx); err != nil {
 		return nil, err
 	}
-	out := map[uint64]*logProof{}
+	out := map[uint64]*api.LogProof{}
 	cache := map[int][]common.Hash{}
 	for _, s := range seqs {
 		for i, a := range g.anchors.batches {
@@ -236,18 +229,10 @@ func (g *Gateway) logProofs(ctx context.Context, seqs []uint64) (map[uint64]*log
 			if err != nil {
 				return nil, err
 			}
-			out[s] = &logProof{Batch: uint64(i), Index: int(s - a.LogFrom), Count: a.LogCount, Proof: hexes(p)}
+			out[s] = &api.LogProof{Batch: uint64(i), Index: int(s - a.LogFrom), Count: a.LogCount, Proof: p}
 		}
 	}
 	return out, nil
-}
-
-func hexes(hs []common.Hash) []string {
-	out := make([]string, len(hs))
-	for i, h := range hs {
-		out[i] = h.Hex()
-	}
-	return out
 }
 
 // patientState answers the owner's records state and, once anchored, its
@@ -261,7 +246,7 @@ func (g *Gateway) patientState(c *fiber.Ctx) error {
 	if err != nil {
 		return storeError(err)
 	}
-	out := fiber.Map{"hash": common.Hash(st.Hash).Hex(), "seq": st.Seq, "count": st.Count, "dirty": st.Dirty}
+	out := api.State{Hash: st.Hash, Seq: st.Seq, Count: st.Count, Dirty: st.Dirty}
 	g.anchorMu.Lock()
 	defer g.anchorMu.Unlock()
 	if err := g.loadAnchorsLocked(c.UserContext()); err != nil {
@@ -276,10 +261,7 @@ func (g *Gateway) patientState(c *fiber.Ctx) error {
 		var tag store.Tag
 		r.tag.FillBytes(tag[:])
 		if leaf, i, p, err := tree.Proof(tag); err == nil {
-			out["anchor"] = fiber.Map{
-				"batch": n - 1, "stateRoot": tree.Root().Hex(), "index": i, "count": tree.Len(),
-				"state": common.Hash(leaf.State).Hex(), "proof": hexes(p),
-			}
+			out.Anchor = &api.StateAnchor{Batch: uint64(n - 1), StateRoot: tree.Root(), State: leaf.State, Index: i, Count: tree.Len(), Proof: p}
 		}
 	}
 	return c.JSON(out)

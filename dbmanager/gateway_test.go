@@ -22,6 +22,8 @@ import (
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/anchor"
 	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/dbmanager/api"
+	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
@@ -282,18 +284,18 @@ func TestOwnerAndAddressGrantee(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("log: %d %s", r.status, r.body)
 	}
-	var log struct {
-		Entries []struct {
-			Actor, Action, Outcome, Detail string
-			Resources                      []string
-		}
+	var log api.LogPage
+	if err := json.Unmarshal(r.body, &log); err != nil {
+		t.Fatal(err)
 	}
-	json.Unmarshal(r.body, &log)
 	doctorAddr := simchain.Addr(doctor).Hex()
 	var allowed, denied int
 	for _, e := range log.Entries {
+		if got := api.LogEntry.Store(e); store.EntryHash(e.Prev, got) != e.Hash {
+			t.Fatalf("entry %d: hash does not match its fields", e.Seq)
+		}
 		if e.Actor == doctorAddr {
-			switch e.Outcome {
+			switch e.Decision {
 			case "allowed":
 				allowed++
 			case "denied":

@@ -12,6 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/dbmanager/api"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 )
 
@@ -321,24 +322,11 @@ func (g *Gateway) patientLog(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	out := make([]fiber.Map, len(entries))
+	out := api.LogPage{Entries: make([]api.LogEntry, len(entries))}
 	for i, e := range entries {
-		out[i] = fiber.Map{
-			"seq": e.Seq, "time": e.Time, "actorKind": e.ActorKind.String(), "actor": e.ActorID,
-			"purpose": purposeName(e.Purpose), "action": e.Action, "resources": e.Resources,
-			"outcome": e.Outcome.String(), "detail": e.Detail,
-			"prev": fmt.Sprintf("0x%x", e.Prev), "hash": fmt.Sprintf("0x%x", e.Hash),
-			"anchor": proofs[e.Seq], // null until the entry's batch is published
-		}
+		out.Entries[i] = api.FromStore(e, proofs[e.Seq])
 	}
-	return c.JSON(fiber.Map{"entries": out})
-}
-
-func purposeName(p access.Purpose) string {
-	if p == 0 {
-		return ""
-	}
-	return p.String()
+	return c.JSON(out)
 }
 
 // ownerOnly authorizes the relationship's owner delegate only.
