@@ -53,6 +53,7 @@ type Relationship struct {
 	Provider uint32
 	Owner    common.Address
 	Rotation uint32
+	Nonce    uint32 // the owner's next signature nonce (one per grant or revocation)
 }
 
 // GranteeKind says how a grantee is named.
@@ -375,7 +376,7 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 				return err
 			}
 			v.setGrant(b, &Grant{Tag: e.Tag, Kind: GranteeKind(e.GranteeKind), Grantee: e.Grantee, Scope: e.Scope, Purpose: e.Purpose, Expiry: e.Expiry})
-			return nil
+			return v.bumpNonce(b, e.Tag)
 		}},
 		{d.Relationships, &bindings.RelationshipsMetaData, "Revoked", func(v *View, l *types.Log, b *appliedBlock) error {
 			e, err := rels.UnpackRevokedEvent(l)
@@ -390,7 +391,7 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			ng := *g
 			ng.Revoked = true
 			v.setGrant(b, &ng)
-			return nil
+			return v.bumpNonce(b, e.Tag)
 		}},
 		{d.Anchors, &bindings.AnchorsMetaData, "Anchored", func(v *View, l *types.Log, b *appliedBlock) error {
 			e, err := anchors.UnpackAnchoredEvent(l)
@@ -443,6 +444,18 @@ func (v *View) setRelationship(b *appliedBlock, tag *big.Int, r *Relationship) {
 			delete(v.rels, k)
 		}
 	})
+}
+
+// bumpNonce counts a used signature nonce of the relationship.
+func (v *View) bumpNonce(b *appliedBlock, tag *big.Int) error {
+	r, ok := v.rels[tag.String()]
+	if !ok {
+		return fmt.Errorf("grant change on unknown relationship %#x", tag)
+	}
+	nr := *r
+	nr.Nonce++
+	v.setRelationship(b, tag, &nr)
+	return nil
 }
 
 func (v *View) setGrant(b *appliedBlock, g *Grant) {
@@ -515,6 +528,16 @@ func (v *View) Grant(tag *big.Int, kind GranteeKind, grantee [32]byte) (Grant, b
 		return Grant{}, false
 	}
 	return *g, true
+}
+
+// Nonce returns the next signature nonce of the relationship tag.
+func (v *View) Nonce(tag *big.Int) uint32 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if r, ok := v.rels[tag.String()]; ok {
+		return r.Nonce
+	}
+	return 0
 }
 
 // GrantsOf returns every grant recorded for tag.

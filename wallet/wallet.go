@@ -1,0 +1,498 @@
+// Package wallet is what a patient's (or a viewer's) device does with its
+// 12 words: find every relationship again from the chain, connect to a
+// provider (prove Ownership, send the claim to its gateway), read records
+// from every gateway in parallel and merge them, share and revoke, verify
+// the access log and the record set against the provider's anchors, and
+// read what others shared as an anonymous viewer.
+//
+// Keys never leave the process: requests are signed here, proofs made here,
+// and only public values (tags, delegate addresses, proofs, signatures) are
+// sent to gateways.
+package wallet
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+
+	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/circuits"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/gatewayauth"
+	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// Wallet is one person's keys on one network.
+type Wallet struct {
+	keys   *delegate.Keys
+	view   *chainview.View
+	d      *contracts.Deployment
+	prover *prover.Prover
+	http   *http.Client
+	now    func() time.Time
+}
+
+// New returns a wallet. The view must follow the deployment d.
+func New(keys *delegate.Keys, view *chainview.View, d *contracts.Deployment, p *prover.Prover) *Wallet {
+	return &Wallet{keys: keys, view: view, d: d, prover: p, http: &http.Client{Timeout: 20 * time.Second}, now: time.Now}
+}
+
+// Keys returns the wallet's keys.
+func (w *Wallet) Keys() *delegate.Keys { return w.keys }
+
+// View returns the chain view the wallet reads.
+func (w *Wallet) View() *chainview.View { return w.view }
+
+// Commitment returns the identity commitment to show at a provider's desk.
+func (w *Wallet) Commitment() (string, error) {
+	c, err := w.keys.Commitment()
+	if err != nil {
+		return "", err
+	}
+	return zkhash.Hex(c), nil
+}
+
+// Relationship is one of the patient's relationships, found from the chain.
+type Relationship struct {
+	Provider chainview.Provider
+	Tag      *big.Int
+	Rotation uint32
+	Delegate *delegate.Account // this device's delegate for the relationship
+	// OwnedHere: the chain's owner is this seed's delegate at the current
+	// rotation (false: rotated with a key this seed does not derive).
+	OwnedHere bool
+	Grants    []chainview.Grant
+}
+
+// Relationships finds the patient's relationships at every provider from
+// the chain alone: tag_p = H(D_tag; s, p) for each registered provider p.
+func (w *Wallet) Relationships(ctx context.Context) ([]Relationship, error) {
+	if err := w.view.Sync(ctx); err != nil {
+		return nil, err
+	}
+	var out []Relationship
+	for _, p := range w.view.Providers() {
+		tagEl, err := w.keys.Tag(p.ID)
+		if err != nil {
+			return nil, err
+		}
+		tag := zkhash.Big(tagEl)
+		rel, ok := w.view.Relationship(tag)
+		if !ok {
+			continue
+		}
+		d, err := w.keys.Delegate(p.ID, rel.Rotation)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Relationship{Provider: p, Tag: tag, Rotation: rel.Rotation, Delegate: d, OwnedHere: d.Address == rel.Owner, Grants: w.view.GrantsOf(tag)})
+	}
+	return out, nil
+}
+
+// Relationship returns the relationship at provider p.
+func (w *Wallet) Relationship(ctx context.Context, p uint32) (Relationship, error) {
+	rels, err := w.Relationships(ctx)
+	if err != nil {
+		return Relationship{}, err
+	}
+	for _, r := range rels {
+		if r.Provider.ID == p {
+			if !r.OwnedHere {
+				return r, fmt.Errorf("wallet: the relationship at %s is owned by a delegate this seed does not derive", r.Provider.Name)
+			}
+			return r, nil
+		}
+	}
+	return Relationship{}, fmt.Errorf("wallet: no relationship at provider %d yet", p)
+}
+
+// GatewayError is a gateway's refusal, with its status and message.
+type GatewayError struct {
+	Provider string
+	Status   int
+	Message  string
+}
+
+func (e *GatewayError) Error() string {
+	return fmt.Sprintf("%s answered %d: %s", e.Provider, e.Status, e.Message)
+}
+
+// do sends a request to a gateway and decodes a JSON answer into out.
+func (w *Wallet) do(ctx context.Context, p chainview.Provider, req *http.Request, out any) ([]byte, error) {
+	req = req.WithContext(ctx)
+	res, err := w.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s) is unreachable: %w", p.Name, p.GatewayURL, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Name, err)
+	}
+	if res.StatusCode >= 300 {
+		var oo struct {
+			Issue []struct {
+				Diagnostics string `json:"diagnostics"`
+			} `json:"issue"`
+		}
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &oo) == nil && len(oo.Issue) > 0 {
+			msg = oo.Issue[0].Diagnostics
+		}
+		return nil, &GatewayError{Provider: p.Name, Status: res.StatusCode, Message: msg}
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return nil, fmt.Errorf("%s: malformed answer: %w", p.Name, err)
+		}
+	}
+	return body, nil
+}
+
+func (w *Wallet) postJSON(ctx context.Context, p chainview.Provider, path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest("POST", strings.TrimRight(p.GatewayURL, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	_, err = w.do(ctx, p, req, out)
+	return err
+}
+
+// signedGet sends a GET signed by the relationship's delegate.
+func (w *Wallet) signedGet(ctx context.Context, r Relationship, target string, out any) ([]byte, error) {
+	return signedGet(ctx, w, r.Provider, r.Delegate, r.Tag, target, out)
+}
+
+func signedGet(ctx context.Context, w *Wallet, p chainview.Provider, acct *delegate.Account, tag *big.Int, target string, out any) ([]byte, error) {
+	req, err := http.NewRequest("GET", strings.TrimRight(p.GatewayURL, "/")+target, nil)
+	if err != nil {
+		return nil, err
+	}
+	err = gatewayauth.Sign(req.Header, gatewayauth.Request{
+		Method: "GET", Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash(nil),
+		Tag: tag, Audience: p.ID,
+	}, acct.PrivateKey(), w.d.ChainID, w.now())
+	if err != nil {
+		return nil, err
+	}
+	return w.do(ctx, p, req, out)
+}
+
+// ownership proves Ownership at provider p binding (action, owner, counter).
+func (w *Wallet) ownership(ctx context.Context, p uint32, action circuits.Action, owner common.Address, counter uint64) (prover.Proof, circuits.OwnershipPublic, error) {
+	if err := w.view.Sync(ctx); err != nil {
+		return prover.Proof{}, circuits.OwnershipPublic{}, err
+	}
+	c, err := w.keys.Commitment()
+	if err != nil {
+		return prover.Proof{}, circuits.OwnershipPublic{}, err
+	}
+	path, err := w.view.MerkleProof(c)
+	if err != nil {
+		return prover.Proof{}, circuits.OwnershipPublic{}, fmt.Errorf("wallet: not enrolled yet — show your commitment at a provider's desk first: %w", err)
+	}
+	s, err := w.keys.Identity()
+	if err != nil {
+		return prover.Proof{}, circuits.OwnershipPublic{}, err
+	}
+	return w.prover.ProveOwnership(circuits.OwnershipWitness{
+		Secret: s.Element(), Path: path, Provider: p,
+		Signal: circuits.OwnershipSignal(action, owner, counter, w.d.ChainID, w.d.Relationships),
+	})
+}
+
+// Connect claims the relationship at provider p with the one-time code the
+// provider's staff handed over: the code says who the patient is there, the
+// proof that this seed holds an enrolled identity; the gateway opens the
+// relationship on chain.
+func (w *Wallet) Connect(ctx context.Context, p uint32, code string) error {
+	if err := w.view.Sync(ctx); err != nil {
+		return err
+	}
+	prov, ok := w.view.Provider(p)
+	if !ok || !prov.Active {
+		return fmt.Errorf("wallet: provider %d is not an active provider", p)
+	}
+	d, err := w.keys.Delegate(p, 0)
+	if err != nil {
+		return err
+	}
+	proof, pub, err := w.ownership(ctx, p, circuits.ActionOpen, d.Address, 0)
+	if err != nil {
+		return err
+	}
+	return w.postJSON(ctx, prov, "/claims", map[string]string{
+		"code": strings.TrimSpace(code), "tag": zkhash.Hex(pub.Tag), "owner": d.Address.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String(),
+	}, nil)
+}
+
+// Rotate replaces the delegate of the relationship at p (a lost device): the
+// next rotation's delegate, bound by a fresh proof, relayed by the gateway.
+func (w *Wallet) Rotate(ctx context.Context, p uint32) error {
+	rels, err := w.Relationships(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rels {
+		if r.Provider.ID != p {
+			continue
+		}
+		next, err := w.keys.Delegate(p, r.Rotation+1)
+		if err != nil {
+			return err
+		}
+		proof, pub, err := w.ownership(ctx, p, circuits.ActionRotate, next.Address, uint64(r.Rotation+1))
+		if err != nil {
+			return err
+		}
+		return w.postJSON(ctx, r.Provider, "/relay/rotate", map[string]string{
+			"tag": hexutil.EncodeBig(r.Tag), "newOwner": next.Address.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String(),
+		}, nil)
+	}
+	return fmt.Errorf("wallet: no relationship at provider %d", p)
+}
+
+// Record is one resource from one provider.
+type Record struct {
+	Provider chainview.Provider
+	Type     string
+	ID       string
+	Version  int64     // from the Bundle entry's etag
+	Date     time.Time // the clinically relevant date when the resource has one
+	Summary  string
+	Raw      json.RawMessage
+}
+
+// ProviderResult says how reading one provider went.
+type ProviderResult struct {
+	Provider chainview.Provider
+	Count    int
+	Err      error
+	Took     time.Duration
+}
+
+// Records reads every relationship's records in parallel ($everything, all
+// pages) and merges them newest first. A slow or dead gateway shows in its
+// ProviderResult and does not block the others beyond the per-gateway timeout.
+func (w *Wallet) Records(ctx context.Context) ([]Record, []ProviderResult, error) {
+	rels, err := w.Relationships(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	results := make([]ProviderResult, len(rels))
+	parts := make([][]Record, len(rels))
+	var wg sync.WaitGroup
+	for i, r := range rels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			if !r.OwnedHere {
+				results[i] = ProviderResult{Provider: r.Provider, Err: errors.New("owned by a delegate this seed does not derive")}
+				return
+			}
+			recs, err := w.everything(ctx, r)
+			results[i] = ProviderResult{Provider: r.Provider, Count: len(recs), Err: err, Took: time.Since(start)}
+			parts[i] = recs
+		}()
+	}
+	wg.Wait()
+	return Merge(parts...), results, nil
+}
+
+type bundle struct {
+	Link []struct {
+		Relation string `json:"relation"`
+		URL      string `json:"url"`
+	} `json:"link"`
+	Entry []struct {
+		Resource json.RawMessage `json:"resource"`
+		Response struct {
+			Etag string `json:"etag"`
+		} `json:"response"`
+	} `json:"entry"`
+}
+
+func (w *Wallet) everything(ctx context.Context, r Relationship) ([]Record, error) {
+	return readAll(ctx, "/fhir/Patient/$everything?_count=500", r.Provider, func(target string, out any) error {
+		_, err := w.signedGet(ctx, r, target, out)
+		return err
+	})
+}
+
+// readAll follows a searchset's next links.
+func readAll(ctx context.Context, first string, p chainview.Provider, get func(target string, out any) error) ([]Record, error) {
+	var out []Record
+	target := first
+	for page := 0; target != "" && page < 1000; page++ {
+		var b bundle
+		if err := get(target, &b); err != nil {
+			return out, err
+		}
+		for _, e := range b.Entry {
+			r := NewRecord(p, e.Resource)
+			fmt.Sscanf(e.Response.Etag, `W/"%d"`, &r.Version)
+			out = append(out, r)
+		}
+		target = ""
+		for _, l := range b.Link {
+			if l.Relation == "next" {
+				u, err := url.Parse(l.URL)
+				if err != nil {
+					return out, fmt.Errorf("%s: bad next link: %w", p.Name, err)
+				}
+				target = u.RequestURI()
+			}
+		}
+	}
+	return out, nil
+}
+
+// NewRecord reads the type, id, date and a one-line summary of a resource.
+func NewRecord(p chainview.Provider, raw json.RawMessage) Record {
+	var r struct {
+		ResourceType       string                  `json:"resourceType"`
+		ID                 string                  `json:"id"`
+		EffectiveDateTime  string                  `json:"effectiveDateTime"`
+		Issued             string                  `json:"issued"`
+		RecordedDate       string                  `json:"recordedDate"`
+		OnsetDateTime      string                  `json:"onsetDateTime"`
+		AuthoredOn         string                  `json:"authoredOn"`
+		OccurrenceDateTime string                  `json:"occurrenceDateTime"`
+		Date               string                  `json:"date"`
+		BirthDate          string                  `json:"birthDate"`
+		Period             struct{ Start string }  `json:"period"`
+		PerformedPeriod    struct{ Start string }  `json:"performedPeriod"`
+		PerformedDateTime  string                  `json:"performedDateTime"`
+		Code               struct{ Text string }   `json:"code"`
+		Type               []struct{ Text string } `json:"type"`
+		VaccineCode        struct{ Text string }   `json:"vaccineCode"`
+		MedicationCodeable struct{ Text string }   `json:"medicationCodeableConcept"`
+		ValueQuantity      *struct {
+			Value float64 `json:"value"`
+			Unit  string  `json:"unit"`
+		} `json:"valueQuantity"`
+	}
+	_ = json.Unmarshal(raw, &r)
+	rec := Record{Provider: p, Type: r.ResourceType, ID: r.ID, Raw: raw}
+	for _, s := range []string{r.EffectiveDateTime, r.PerformedDateTime, r.OccurrenceDateTime, r.OnsetDateTime, r.RecordedDate, r.AuthoredOn, r.Issued, r.Period.Start, r.PerformedPeriod.Start, r.Date, r.BirthDate} {
+		if t, ok := parseFHIRDate(s); ok {
+			rec.Date = t
+			break
+		}
+	}
+	for _, s := range []string{r.Code.Text, r.VaccineCode.Text, r.MedicationCodeable.Text} {
+		if s != "" {
+			rec.Summary = s
+			break
+		}
+	}
+	if rec.Summary == "" && len(r.Type) > 0 {
+		rec.Summary = r.Type[0].Text
+	}
+	if r.ValueQuantity != nil {
+		rec.Summary += fmt.Sprintf(": %g %s", r.ValueQuantity.Value, r.ValueQuantity.Unit)
+	}
+	return rec
+}
+
+// Value returns an Observation's numeric value and unit.
+func (r Record) Value() (float64, string, bool) {
+	var o struct {
+		ValueQuantity *struct {
+			Value float64 `json:"value"`
+			Unit  string  `json:"unit"`
+		} `json:"valueQuantity"`
+	}
+	if json.Unmarshal(r.Raw, &o) != nil || o.ValueQuantity == nil {
+		return 0, "", false
+	}
+	return o.ValueQuantity.Value, o.ValueQuantity.Unit, true
+}
+
+func parseFHIRDate(s string) (time.Time, bool) {
+	for _, layout := range []string{time.RFC3339Nano, time.RFC3339, "2006-01-02", "2006-01", "2006"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// Merge merges per-provider records into one timeline, newest first (records
+// without a date last), ties broken by provider, type and id.
+func Merge(parts ...[]Record) []Record {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]Record, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if !a.Date.Equal(b.Date) {
+			if a.Date.IsZero() || b.Date.IsZero() {
+				return b.Date.IsZero()
+			}
+			return a.Date.After(b.Date)
+		}
+		if a.Provider.ID != b.Provider.ID {
+			return a.Provider.ID < b.Provider.ID
+		}
+		if a.Type != b.Type {
+			return a.Type < b.Type
+		}
+		return a.ID < b.ID
+	})
+	return out
+}
+
+// ExportBundle returns every record as one FHIR collection Bundle.
+func ExportBundle(recs []Record) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(`{"resourceType":"Bundle","type":"collection","entry":[`)
+	for i, r := range recs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		full, _ := json.Marshal(fmt.Sprintf("%s/%s/%s", strings.TrimRight(r.Provider.GatewayURL, "/")+"/fhir", r.Type, r.ID))
+		fmt.Fprintf(&b, `{"fullUrl":%s,"resource":`, full)
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, r.Raw); err != nil {
+			return nil, err
+		}
+		b.Write(compact.Bytes())
+		b.WriteByte('}')
+	}
+	b.WriteString("]}")
+	return b.Bytes(), nil
+}
+
+// Scope is re-exported for callers building grants.
+type Scope = access.Scope
