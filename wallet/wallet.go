@@ -496,3 +496,27 @@ func ExportBundle(recs []Record) ([]byte, error) {
 
 // Scope is re-exported for callers building grants.
 type Scope = access.Scope
+
+// Change is a new record version at a provider (from its gateway, never
+// from a per-patient chain event: there are none).
+type Change struct {
+	Seq     uint64 `json:"seq"`
+	Type    string `json:"type"`
+	ID      string `json:"id"`
+	Version int64  `json:"version"`
+}
+
+// Changes returns the record changes at provider p after sequence since.
+func (w *Wallet) Changes(ctx context.Context, p uint32, since uint64) ([]Change, error) {
+	r, err := w.Relationship(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Changes []Change `json:"changes"`
+	}
+	if _, err := w.signedGet(ctx, r, fmt.Sprintf("/patient/changes?since=%d", since), &out); err != nil {
+		return nil, err
+	}
+	return out.Changes, nil
+}
