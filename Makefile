@@ -9,11 +9,16 @@ GO    ?= go
 GOTEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_COUNT  ?= 5
 
-.PHONY: all build test vet test-go gas generate check-generated lint-contracts bench dev-keys clean
+.PHONY: all build run test vet test-go gas generate check-generated lint-contracts bench dev-keys clean
 all: build
 
 build:
 	$(GO) build -o bin/medrec ./cmd/medrec
+
+# The whole system on this machine: 3 provider authorities (geth Clique),
+# their gateways, demo data, and the web app. Ctrl-C stops; run again resumes.
+run: bin/geth build
+	bin/medrec run --dir .medrec --geth $(CURDIR)/bin/geth
 
 vet:
 	$(GO) vet ./...

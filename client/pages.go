@@ -9,6 +9,7 @@ import (
 
 	qrcode "github.com/skip2/go-qrcode"
 
+	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/wallet"
 )
 
@@ -28,6 +29,12 @@ var funcs = template.FuncMap{
 	"ms":   func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) },
 	"svg":  func(s string) template.HTML { return template.HTML(s) }, // generated here, never from input
 	"plus": func(a, b int) int { return a + b },
+	"purpose": func(p uint8) string {
+		if p == 0 {
+			return "—"
+		}
+		return access.Purpose(p).String()
+	},
 }
 
 // qrSVG renders text as a QR code in SVG (no network, no script).
@@ -210,7 +217,7 @@ fieldset{margin:.8rem 0} .words li{font-family:monospace;font-size:1.1rem}
 {{if .Err}}<p class="bad">{{.Err}}</p>{{end}}
 {{with .State}}<p id="state">Record set: {{if .Verified}}<span class="ok">verified against the provider's anchor on chain</span>{{else}}<span class="bad">not verified — {{.Problem}}</span>{{end}}</p>{{end}}
 <table class="log"><tr><th>#</th><th>Who</th><th>Purpose</th><th>What</th><th>Outcome</th><th>Checked</th></tr>
-{{range .Entries}}<tr class="entry {{.Decision}}"><td>{{.Seq}}</td><td>{{.Kind}} <code>{{short .Actor}}</code></td><td>{{.Purpose}}</td><td>{{.Action}} {{range .Resources}}{{.}} {{end}}{{if .Detail}}({{.Detail}}){{end}}</td><td>{{.Decision}}</td>
+{{range .Entries}}<tr class="entry {{.Decision}}"><td>{{.Seq}}</td><td>{{.Kind}} <code>{{short .Actor}}</code></td><td>{{purpose .Purpose}}</td><td>{{.Action}} {{range .Resources}}{{.}} {{end}}{{if .Detail}}({{.Detail}}){{end}}</td><td>{{.Decision}}</td>
 <td>{{if .Verified}}<span class="ok verified">✔ on chain</span>{{else}}<span class="bad">{{.Problem}}</span>{{end}}</td></tr>{{end}}</table>{{end}}
 {{template "foot"}}{{end}}
 

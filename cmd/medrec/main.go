@@ -20,6 +20,8 @@ var commands = []*cli.Command{
 	ceremonyCommand,
 	networkCommand,
 	providerCommand,
+	clientCommand,
+	runCommand,
 }
 
 // exitError carries a non-default exit code.
