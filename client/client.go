@@ -55,6 +55,9 @@ type App struct {
 	app   *fiber.App
 	pages *template.Template
 	csrf  string
+	// cookie is this process's session cookie name: cookies are not kept
+	// apart by port, and two apps (patient, viewer) may share 127.0.0.1.
+	cookie string
 
 	mu      sync.Mutex
 	session string         // cookie value once unlocked
@@ -64,7 +67,6 @@ type App struct {
 	closeFn func()
 }
 
-const cookieName = "medrec_session"
 
 // New builds the app.
 func New(cfg Config) (*App, error) {
@@ -79,6 +81,7 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	a := &App{cfg: cfg, csrf: hex.EncodeToString(tok), seen: map[uint32]uint64{}}
+	a.cookie = "medrec_" + a.csrf[:12]
 	t, err := template.New("pages").Funcs(funcs).Parse(pageTemplates)
 	if err != nil {
 		return nil, err
@@ -166,15 +169,19 @@ func (a *App) sameOrigin(c *fiber.Ctx) error {
 	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
 	c.Set("X-Frame-Options", "DENY")
 	c.Set("Cache-Control", "no-store")
-	c.Set("Referrer-Policy", "no-referrer")
+	c.Set("Referrer-Policy", "same-origin") // "no-referrer" makes form posts send Origin: null
 	return c.Next()
 }
 
-func (a *App) unlocked(c *fiber.Ctx) error {
+// signedIn reports whether the request carries this process's session.
+func (a *App) signedIn(c *fiber.Ctx) bool {
 	a.mu.Lock()
-	ok := a.w != nil && a.session != "" && subtle.ConstantTimeCompare([]byte(c.Cookies(cookieName)), []byte(a.session)) == 1
-	a.mu.Unlock()
-	if !ok {
+	defer a.mu.Unlock()
+	return a.w != nil && a.session != "" && subtle.ConstantTimeCompare([]byte(c.Cookies(a.cookie)), []byte(a.session)) == 1
+}
+
+func (a *App) unlocked(c *fiber.Ctx) error {
+	if !a.signedIn(c) {
 		return c.Redirect("/", fiber.StatusSeeOther)
 	}
 	return c.Next()
@@ -214,7 +221,7 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 	a.session = hex.EncodeToString(tok)
 	a.closeFn = ec.Close
 	a.mu.Unlock()
-	c.Cookie(&fiber.Cookie{Name: cookieName, Value: a.session, HTTPOnly: true, SameSite: "Strict", Path: "/"})
+	c.Cookie(&fiber.Cookie{Name: a.cookie, Value: a.session, HTTPOnly: true, SameSite: "Strict", Path: "/"})
 	return nil
 }
 

@@ -27,7 +27,7 @@ import (
 var confirmWords = []int{3, 7, 11}
 
 func (a *App) index(c *fiber.Ctx) error {
-	if a.wallet() != nil && c.Cookies(cookieName) != "" {
+	if a.signedIn(c) {
 		return c.Redirect("/home", fiber.StatusSeeOther)
 	}
 	_, err := os.Stat(a.cfg.Keystore)
@@ -318,7 +318,7 @@ func (a *App) share(c *fiber.Ctx) error {
 			grants = append(grants, row)
 		}
 	}
-	return a.render(c, "share", fiber.Map{"Rels": rels, "Grants": grants, "Types": access.ResourceTypes()})
+	return a.render(c, "share", fiber.Map{"Rels": rels, "Grants": grants, "Types": access.ResourceTypes(), "Flash": c.Query("done")})
 }
 
 func (a *App) doShare(c *fiber.Ctx) error {
@@ -371,7 +371,7 @@ func (a *App) doShare(c *fiber.Ctx) error {
 		if err := w.ShareWithAddress(ctx, p, addr, scope, purpose, expiry); err != nil {
 			return userErr("the grant failed: %v", err)
 		}
-		return c.Redirect("/share", fiber.StatusSeeOther)
+		return c.Redirect("/share?done=shared", fiber.StatusSeeOther)
 	default:
 		cv, err := wallet.ParseViewerCommitment(to)
 		if err != nil {
@@ -403,7 +403,7 @@ func (a *App) revoke(c *fiber.Ctx) error {
 	if err := a.wallet().Revoke(c.UserContext(), p, uint8(kind), g); err != nil {
 		return userErr("the revocation failed: %v", err)
 	}
-	return c.Redirect("/share", fiber.StatusSeeOther)
+	return c.Redirect("/share?done=revoked", fiber.StatusSeeOther)
 }
 
 func (a *App) accessLog(c *fiber.Ctx) error {

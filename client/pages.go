@@ -189,6 +189,7 @@ fieldset{margin:.8rem 0} .words li{font-family:monospace;font-size:1.1rem}
 {{template "foot"}}{{end}}
 
 {{define "share"}}{{template "head" .}}<h1>Sharing</h1>
+{{if .Flash}}<p class="ok" id="flash">Done: {{.Flash}}.</p>{{end}}
 <form method="post" action="/share" id="share-form"><input type="hidden" name="csrf" value="{{.CSRF}}">
 <p><label>Provider <select name="provider" id="share-provider">{{range .Rels}}<option value="{{.Provider.ID}}">{{.Provider.Name}}</option>{{end}}</select></label></p>
 <p><label>With <input name="to" id="share-to" size="70" placeholder="a viewer commitment (anonymous, recommended) or an address 0x…"></label></p>

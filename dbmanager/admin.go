@@ -73,10 +73,11 @@ func (g *Gateway) enrol(c *fiber.Ctx) error {
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}
-	v, err := hexutil.DecodeBig(req.Commitment)
-	if err != nil || v.Sign() == 0 || v.Cmp(zkhash.Modulus()) >= 0 {
+	vs, err := parseFields(req.Commitment)
+	if err != nil || vs[0].Sign() == 0 || vs[0].Cmp(zkhash.Modulus()) >= 0 {
 		return badRequest("commitment must be a non-zero field element in 0x hex")
 	}
+	v := vs[0]
 	if _, err := g.cfg.Store.Patient(c.UserContext(), pid); err != nil {
 		return storeError(err)
 	}

@@ -168,7 +168,7 @@ func (w *Wallet) ShareAnonymous(ctx context.Context, p uint32, cv fr.Element, sc
 	if _, err := w.grant(ctx, p, KindAnonymous, zkhash.Bytes32(g), scope, purpose, expiry); err != nil {
 		return ShareBundle{}, err
 	}
-	return ShareBundle{ChainID: w.d.ChainID.Uint64(), Provider: p, Gateway: r.Provider.GatewayURL, Tag: hexutil.EncodeBig(r.Tag), K: zkhash.Hex(k.Element())}, nil
+	return ShareBundle{ChainID: w.d.ChainID.Uint64(), Provider: p, Gateway: r.Provider.GatewayURL, Tag: zkhash.Hex(tagEl), K: zkhash.Hex(k.Element())}, nil
 }
 
 // Revoke signs and relays the revocation of a grant.
