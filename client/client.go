@@ -67,7 +67,6 @@ type App struct {
 	closeFn func()
 }
 
-
 // New builds the app.
 func New(cfg Config) (*App, error) {
 	if cfg.Keystore == "" || cfg.RPC == "" || cfg.Deployment == nil || cfg.Prover == nil {
