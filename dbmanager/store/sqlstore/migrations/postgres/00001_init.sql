@@ -72,7 +72,7 @@ CREATE TABLE log_head (
 INSERT INTO log_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
 
 CREATE TABLE anchors (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         BIGINT PRIMARY KEY,  -- 1, 2, … without gaps
     time_us    BIGINT NOT NULL,
     log_from   BIGINT NOT NULL UNIQUE,
     log_count  BIGINT NOT NULL,
