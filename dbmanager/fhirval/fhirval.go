@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 
@@ -197,98 +196,151 @@ func unquote(raw json.RawMessage, s *string) error {
 }
 
 // strict checks that raw is one JSON object in valid UTF-8 with no
-// duplicate keys, no keys FHIR would not write, no nesting deeper than
-// MaxDepth and nothing after it, and returns its top-level members.
+// duplicate keys, no keys FHIR would not write, no empty objects or arrays,
+// no null member values, no nesting deeper than MaxDepth and nothing after
+// it, and returns its top-level members.
 func strict(raw []byte) (map[string]json.RawMessage, error) {
 	if !utf8.Valid(raw) {
 		return nil, fmt.Errorf("%w: not UTF-8", ErrMalformed)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if tok != json.Delim('{') {
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformed)
 	}
-	if err := walkObject(dec, "", 1); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the resource", ErrMalformed)
-	}
+	// Syntax, and trailing data, as encoding/json sees them.
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) && strings.Contains(syn.Error(), "after top-level value") {
+			return nil, fmt.Errorf("%w: data after the resource", ErrMalformed)
+		}
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := scan(raw); err != nil {
+		return nil, err
 	}
 	return top, nil
 }
 
-// walkObject reads the members of an object whose '{' was just read.
-func walkObject(dec *json.Decoder, path string, depth int) error {
-	if depth > MaxDepth {
-		return fmt.Errorf("%w: nested deeper than %d at %s", ErrMalformed, MaxDepth, path)
+// frame is one open object or array during scan.
+type frame struct {
+	object    bool
+	expectKey bool
+	key       string              // the member being read (objects)
+	keys      []string            // keys seen, while few
+	keySet    map[string]struct{} // keys seen, once many
+}
+
+func (f *frame) seen(k string) bool {
+	if f.keySet != nil {
+		_, dup := f.keySet[k]
+		f.keySet[k] = struct{}{}
+		return dup
 	}
-	seen := map[string]bool{}
-	if !dec.More() {
-		return fmt.Errorf("%w: empty object at %s (FHIR has no empty elements)", ErrMalformed, path)
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		key := tok.(string) // the decoder only returns string keys
-		at := path + "." + key
-		if seen[key] {
-			return fmt.Errorf("%w: duplicate key at %s", ErrMalformed, at)
-		}
-		seen[key] = true
-		if !fhirKey(key) {
-			return fmt.Errorf("%w: %q is not a FHIR element name (at %s)", ErrMalformed, key, path)
-		}
-		if err := walkValue(dec, at, depth, false); err != nil {
-			return err
+	for _, s := range f.keys {
+		if s == k {
+			return true
 		}
 	}
-	if _, err := dec.Token(); err != nil { // '}'
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	if f.keys = append(f.keys, k); len(f.keys) > 16 {
+		f.keySet = make(map[string]struct{}, 32)
+		for _, s := range f.keys {
+			f.keySet[s] = struct{}{}
+		}
+		f.keys = nil
+	}
+	return false
+}
+
+// scan checks the structural rules of strict on syntactically valid JSON,
+// in one pass over the bytes.
+func scan(raw []byte) error {
+	var stack []frame
+	where := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.object {
+				b.WriteString("." + f.key)
+			} else {
+				b.WriteString("[]")
+			}
+		}
+		return b.String()
+	}
+	// nextIs reports whether the next non-space byte after i is c.
+	nextIs := func(i int, c byte) bool {
+		for i++; i < len(raw); i++ {
+			switch raw[i] {
+			case ' ', '\t', '\r', '\n':
+				continue
+			}
+			return raw[i] == c
+		}
+		return false
+	}
+	for i := 0; i < len(raw); {
+		switch c := raw[i]; c {
+		case ' ', '\t', '\r', '\n', ':':
+			i++
+		case ',':
+			if top := len(stack) - 1; top >= 0 && stack[top].object {
+				stack[top].expectKey = true
+			}
+			i++
+		case '{', '[':
+			if len(stack) >= MaxDepth {
+				return fmt.Errorf("%w: nested deeper than %d at %s", ErrMalformed, MaxDepth, where())
+			}
+			if nextIs(i, c+2) { // '}' is '{'+2, ']' is '['+2
+				return fmt.Errorf("%w: empty %s at %s (FHIR has no empty elements)", ErrMalformed, map[byte]string{'{': "object", '[': "array"}[c], where())
+			}
+			stack = append(stack, frame{object: c == '{', expectKey: c == '{'})
+			i++
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			i++
+		case '"':
+			j := i + 1
+			for raw[j] != '"' {
+				if raw[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if top := len(stack) - 1; top >= 0 && stack[top].object && stack[top].expectKey {
+				key := string(raw[i+1 : j])
+				if bytes.IndexByte(raw[i+1:j], '\\') >= 0 {
+					json.Unmarshal(raw[i:j+1], &key) // valid JSON: cannot fail
+				}
+				f := &stack[top]
+				f.expectKey, f.key = false, key
+				if f.seen(key) {
+					return fmt.Errorf("%w: duplicate key at %s", ErrMalformed, where())
+				}
+				if !fhirKey(key) {
+					return fmt.Errorf("%w: %q is not a FHIR element name (at %s)", ErrMalformed, key, where())
+				}
+			}
+			i = j + 1
+		case 'n':
+			if top := len(stack) - 1; top >= 0 && stack[top].object {
+				return fmt.Errorf("%w: null at %s", ErrMalformed, where())
+			}
+			i += 4
+		default: // number, true, false
+			for i < len(raw) && !endOfLiteral(raw[i]) {
+				i++
+			}
+		}
 	}
 	return nil
 }
 
-// walkValue reads one value. null is allowed only inside arrays (where FHIR
-// uses it to align a primitive array with its "_" extensions).
-func walkValue(dec *json.Decoder, path string, depth int, inArray bool) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+func endOfLiteral(c byte) bool {
+	switch c {
+	case ',', ']', '}', ' ', '\t', '\r', '\n':
+		return true
 	}
-	switch tok {
-	case nil:
-		if !inArray {
-			return fmt.Errorf("%w: null at %s", ErrMalformed, path)
-		}
-	case json.Delim('{'):
-		return walkObject(dec, path, depth+1)
-	case json.Delim('['):
-		if depth+1 > MaxDepth {
-			return fmt.Errorf("%w: nested deeper than %d at %s", ErrMalformed, MaxDepth, path)
-		}
-		if !dec.More() {
-			return fmt.Errorf("%w: empty array at %s (FHIR has no empty elements)", ErrMalformed, path)
-		}
-		for dec.More() {
-			if err := walkValue(dec, path+"[]", depth+1, true); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil { // ']'
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-	}
-	return nil
+	return false
 }
 
 // fhirKey: FHIR JSON names are lower camel case, "_" + name for a
