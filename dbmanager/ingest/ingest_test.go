@@ -139,8 +139,8 @@ func TestImportSynthea(t *testing.T) {
 					t.Fatalf("re-import added changes to %s", id)
 				}
 			}
-			if h, _ := s.LogHead(ctx); h.Seq != head.Seq+uint64(len(patients)+len(directory)) {
-				t.Fatalf("log head %d after %d", h.Seq, head.Seq)
+			if h, _ := s.LogHead(ctx); h.Next != head.Next+uint64(len(patients)+len(directory)) {
+				t.Fatalf("log head %d after %d", h.Next, head.Next)
 			}
 			if _, err := store.VerifyLog(ctx, s); err != nil {
 				t.Fatal(err)
@@ -272,7 +272,7 @@ func TestImportRejects(t *testing.T) {
 			if !errors.Is(err, c.err) || !errors.Is(err, store.ErrInvalid) {
 				t.Fatalf("got %v, want %v", err, c.err)
 			}
-			if h, _ := s.LogHead(ctx); h.Seq != 0 {
+			if h, _ := s.LogHead(ctx); h.Next != 0 {
 				t.Fatal("a rejected import was logged")
 			}
 			if shared := sharedResources(t, s); len(shared) != 0 {
@@ -415,8 +415,8 @@ func TestCreateUpdate(t *testing.T) {
 	if err != nil || u.Version != 2 || u.Effect != store.EffectUnchanged {
 		t.Fatalf("same again: %+v %v", u, err)
 	}
-	if h, _ := s.LogHead(ctx); h.Seq != 2 {
-		t.Fatalf("%d log entries, want 2", h.Seq)
+	if h, _ := s.LogHead(ctx); h.Next != 2 {
+		t.Fatalf("%d log entries, want 2", h.Next)
 	}
 	if NewID() == NewID() || !strings.HasPrefix(strings.SplitN(NewID(), "-", 3)[2], "4") {
 		t.Fatal("NewID")

@@ -33,7 +33,7 @@ func TestReopen(t *testing.T) {
 	if got, err := s.State(ctx, "p1"); err != nil || got != want {
 		t.Fatalf("after reopen: %+v %v, want %+v", got, err, want)
 	}
-	if h, err := store.VerifyLog(ctx, s); err != nil || h.Seq != 1 {
+	if h, err := store.VerifyLog(ctx, s); err != nil || h.Next != 1 {
 		t.Fatalf("log after reopen: %+v %v", h, err)
 	}
 	var mode string

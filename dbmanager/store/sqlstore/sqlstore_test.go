@@ -34,7 +34,8 @@ func TestTamperedLogIsDetected(t *testing.T) {
 		{"resources not JSON", []string{`UPDATE access_log SET resources = 'x' WHERE seq = 2`}},
 		{"patient", []string{`UPDATE access_log SET patient_id = 'p2' WHERE seq = 1`}},
 		{"deleted row", []string{`DELETE FROM access_log WHERE seq = 2`}},
-		{"deleted tail", []string{`DELETE FROM access_log WHERE seq = 4`}},
+		{"deleted first", []string{`DELETE FROM access_log WHERE seq = 0`}},
+		{"deleted tail", []string{`DELETE FROM access_log WHERE seq = 3`}},
 		{"renumbered", []string{`DELETE FROM access_log WHERE seq = 2`, `UPDATE access_log SET seq = seq - 1 WHERE seq > 2`}},
 	}
 	for _, b := range sqltest.Backends(t) {
