@@ -44,6 +44,25 @@ bin/geth:
 test-go: bin/geth
 	MEDREC_GETH=$(CURDIR)/bin/geth MEDREC_REQUIRE_GETH=1 $(GO) test $(GOTEST_FLAGS) ./...
 
+# --- PostgreSQL for the store tests -------------------------------------------
+# test-go runs the dbmanager/store suite against SQLite and against a throwaway
+# PostgreSQL cluster on 127.0.0.1:55432 (scripts/postgres-test.sh: installs
+# PostgreSQL with apt if missing, starts or reuses the cluster, prints its DSN),
+# and fails rather than skips if PostgreSQL is not there. To use another server,
+# set MEDREC_TEST_POSTGRES_DSN in the environment.
+.PHONY: postgres-test postgres-test-stop
+postgres-test:
+	@scripts/postgres-test.sh >/dev/null
+
+postgres-test-stop:
+	@scripts/postgres-test.sh stop
+
+ifeq ($(origin MEDREC_TEST_POSTGRES_DSN),undefined)
+test-go: postgres-test
+test-go: export MEDREC_TEST_POSTGRES_DSN = $(shell scripts/postgres-test.sh dsn)
+endif
+test-go: export MEDREC_REQUIRE_POSTGRES ?= 1
+
 # --- generated files ---------------------------------------------------------
 # Generated Solidity (verifiers from the dev keys' verifying keys), the solc
 # output (contracts/build/combined.json) and the abigen v2 bindings. Every

@@ -20,17 +20,15 @@ import (
 // patient's records-state hash) to contract Anchors. Batches are per
 // provider, never per patient, and only made when something changed.
 //
-// Store anchor ids are 1, 2, …; the chain numbers the provider's batches
-// 0, 1, … (batch = id − 1) and counts log positions from 0 (fromSeq =
-// LogFrom − 1). An anchor is stored before it is published; one left
-// unpublished by a crash is published by the next round.
+// The store numbers batches and log entries from 0, as the contract does.
+// An anchor is stored before it is published; one left unpublished by a
+// crash is published by the next round.
 
 // anchorState is the records-state tree as of the latest stored anchor.
 type anchorState struct {
 	loaded  bool
-	latest  uint64
 	states  map[store.Tag][32]byte
-	batches []store.Anchor // without States, by id-1
+	batches []store.Anchor // without States, by batch number
 }
 
 func (g *Gateway) loadAnchorsLocked(ctx context.Context) error {
@@ -46,8 +44,8 @@ func (g *Gateway) loadAnchorsLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for id := uint64(1); id <= latest.ID; id++ {
-		a, err := g.cfg.Store.Anchor(ctx, id)
+	for b := uint64(0); b <= latest.Batch; b++ {
+		a, err := g.cfg.Store.Anchor(ctx, b)
 		if err != nil {
 			return err
 		}
@@ -57,7 +55,6 @@ func (g *Gateway) loadAnchorsLocked(ctx context.Context) error {
 		a.States = nil
 		g.anchors.batches = append(g.anchors.batches, a)
 	}
-	g.anchors.latest = latest.ID
 	g.anchors.loaded = true
 	return nil
 }
@@ -83,7 +80,7 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 			return false, err
 		}
 	}
-	from := uint64(1)
+	from := uint64(0)
 	if n := len(g.anchors.batches); n > 0 {
 		last := g.anchors.batches[n-1]
 		from = last.LogFrom + last.LogCount
@@ -93,8 +90,8 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("anchors: log head: %w", err)
 	}
 	var count uint64
-	if head.Seq >= from {
-		count = head.Seq - from + 1
+	if head.Next > from {
+		count = head.Next - from
 	}
 	dirty, err := g.cfg.Store.Dirty(ctx)
 	if err != nil {
@@ -124,7 +121,6 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 	}
 	a.States = nil
 	g.anchors.batches = append(g.anchors.batches, a)
-	g.anchors.latest = a.ID
 	return true, g.publishLocked(ctx, len(g.anchors.batches)-1)
 }
 
@@ -153,7 +149,7 @@ func (g *Gateway) publishLocked(ctx context.Context, i int) error {
 	if err != nil {
 		return fmt.Errorf("anchors: chain head: %w", err)
 	}
-	want := contracts.AnchorBatchHash(a.LogRoot, a.LogFrom-1, a.LogCount, a.StateRoot)
+	want := contracts.AnchorBatchHash(a.LogRoot, a.LogFrom, a.LogCount, a.StateRoot)
 	switch {
 	case batches > uint64(i):
 		got, err := g.cfg.Chain.BatchHash(ctx, g.cfg.Provider, uint64(i))
@@ -161,7 +157,7 @@ func (g *Gateway) publishLocked(ctx context.Context, i int) error {
 			return err
 		}
 		if got != want {
-			return fmt.Errorf("anchors: batch %d on chain differs from the stored anchor %d", i, a.ID)
+			return fmt.Errorf("anchors: batch %d on chain differs from the stored batch", i)
 		}
 		return g.markPublished(ctx, i, "published")
 	case batches < uint64(i):
@@ -169,7 +165,7 @@ func (g *Gateway) publishLocked(ctx context.Context, i int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, chainTimeout)
 	defer cancel()
-	tx, err := g.cfg.Chain.Anchor(ctx, g.cfg.Relayer, a.LogRoot, a.LogFrom-1, a.LogCount, a.StateRoot)
+	tx, err := g.cfg.Chain.Anchor(ctx, g.cfg.Relayer, a.LogRoot, a.LogFrom, a.LogCount, a.StateRoot)
 	if err != nil {
 		return fmt.Errorf("anchors: publish batch %d: %w", i, err)
 	}
@@ -180,7 +176,7 @@ func (g *Gateway) publishLocked(ctx context.Context, i int) error {
 }
 
 func (g *Gateway) markPublished(ctx context.Context, i int, tx string) error {
-	if err := g.cfg.Store.SetAnchorTx(ctx, g.anchors.batches[i].ID, tx); err != nil {
+	if err := g.cfg.Store.SetAnchorTx(ctx, g.anchors.batches[i].Batch, tx); err != nil {
 		return fmt.Errorf("anchors: record tx: %w", err)
 	}
 	g.anchors.batches[i].TxHash = tx

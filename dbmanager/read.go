@@ -306,7 +306,7 @@ func (g *Gateway) patientLog(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	from, err := strconv.ParseUint(c.Query("from", "1"), 10, 64)
+	from, err := strconv.ParseUint(c.Query("from", "0"), 10, 64)
 	if err != nil {
 		return badRequest("from must be a sequence number")
 	}

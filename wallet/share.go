@@ -207,7 +207,7 @@ func (w *Wallet) AccessLog(ctx context.Context, p uint32) ([]LogEntry, error) {
 		return nil, err
 	}
 	var page api.LogPage
-	if _, err := w.signedGet(ctx, r, "/patient/log?from=1", &page); err != nil {
+	if _, err := w.signedGet(ctx, r, "/patient/log?from=0", &page); err != nil {
 		return nil, err
 	}
 	anchors := w.view.Anchors(p)
@@ -224,7 +224,7 @@ func (w *Wallet) AccessLog(ctx context.Context, p uint32) ([]LogEntry, error) {
 		default:
 			a := anchors[e.Anchor.Batch]
 			switch {
-			case a.FromSeq+uint64(e.Anchor.Index) != e.Seq-1 || a.Count != e.Anchor.Count:
+			case a.FromSeq+uint64(e.Anchor.Index) != e.Seq || a.Count != e.Anchor.Count:
 				v.Problem = "the entry's position disagrees with the anchored batch"
 			case anchor.Verify(a.LogRoot, anchor.LeafHash(e.Hash[:]), e.Anchor.Index, int(a.Count), e.Anchor.Proof) != nil:
 				v.Problem = "not included under the anchored root"

@@ -48,7 +48,8 @@
 // # Access log
 //
 // Every access attempt is appended to one provider-wide log. Entry seq
-// (1, 2, …) carries prev = hash of entry seq-1 (32 zero bytes for seq 1) and
+// (0, 1, … as the Anchors contract counts) carries prev = hash of entry
+// seq-1 (32 zero bytes for seq 0) and
 //
 //	hash = keccak256( prev ‖ EncodeEntry(entry) )
 //

@@ -60,6 +60,22 @@ func appendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// ChainHash returns what the Anchors contract stores for the batch:
+// keccak256(abi.encode(logRoot, fromSeq, count, stateRoot)), every field
+// a 32-byte word (the integers big-endian, left-padded).
+func (a Anchor) ChainHash() [32]byte {
+	var buf [128]byte
+	copy(buf[0:32], a.LogRoot[:])
+	binary.BigEndian.PutUint64(buf[56:64], a.LogFrom)
+	binary.BigEndian.PutUint64(buf[88:96], a.LogCount)
+	copy(buf[96:128], a.StateRoot[:])
+	h := sha3.NewLegacyKeccak256()
+	h.Write(buf[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
 // EncodeEntry returns the canonical encoding of a log entry: every field but
 // Prev and Hash, in this order, big-endian, strings as u32 length ‖ UTF-8:
 //
@@ -100,10 +116,10 @@ func EntryHash(prev [32]byte, e LogEntry) [32]byte {
 func Chain(head LogHead, entries []LogEntry) LogHead {
 	for i := range entries {
 		e := &entries[i]
-		e.Seq = head.Seq + 1
+		e.Seq = head.Next
 		e.Prev = head.Hash
 		e.Hash = EntryHash(e.Prev, *e)
-		head = LogHead{Seq: e.Seq, Hash: e.Hash}
+		head = LogHead{Next: e.Seq + 1, Hash: e.Hash}
 	}
 	return head
 }
@@ -143,15 +159,15 @@ func ValidateEntry(e LogEntry) error {
 func VerifyChain(head LogHead, entries []LogEntry) (LogHead, error) {
 	for _, e := range entries {
 		switch {
-		case e.Seq != head.Seq+1:
-			return head, fmt.Errorf("entry %d follows %d: %w", e.Seq, head.Seq, ErrTampered)
+		case e.Seq != head.Next:
+			return head, fmt.Errorf("entry %d where %d should be: %w", e.Seq, head.Next, ErrTampered)
 		case e.Prev != head.Hash:
-			return head, fmt.Errorf("entry %d: prev is not the hash of entry %d: %w", e.Seq, head.Seq, ErrTampered)
+			return head, fmt.Errorf("entry %d: prev is not the hash of the entry before: %w", e.Seq, ErrTampered)
 		}
 		if h := EntryHash(e.Prev, e); !bytes.Equal(h[:], e.Hash[:]) {
 			return head, fmt.Errorf("entry %d: content does not match its hash: %w", e.Seq, ErrTampered)
 		}
-		head = LogHead{Seq: e.Seq, Hash: e.Hash}
+		head = LogHead{Next: e.Seq + 1, Hash: e.Hash}
 	}
 	return head, nil
 }
@@ -162,7 +178,7 @@ func VerifyLog(ctx context.Context, l AccessLog) (LogHead, error) {
 	const page = 1000
 	var head LogHead
 	for {
-		entries, err := l.LogRange(ctx, head.Seq+1, page)
+		entries, err := l.LogRange(ctx, head.Next, page)
 		if err != nil {
 			return head, fmt.Errorf("verify log: %w", err)
 		}
@@ -178,7 +194,7 @@ func VerifyLog(ctx context.Context, l AccessLog) (LogHead, error) {
 		return head, fmt.Errorf("verify log: %w", err)
 	}
 	if stored != head {
-		return head, fmt.Errorf("verify log: log ends at %d but the head says %d: %w", head.Seq, stored.Seq, ErrTampered)
+		return head, fmt.Errorf("verify log: the log has %d entries but the head says %d: %w", head.Next, stored.Next, ErrTampered)
 	}
 	return head, nil
 }

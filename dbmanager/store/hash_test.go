@@ -126,7 +126,7 @@ type logVector struct {
 func TestLogChainGolden(t *testing.T) {
 	entries := sampleLog()
 	head := Chain(LogHead{}, entries)
-	if head.Seq != 4 || head.Hash != entries[3].Hash {
+	if head.Next != 4 || head.Hash != entries[3].Hash {
 		t.Fatalf("head %+v", head)
 	}
 	var vectors []logVector

@@ -61,13 +61,14 @@ type Records interface {
 // AccessLog is the append-only, hash-chained log of access attempts.
 type AccessLog interface {
 	// AppendLog appends entries in one transaction and returns them with
-	// Seq, Time (if it was zero), Prev and Hash filled in.
+	// Seq (0 for the first entry ever), Time (if it was zero), Prev and Hash
+	// filled in.
 	AppendLog(ctx context.Context, entries ...LogEntry) ([]LogEntry, error)
 	// LogRange returns up to limit entries with seq ≥ from, in order.
 	LogRange(ctx context.Context, from uint64, limit int) ([]LogEntry, error)
 	// PatientLog returns up to limit entries about one patient with seq ≥ from.
 	PatientLog(ctx context.Context, patientID string, from uint64, limit int) ([]LogEntry, error)
-	// LogHead returns the last entry's seq and hash (0 and zero hash if empty).
+	// LogHead returns the number of entries and the last entry's hash.
 	LogHead(ctx context.Context) (LogHead, error)
 }
 
@@ -77,17 +78,19 @@ type Anchors interface {
 	// changed since the state its last anchor covered (or that was never
 	// anchored), ordered by tag.
 	Dirty(ctx context.Context) ([]PatientState, error)
-	// AddAnchor stores an anchor and the states it covers, and marks those
-	// patients clean up to the covered sequence numbers. The log batch must
-	// start right after the previous anchor's and lie within the log
-	// (ErrConflict otherwise).
+	// AddAnchor stores the next batch and the states it covers, and marks
+	// those patients clean up to the covered sequence numbers. Like the
+	// Anchors contract, it numbers batches 0, 1, … and requires the log range
+	// to start where the previous batch's ended (0 at first) and to lie within
+	// the log (ErrConflict otherwise); a batch without log entries must have a
+	// zero log root and a non-zero state root (ErrInvalid otherwise).
 	AddAnchor(ctx context.Context, a Anchor) (Anchor, error)
-	// Anchor returns an anchor with its states; ErrNotFound if absent.
-	Anchor(ctx context.Context, id uint64) (Anchor, error)
-	// LatestAnchor returns the newest anchor (without states); ErrNotFound if none.
+	// Anchor returns a batch with its states; ErrNotFound if absent.
+	Anchor(ctx context.Context, batch uint64) (Anchor, error)
+	// LatestAnchor returns the newest batch (without states); ErrNotFound if none.
 	LatestAnchor(ctx context.Context) (Anchor, error)
-	// SetAnchorTx records the chain transaction that published an anchor.
-	SetAnchorTx(ctx context.Context, id uint64, tx string) error
+	// SetAnchorTx records the chain transaction that published a batch.
+	SetAnchorTx(ctx context.Context, batch uint64, tx string) error
 }
 
 // Tag is a patient's per-provider tag: a canonical BN254 scalar-field
@@ -275,13 +278,13 @@ type PatientState struct {
 	Hash      [32]byte
 }
 
-// Anchor is one batch committed on chain: a range of the access log and the
-// records-state root.
+// Anchor is one batch committed on chain (the Anchors contract's anchor
+// call): a range of the access log and the records-state root.
 type Anchor struct {
-	ID        uint64 // assigned by AddAnchor: 1, 2, …
+	Batch     uint64 // the batch number on chain, assigned by AddAnchor: 0, 1, …
 	Time      time.Time
-	LogFrom   uint64   // first access-log seq in the batch
-	LogCount  uint64   // number of log entries (may be 0)
+	LogFrom   uint64   // first access-log seq in the batch (fromSeq)
+	LogCount  uint64   // number of log entries (count; may be 0)
 	LogRoot   [32]byte // root over the batch's entry hashes
 	StateRoot [32]byte // root over every tagged patient's latest state
 	// States are the leaves that changed since the previous anchor.
@@ -291,8 +294,8 @@ type Anchor struct {
 
 // LogHead is the end of the access log.
 type LogHead struct {
-	Seq  uint64
-	Hash [32]byte
+	Next uint64   // number of entries: the seq the next entry gets
+	Hash [32]byte // hash of the last entry (zero while the log is empty)
 }
 
 // ActorKind says who acted.

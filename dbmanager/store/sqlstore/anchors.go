@@ -70,38 +70,46 @@ func (s *DB) AddAnchor(ctx context.Context, a store.Anchor) (store.Anchor, error
 			return store.Anchor{}, fmt.Errorf("add anchor: tag %s twice: %w", st.Tag, store.ErrInvalid)
 		}
 	}
-	if a.LogFrom == 0 {
-		return store.Anchor{}, fmt.Errorf("add anchor: log batch starts at 0: %w", store.ErrInvalid)
+	// The Anchors contract's rules for a batch without log entries.
+	if a.LogCount == 0 && a.LogRoot != ([32]byte{}) {
+		return store.Anchor{}, fmt.Errorf("add anchor: a log root without log entries: %w", store.ErrInvalid)
+	}
+	if a.LogCount == 0 && a.StateRoot == ([32]byte{}) {
+		return store.Anchor{}, fmt.Errorf("add anchor: an empty batch: %w", store.ErrInvalid)
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		want := uint64(1)
-		var from, count int64
-		err := tx.QueryRowContext(ctx, `SELECT log_from, log_count FROM anchors ORDER BY id DESC LIMIT 1`).Scan(&from, &count)
+		var (
+			batch             = int64(-1)
+			from, count, want int64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT batch, log_from, log_count FROM anchors ORDER BY batch DESC LIMIT 1`).Scan(&batch, &from, &count)
 		switch {
 		case err == nil:
-			want = uint64(from + count)
+			want = from + count
 		case !errors.Is(err, sql.ErrNoRows):
 			return dbErr("read last anchor", err)
 		}
-		if a.LogFrom != want {
-			return fmt.Errorf("log batch starts at %d, want %d: %w", a.LogFrom, want, store.ErrConflict)
+		if a.LogFrom != uint64(want) {
+			return fmt.Errorf("log range starts at %d, want %d: %w", a.LogFrom, want, store.ErrConflict)
 		}
-		var head int64
-		if err := tx.QueryRowContext(ctx, `SELECT seq FROM log_head WHERE id = 1`).Scan(&head); err != nil {
+		var next int64
+		if err := tx.QueryRowContext(ctx, `SELECT next FROM log_head WHERE id = 1`).Scan(&next); err != nil {
 			return dbErr("read log head", err)
 		}
-		if a.LogFrom+a.LogCount-1 > uint64(head) {
-			return fmt.Errorf("log batch ends at %d after the log's end %d: %w", a.LogFrom+a.LogCount-1, head, store.ErrConflict)
+		if a.LogFrom+a.LogCount > uint64(next) {
+			return fmt.Errorf("log range [%d, %d) goes past the log's %d entries: %w", a.LogFrom, a.LogFrom+a.LogCount, next, store.ErrConflict)
 		}
-		var id int64
-		err = tx.QueryRowContext(ctx, s.d.q(`INSERT INTO anchors (time_us, log_from, log_count, log_root, state_root) VALUES (?, ?, ?, ?, ?) RETURNING id`),
-			micros(a.Time), int64(a.LogFrom), int64(a.LogCount), a.LogRoot[:], a.StateRoot[:]).Scan(&id)
+		// Batch numbers are assigned here, not by a sequence, so they have no
+		// gaps; a concurrent AddAnchor fails on the primary key (ErrConflict).
+		batch++
+		_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO anchors (batch, time_us, log_from, log_count, log_root, state_root) VALUES (?, ?, ?, ?, ?, ?)`),
+			batch, micros(a.Time), int64(a.LogFrom), int64(a.LogCount), a.LogRoot[:], a.StateRoot[:])
 		if err != nil {
 			return dbErr("insert anchor", err)
 		}
-		a.ID = uint64(id)
+		a.Batch = uint64(batch)
 		for _, st := range a.States {
-			if err := s.anchorState(ctx, tx, id, st); err != nil {
+			if err := s.anchorState(ctx, tx, batch, st); err != nil {
 				return fmt.Errorf("state of tag %s: %w", st.Tag, err)
 			}
 		}
@@ -113,7 +121,7 @@ func (s *DB) AddAnchor(ctx context.Context, a store.Anchor) (store.Anchor, error
 	return a, nil
 }
 
-func (s *DB) anchorState(ctx context.Context, tx *sql.Tx, anchorID int64, st store.PatientState) error {
+func (s *DB) anchorState(ctx context.Context, tx *sql.Tx, batch int64, st store.PatientState) error {
 	var (
 		patient       string
 		seq, anchored int64
@@ -138,8 +146,8 @@ func (s *DB) anchorState(ctx context.Context, tx *sql.Tx, anchorID int64, st sto
 	if store.StateHash(entries) != st.Hash {
 		return fmt.Errorf("hash is not the records state at change %d: %w", st.Seq, store.ErrConflict)
 	}
-	_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO anchor_states (anchor_id, tag, patient_id, seq, hash) VALUES (?, ?, ?, ?, ?)`),
-		anchorID, st.Tag[:], patient, int64(st.Seq), st.Hash[:])
+	_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO anchor_states (batch, tag, patient_id, seq, hash) VALUES (?, ?, ?, ?, ?)`),
+		batch, st.Tag[:], patient, int64(st.Seq), st.Hash[:])
 	if err != nil {
 		return dbErr("insert anchor state", err)
 	}
@@ -149,17 +157,17 @@ func (s *DB) anchorState(ctx context.Context, tx *sql.Tx, anchorID int64, st sto
 	return dbErr("mark anchored", err)
 }
 
-const selectAnchor = `SELECT id, time_us, log_from, log_count, log_root, state_root, tx FROM anchors `
+const selectAnchor = `SELECT batch, time_us, log_from, log_count, log_root, state_root, tx FROM anchors `
 
 // Anchor implements store.Anchors.
-func (s *DB) Anchor(ctx context.Context, id uint64) (store.Anchor, error) {
+func (s *DB) Anchor(ctx context.Context, batch uint64) (store.Anchor, error) {
 	var a store.Anchor
 	err := s.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		if a, err = scanAnchor(tx.QueryRowContext(ctx, s.d.q(selectAnchor+`WHERE id = ?`), int64(id))); err != nil {
+		if a, err = scanAnchor(tx.QueryRowContext(ctx, s.d.q(selectAnchor+`WHERE batch = ?`), int64(batch))); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, s.d.q(`SELECT tag, patient_id, seq, hash FROM anchor_states WHERE anchor_id = ? ORDER BY tag`), int64(id))
+		rows, err := tx.QueryContext(ctx, s.d.q(`SELECT tag, patient_id, seq, hash FROM anchor_states WHERE batch = ? ORDER BY tag`), int64(batch))
 		if err != nil {
 			return dbErr("query anchor states", err)
 		}
@@ -185,14 +193,14 @@ func (s *DB) Anchor(ctx context.Context, id uint64) (store.Anchor, error) {
 		return dbErr("query anchor states", rows.Err())
 	})
 	if err != nil {
-		return store.Anchor{}, fmt.Errorf("anchor %d: %w", id, err)
+		return store.Anchor{}, fmt.Errorf("anchor batch %d: %w", batch, err)
 	}
 	return a, nil
 }
 
 // LatestAnchor implements store.Anchors.
 func (s *DB) LatestAnchor(ctx context.Context) (store.Anchor, error) {
-	a, err := scanAnchor(s.db.QueryRowContext(ctx, selectAnchor+`ORDER BY id DESC LIMIT 1`))
+	a, err := scanAnchor(s.db.QueryRowContext(ctx, selectAnchor+`ORDER BY batch DESC LIMIT 1`))
 	if err != nil {
 		return a, fmt.Errorf("latest anchor: %w", err)
 	}
@@ -201,17 +209,17 @@ func (s *DB) LatestAnchor(ctx context.Context) (store.Anchor, error) {
 
 func scanAnchor(row *sql.Row) (store.Anchor, error) {
 	var (
-		a                   store.Anchor
-		id, us, from, count int64
-		logRoot, stateRoot  []byte
+		a                      store.Anchor
+		batch, us, from, count int64
+		logRoot, stateRoot     []byte
 	)
-	if err := row.Scan(&id, &us, &from, &count, &logRoot, &stateRoot, &a.TxHash); err != nil {
+	if err := row.Scan(&batch, &us, &from, &count, &logRoot, &stateRoot, &a.TxHash); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return a, store.ErrNotFound
 		}
 		return a, dbErr("read anchor", err)
 	}
-	a.ID, a.Time, a.LogFrom, a.LogCount = uint64(id), fromMicros(us), uint64(from), uint64(count)
+	a.Batch, a.Time, a.LogFrom, a.LogCount = uint64(batch), fromMicros(us), uint64(from), uint64(count)
 	var err1, err2 error
 	a.LogRoot, err1 = hash32(logRoot)
 	a.StateRoot, err2 = hash32(stateRoot)
@@ -219,9 +227,9 @@ func scanAnchor(row *sql.Row) (store.Anchor, error) {
 }
 
 // SetAnchorTx implements store.Anchors.
-func (s *DB) SetAnchorTx(ctx context.Context, id uint64, txHash string) error {
+func (s *DB) SetAnchorTx(ctx context.Context, batch uint64, txHash string) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.d.q(`UPDATE anchors SET tx = ? WHERE id = ?`), txHash, int64(id))
+		res, err := tx.ExecContext(ctx, s.d.q(`UPDATE anchors SET tx = ? WHERE batch = ?`), txHash, int64(batch))
 		if err != nil {
 			return dbErr("update anchor", err)
 		}
@@ -231,7 +239,7 @@ func (s *DB) SetAnchorTx(ctx context.Context, id uint64, txHash string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("set tx of anchor %d: %w", id, err)
+		return fmt.Errorf("set tx of anchor batch %d: %w", batch, err)
 	}
 	return nil
 }

@@ -41,14 +41,14 @@ func (s *DB) appendLog(ctx context.Context, tx *sql.Tx, entries []store.LogEntry
 	}
 	// Taking the head row's lock serialises appenders.
 	var (
-		seq  int64
+		next int64
 		prev []byte
 	)
-	err := tx.QueryRowContext(ctx, s.d.q(`UPDATE log_head SET seq = seq + ? WHERE id = 1 RETURNING seq, hash`), len(entries)).Scan(&seq, &prev)
+	err := tx.QueryRowContext(ctx, s.d.q(`UPDATE log_head SET next = next + ? WHERE id = 1 RETURNING next, hash`), len(entries)).Scan(&next, &prev)
 	if err != nil {
 		return dbErr("lock log head", err)
 	}
-	head := store.LogHead{Seq: uint64(seq) - uint64(len(entries))}
+	head := store.LogHead{Next: uint64(next) - uint64(len(entries))}
 	if head.Hash, err = hash32(prev); err != nil {
 		return err
 	}
@@ -138,14 +138,14 @@ func (s *DB) logQuery(ctx context.Context, query string, args ...any) ([]store.L
 // LogHead implements store.AccessLog.
 func (s *DB) LogHead(ctx context.Context) (store.LogHead, error) {
 	var (
-		seq  int64
+		next int64
 		hash []byte
 		h    store.LogHead
 	)
-	if err := s.db.QueryRowContext(ctx, `SELECT seq, hash FROM log_head WHERE id = 1`).Scan(&seq, &hash); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT next, hash FROM log_head WHERE id = 1`).Scan(&next, &hash); err != nil {
 		return h, fmt.Errorf("log head: %w", dbErr("query", err))
 	}
-	h.Seq = uint64(seq)
+	h.Next = uint64(next)
 	var err error
 	if h.Hash, err = hash32(hash); err != nil {
 		return h, fmt.Errorf("log head: %w", err)

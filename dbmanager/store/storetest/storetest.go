@@ -265,8 +265,8 @@ func testBatchIsAtomic(t *testing.T, s store.Store) {
 		Writes: []store.Write{{Type: "Observation", ID: "new1", Raw: obs("new1", "final"), Mode: store.Create}},
 		Log:    []store.LogEntry{{ActorKind: store.ActorStaff, ActorID: "nurse", Action: "create", PatientID: "p1", Resources: []string{"Observation/new1"}, Outcome: store.Allowed}},
 	}))(t)
-	if h := ok(s.LogHead(ctx))(t); h.Seq != head.Seq+1 {
-		t.Fatalf("log head %d", h.Seq)
+	if h := ok(s.LogHead(ctx))(t); h.Next != head.Next+1 {
+		t.Fatalf("log head %d", h.Next)
 	}
 }
 
@@ -488,7 +488,7 @@ func testAccessLog(t *testing.T, s store.Store) {
 			Resources: []string{"Observation/o1", "Condition/c1/_history/2"}, Outcome: store.Allowed},
 	}
 	out := ok(s.AppendLog(ctx, in...))(t)
-	if out[0].Seq != 1 || out[1].Seq != 2 || !out[0].Time.Equal(store.Micro(t0)) || out[1].Time.IsZero() {
+	if out[0].Seq != 0 || out[1].Seq != 1 || !out[0].Time.Equal(store.Micro(t0)) || out[1].Time.IsZero() {
 		t.Fatalf("appended %+v", out)
 	}
 	if out[1].Prev != out[0].Hash || out[0].Prev != ([32]byte{}) {
@@ -496,22 +496,22 @@ func testAccessLog(t *testing.T, s store.Store) {
 	}
 	more := ok(s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorAnonymous, ActorID: "g", Purpose: access.Research,
 		Action: "search", PatientID: "p1", Outcome: store.Denied, Detail: "grant expired"}))(t)
-	if more[0].Seq != 3 || more[0].Prev != out[1].Hash {
+	if more[0].Seq != 2 || more[0].Prev != out[1].Hash {
 		t.Fatalf("third entry %+v", more[0])
 	}
 	head := ok(store.VerifyLog(ctx, s))(t)
-	if head.Seq != 3 || head.Hash != more[0].Hash {
+	if head.Next != 3 || head.Hash != more[0].Hash {
 		t.Fatalf("verified head %+v", head)
 	}
-	stored := ok(s.LogRange(ctx, 1, 0))(t)
+	stored := ok(s.LogRange(ctx, 0, 0))(t)
 	if len(stored) != 3 || stored[1].Resources[1] != "Condition/c1/_history/2" || stored[2].Detail != "grant expired" || stored[1].Purpose != access.Treatment {
 		t.Fatalf("stored %+v", stored)
 	}
-	if tail := ok(s.LogRange(ctx, 3, 10))(t); len(tail) != 1 || tail[0].Seq != 3 {
-		t.Fatalf("range from 3: %+v", tail)
+	if tail := ok(s.LogRange(ctx, 2, 10))(t); len(tail) != 1 || tail[0].Seq != 2 {
+		t.Fatalf("range from 2: %+v", tail)
 	}
 	p1 := ok(s.PatientLog(ctx, "p1", 0, 0))(t)
-	if len(p1) != 2 || p1[0].Seq != 1 || p1[1].Seq != 3 {
+	if len(p1) != 2 || p1[0].Seq != 0 || p1[1].Seq != 2 {
 		t.Fatalf("patient log %+v", p1)
 	}
 	for _, c := range []struct {
@@ -527,8 +527,8 @@ func testAccessLog(t *testing.T, s store.Store) {
 		_, err := s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorStaff, Action: "ok", Outcome: store.Allowed}, c.e)
 		wantErr(t, c.name, err, store.ErrInvalid)
 	}
-	if h := ok(s.LogHead(ctx))(t); h.Seq != 3 {
-		t.Fatalf("a rejected append moved the head to %d", h.Seq)
+	if h := ok(s.LogHead(ctx))(t); h.Next != 3 {
+		t.Fatalf("a rejected append moved the head to %d", h.Next)
 	}
 }
 
@@ -567,14 +567,15 @@ func testAnchors(t *testing.T, s store.Store) {
 		a    store.Anchor
 		want error
 	}{
-		{"log batch not at the start", store.Anchor{LogFrom: 2, LogCount: 1}, store.ErrConflict},
-		{"log batch from 0", store.Anchor{LogFrom: 0, LogCount: 1}, store.ErrInvalid},
-		{"log batch past the end", store.Anchor{LogFrom: 1, LogCount: 3}, store.ErrConflict},
-		{"state hash that was never the state", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{wrongHash}}, store.ErrConflict},
-		{"state from the future", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{future}}, store.ErrConflict},
-		{"tag of another patient", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{otherPatient}}, store.ErrConflict},
-		{"unknown tag", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{unknownTag}}, store.ErrNotFound},
-		{"tag twice", store.Anchor{LogFrom: 1, LogCount: 2, States: []store.PatientState{dirty[0], dirty[0]}}, store.ErrInvalid},
+		{"log range not at the start", store.Anchor{LogFrom: 1, LogCount: 1, LogRoot: root, StateRoot: root}, store.ErrConflict},
+		{"log range past the end", store.Anchor{LogFrom: 0, LogCount: 3, LogRoot: root, StateRoot: root}, store.ErrConflict},
+		{"log root without log entries", store.Anchor{LogFrom: 0, LogCount: 0, LogRoot: root, StateRoot: root}, store.ErrInvalid},
+		{"empty batch", store.Anchor{LogFrom: 0, LogCount: 0}, store.ErrInvalid},
+		{"state hash that was never the state", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{wrongHash}}, store.ErrConflict},
+		{"state from the future", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{future}}, store.ErrConflict},
+		{"tag of another patient", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{otherPatient}}, store.ErrConflict},
+		{"unknown tag", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{unknownTag}}, store.ErrNotFound},
+		{"tag twice", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{dirty[0], dirty[0]}}, store.ErrInvalid},
 	} {
 		_, err := s.AddAnchor(ctx, c.a)
 		wantErr(t, c.name, err, c.want)
@@ -586,8 +587,8 @@ func testAnchors(t *testing.T, s store.Store) {
 	// p2 changes after its state was read: the anchor covers the older state,
 	// which is still provably p2's records at that change, and p2 stays dirty.
 	ok(s.Apply(ctx, store.Batch{PatientID: "p2", Writes: []store.Write{{Type: "Observation", ID: "x3", Raw: obs("x3", "final"), Mode: store.Create}}}))(t)
-	a1 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 1, LogCount: 2, LogRoot: root, StateRoot: root, States: []store.PatientState{dirty[1], dirty[0]}}))(t)
-	if a1.ID != 1 || len(a1.States) != 2 || a1.States[0].Tag != Tag(1) {
+	a1 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 0, LogCount: 2, LogRoot: root, StateRoot: root, States: []store.PatientState{dirty[1], dirty[0]}}))(t)
+	if a1.Batch != 0 || len(a1.States) != 2 || a1.States[0].Tag != Tag(1) {
 		t.Fatalf("anchor %+v", a1)
 	}
 	still := ok(s.Dirty(ctx))(t)
@@ -597,23 +598,23 @@ func testAnchors(t *testing.T, s store.Store) {
 	if st := ok(s.State(ctx, "p1"))(t); st.Dirty {
 		t.Fatal("p1 still dirty")
 	}
-	got := ok(s.Anchor(ctx, 1))(t)
-	if got.LogFrom != 1 || got.LogCount != 2 || got.LogRoot != root || got.StateRoot != root || len(got.States) != 2 || got.States[1] != dirty[1] || got.TxHash != "" {
+	got := ok(s.Anchor(ctx, 0))(t)
+	if got.LogFrom != 0 || got.LogCount != 2 || got.LogRoot != root || got.StateRoot != root || len(got.States) != 2 || got.States[1] != dirty[1] || got.TxHash != "" {
 		t.Fatalf("stored anchor %+v", got)
 	}
-	wantErr(t, "set tx", s.SetAnchorTx(ctx, 1, "0xabc"), nil)
+	wantErr(t, "set tx", s.SetAnchorTx(ctx, 0, "0xabc"), nil)
 	wantErr(t, "set tx of a missing anchor", s.SetAnchorTx(ctx, 9, "0xabc"), store.ErrNotFound)
-	if l := ok(s.LatestAnchor(ctx))(t); l.ID != 1 || l.TxHash != "0xabc" {
+	if l := ok(s.LatestAnchor(ctx))(t); l.Batch != 0 || l.TxHash != "0xabc" {
 		t.Fatalf("latest %+v", l)
 	}
-	// An empty log batch and the rest of the dirty states.
-	_, err = s.AddAnchor(ctx, store.Anchor{LogFrom: 1, LogCount: 0})
+	// A batch without log entries carries the rest of the dirty states.
+	_, err = s.AddAnchor(ctx, store.Anchor{LogFrom: 0, LogCount: 0, StateRoot: root})
 	wantErr(t, "overlapping batch", err, store.ErrConflict)
-	a2 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 3, LogCount: 0, States: still}))(t)
-	if a2.ID != 2 || len(ok(s.Dirty(ctx))(t)) != 0 {
+	a2 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 2, LogCount: 0, StateRoot: root, States: still}))(t)
+	if a2.Batch != 1 || len(ok(s.Dirty(ctx))(t)) != 0 {
 		t.Fatalf("second anchor %+v", a2)
 	}
-	_, err = s.Anchor(ctx, 3)
+	_, err = s.Anchor(ctx, 2)
 	wantErr(t, "missing anchor", err, store.ErrNotFound)
 }
 
@@ -660,8 +661,8 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 		}
 	}
 	head := ok(store.VerifyLog(ctx, s))(t)
-	if head.Seq != 2*workers*each {
-		t.Fatalf("log has %d entries", head.Seq)
+	if head.Next != 2*workers*each {
+		t.Fatalf("log has %d entries", head.Next)
 	}
 	if st := ok(s.State(ctx, "p1"))(t); st.Count != workers*each || st.Hash != stateOf(t, s, "p1") {
 		t.Fatalf("state %+v", st)

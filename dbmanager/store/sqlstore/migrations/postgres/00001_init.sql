@@ -66,13 +66,13 @@ CREATE INDEX access_log_patient ON access_log (patient_id, seq);
 
 CREATE TABLE log_head (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  BIGINT NOT NULL,
+    next BIGINT NOT NULL,  -- number of entries: the seq of the next one
     hash BYTEA  NOT NULL
 );
-INSERT INTO log_head (id, seq, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
+INSERT INTO log_head (id, next, hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
 
 CREATE TABLE anchors (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch      BIGINT  PRIMARY KEY,  -- the batch number on chain: 0, 1, … without gaps
     time_us    BIGINT NOT NULL,
     log_from   BIGINT NOT NULL UNIQUE,
     log_count  BIGINT NOT NULL,
@@ -82,12 +82,12 @@ CREATE TABLE anchors (
 );
 
 CREATE TABLE anchor_states (
-    anchor_id  BIGINT NOT NULL REFERENCES anchors(id),
+    batch      BIGINT NOT NULL REFERENCES anchors(batch),
     tag        BYTEA  NOT NULL,
     patient_id TEXT COLLATE "C" NOT NULL REFERENCES patients(id),
     seq        BIGINT NOT NULL,
     hash       BYTEA  NOT NULL,
-    PRIMARY KEY (anchor_id, tag)
+    PRIMARY KEY (batch, tag)
 );
 
 -- +goose StatementBegin

@@ -69,13 +69,13 @@ CREATE INDEX access_log_patient ON access_log (patient_id, seq);
 
 CREATE TABLE log_head (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  INTEGER NOT NULL,
+    next INTEGER NOT NULL,  -- number of entries: the seq of the next one
     hash BLOB    NOT NULL
 ) STRICT;
-INSERT INTO log_head (id, seq, hash) VALUES (1, 0, zeroblob(32));
+INSERT INTO log_head (id, next, hash) VALUES (1, 0, zeroblob(32));
 
 CREATE TABLE anchors (
-    id         INTEGER PRIMARY KEY,
+    batch      INTEGER PRIMARY KEY,  -- the batch number on chain: 0, 1, … without gaps
     time_us    INTEGER NOT NULL,
     log_from   INTEGER NOT NULL UNIQUE,
     log_count  INTEGER NOT NULL,
@@ -85,12 +85,12 @@ CREATE TABLE anchors (
 ) STRICT;
 
 CREATE TABLE anchor_states (
-    anchor_id  INTEGER NOT NULL REFERENCES anchors(id),
+    batch      INTEGER NOT NULL REFERENCES anchors(batch),
     tag        BLOB    NOT NULL,
     patient_id TEXT    NOT NULL REFERENCES patients(id),
     seq        INTEGER NOT NULL,
     hash       BLOB    NOT NULL,
-    PRIMARY KEY (anchor_id, tag)
+    PRIMARY KEY (batch, tag)
 ) STRICT;
 
 -- Append-only tables refuse edits and deletions.
