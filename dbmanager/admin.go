@@ -14,6 +14,7 @@ import (
 
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -214,9 +215,6 @@ func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
 	return nil
 }
 
-// sharedTypes live outside every patient compartment.
-var sharedTypes = map[string]bool{"Organization": true, "Practitioner": true, "PractitionerRole": true, "Location": true, "Medication": true}
-
 // addResources stores one FHIR resource, or every entry of a Bundle, for a
 // patient, in one transaction.
 func (g *Gateway) addResources(c *fiber.Ctx) error {
@@ -275,14 +273,8 @@ func writeRefs(ws []store.Write) []string {
 }
 
 func (g *Gateway) write(patientID string, raw []byte) (store.Write, error) {
-	var r struct {
-		ResourceType string `json:"resourceType"`
-		ID           string `json:"id"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return store.Write{}, err
-	}
-	if err := store.ValidType(r.ResourceType); err != nil {
+	r, err := g.cfg.FHIR.Validate(raw, "")
+	if err != nil {
 		return store.Write{}, err
 	}
 	if r.ID == "" {
@@ -291,18 +283,29 @@ func (g *Gateway) write(patientID string, raw []byte) (store.Write, error) {
 	if err := store.ValidID(r.ID); err != nil {
 		return store.Write{}, err
 	}
-	if r.ResourceType == "Patient" && r.ID != patientID {
+	if r.Type == "Patient" && r.ID != patientID {
 		return store.Write{}, fmt.Errorf("the Patient resource's id must be the patient's id %q", patientID)
 	}
-	if g.cfg.Validate != nil {
-		if err := g.cfg.Validate(r.ResourceType, raw); err != nil {
+	shared := r.Shared()
+	if !shared {
+		if err := r.CheckPatient("Patient/" + patientID); err != nil {
 			return store.Write{}, err
 		}
 	}
-	shared := sharedTypes[r.ResourceType]
 	mode := store.Upsert
 	if shared {
 		mode = store.CreateIfAbsent
 	}
-	return store.Write{Type: r.ResourceType, ID: r.ID, Raw: append([]byte(nil), raw...), Shared: shared, Mode: mode}, nil
+	return store.Write{Type: r.Type, ID: r.ID, Raw: append([]byte(nil), raw...), Shared: shared, Mode: mode}, nil
+}
+
+// importBundle imports a patient's Bundle unchanged (e.g. Synthea's): the
+// patient is the bundle's Patient resource, created if new; importing the
+// same bundle again changes nothing.
+func (g *Gateway) importBundle(c *fiber.Ctx) error {
+	rep, err := g.ingest.ImportBundle(c.UserContext(), c.Body(), ingest.Actor{Kind: store.ActorStaff, ID: staffID(c)})
+	if err != nil {
+		return storeError(err)
+	}
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"patient": rep.PatientID, "entries": rep.Entries, "created": rep.Created, "updated": rep.Updated, "unchanged": rep.Unchanged})
 }

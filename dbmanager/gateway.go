@@ -19,6 +19,8 @@ import (
 
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/fhirval"
+	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/gatewayauth"
 	"github.com/medrec-zk/medrec/prover"
@@ -35,8 +37,8 @@ type Config struct {
 	// StaffTokens maps the SHA-256 (hex) of each staff bearer token to the
 	// staff member's id. Without tokens the admin API refuses everyone.
 	StaffTokens map[string]string
-	// Validate checks a FHIR resource on ingest (nil: JSON shape only).
-	Validate func(resourceType string, raw []byte) error
+	// FHIR validates resources on ingest (default: a new fhirval.Validator).
+	FHIR *fhirval.Validator
 
 	SyncInterval time.Duration // how stale the chain view may be at a decision (default 500 ms)
 	SessionTTL   time.Duration // anonymous viewer sessions (default 10 min)
@@ -57,6 +59,8 @@ type Gateway struct {
 	syncMu   sync.Mutex
 	lastSync time.Time
 
+	ingest *ingest.Ingester
+
 	anchorMu sync.Mutex
 	anchors  anchorState
 
@@ -70,6 +74,13 @@ type Gateway struct {
 func New(cfg Config) (*Gateway, error) {
 	if cfg.Store == nil || cfg.View == nil || cfg.Chain == nil || cfg.Prover == nil || cfg.Provider == 0 {
 		return nil, errors.New("dbmanager: store, view, chain client, prover and provider id are required")
+	}
+	if cfg.FHIR == nil {
+		v, err := fhirval.New()
+		if err != nil {
+			return nil, err
+		}
+		cfg.FHIR = v
 	}
 	if cfg.SyncInterval == 0 {
 		cfg.SyncInterval = 500 * time.Millisecond
@@ -90,7 +101,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg: cfg, log: cfg.Log,
+		cfg: cfg, log: cfg.Log, ingest: ingest.New(cfg.Store, cfg.FHIR),
 		chainID:    cfg.Chain.Deployment().ChainID,
 		challenges: map[string]time.Time{},
 		sessions:   map[string]*session{},
@@ -178,6 +189,7 @@ func (g *Gateway) routes() {
 	admin.Post("/patients/:id/claim", g.claimByStaff)
 	admin.Post("/patients/:id/claim-code", g.newClaimCode)
 	admin.Post("/patients/:id/resources", g.addResources)
+	admin.Post("/import", g.importBundle)
 
 	app.Use(func(c *fiber.Ctx) error { return notFound("no route %s %s", c.Method(), c.Path()) })
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/dbmanager/api"
+	"github.com/medrec-zk/medrec/dbmanager/internal/syntheatest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
 	"github.com/medrec-zk/medrec/delegate"
@@ -48,7 +49,7 @@ type world struct {
 	tag    *big.Int
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts ...func(*Config)) *world {
 	t.Helper()
 	ctx := context.Background()
 	c := simchain.New(t, 2, nil)
@@ -66,11 +67,15 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	pr := prover.New(ks)
-	gw, err := New(Config{
+	cfg := Config{
 		Provider: 1, Store: db, View: v, Chain: c.Client, Relayer: c.Auth(c.Providers[0].Gateway), Prover: pr,
 		StaffTokens:  map[string]string{tokenHash(staffToken): "desk-1"},
 		SyncInterval: time.Nanosecond, BodyLimit: 64 << 10,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	gw, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +410,7 @@ func TestBadInput(t *testing.T) {
 	outcome(w.staff("POST", "/admin/patients/p1/claim", claim), 403)
 	// Other patients' resources are invisible.
 	w.staff("POST", "/admin/patients", map[string]string{"id": "p2"})
-	req = httptest.NewRequest("POST", "/admin/patients/p2/resources", strings.NewReader(`{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"}}`))
+	req = httptest.NewRequest("POST", "/admin/patients/p2/resources", strings.NewReader(`{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p2"}}`))
 	req.Header.Set("Authorization", "Bearer "+staffToken)
 	if r := w.do(req); r.status != 201 {
 		t.Fatalf("p2 resource: %d %s", r.status, r.body)
@@ -511,5 +516,36 @@ func TestAnchoring(t *testing.T) {
 	w.view.Sync(ctx)
 	if got := w.view.Anchors(1); len(got) != 2 || got[1].FromSeq != got[0].FromSeq+got[0].Count {
 		t.Fatalf("second batch %+v", got)
+	}
+}
+
+// TestImportSynthea imports a real Synthea bundle through the admin API,
+// unchanged; a second import changes nothing; a resource of another patient
+// is refused.
+func TestImportSynthea(t *testing.T) {
+	w := newWorld(t, func(c *Config) { c.BodyLimit = 64 << 20 })
+	patients, _ := syntheatest.Bundles(t)
+	raw := syntheatest.Read(t, patients[0])
+	post := func(path string, body []byte) resp {
+		req := httptest.NewRequest("POST", path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+staffToken)
+		return w.do(req)
+	}
+	r := post("/admin/import", raw)
+	if r.status != 201 {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	first := r.json(t)
+	if first["created"].(float64) < 10 {
+		t.Fatalf("import created %v", first)
+	}
+	r = post("/admin/import", raw)
+	if r.status != 201 || r.json(t)["created"].(float64) != 0 || r.json(t)["updated"].(float64) != 0 {
+		t.Fatalf("re-import changed something: %s", r.body)
+	}
+	w.staff("POST", "/admin/patients", map[string]string{"id": "px"})
+	other := `{"resourceType":"Observation","id":"ox","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/someone-else"}}`
+	if r := post("/admin/patients/px/resources", []byte(other)); r.status != 400 {
+		t.Fatalf("resource of another patient: %d %s", r.status, r.body)
 	}
 }
