@@ -516,12 +516,18 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	}
 	// Check everything before touching anything.
 	for _, ns := range stopped {
-		if err := n.checkDatadir(ctx, ns); err != nil {
-			return err
-		}
 		if err := checkPorts(ns.Provider, nodePorts{ns.P2PPort, ns.HTTPPort, ns.AuthRPCPort}); err != nil {
 			return err
 		}
+	}
+	checks := make([]error, len(stopped))
+	var cw sync.WaitGroup
+	for i, ns := range stopped {
+		cw.Go(func() { checks[i] = n.checkDatadir(ctx, ns) })
+	}
+	cw.Wait()
+	if err := errors.Join(checks...); err != nil {
+		return err
 	}
 	for _, ns := range stopped {
 		if !hasChain(n.datadir(ns)) {
@@ -551,16 +557,16 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	return errors.Join(errs...)
 }
 
-// adminCall calls an admin method on a node's IPC endpoint (admin is never
-// served over HTTP).
-func adminCall(ctx context.Context, ipc, method string, args ...any) error {
+// adminCall calls a method of a namespace served only on a node's IPC
+// endpoint (admin, miner, debug), decoding the answer into result (may be
+// nil).
+func adminCall(ctx context.Context, ipc string, result any, method string, args ...any) error {
 	c, err := rpc.DialIPC(ctx, ipc)
 	if err != nil {
 		return fmt.Errorf("admin endpoint %s: %w", ipc, err)
 	}
 	defer c.Close()
-	var ok bool
-	if err := c.CallContext(ctx, &ok, method, args...); err != nil {
+	if err := c.CallContext(ctx, result, method, args...); err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	return nil
@@ -626,7 +632,11 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 		}
 		target = max(target, h+1)
 	}
-	var report []string
+	var (
+		report   []string
+		top      uint64
+		progress = time.Now()
+	)
 	for {
 		report = report[:0]
 		ok := true
@@ -634,6 +644,9 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 			h, err := nodes[p].Height(ctx)
 			if err != nil {
 				return err
+			}
+			if h > top {
+				top, progress = h, time.Now()
 			}
 			peers, err := nodes[p].Peers(ctx)
 			if err != nil {
@@ -646,6 +659,12 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 		}
 		if ok {
 			return nil
+		}
+		if time.Since(progress) > stallAfter(st) {
+			if _, err := n.Heal(ctx); err != nil {
+				n.log.Warn("Heal failed", "err", err)
+			}
+			progress = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -778,7 +797,7 @@ func (n *Network) AddProvider(ctx context.Context) (_ NodeState, err error) {
 	// configs say so from their next start).
 	for _, o := range st.Nodes {
 		if o.Provider != p && alive(o.PID, n.datadir(&o)) {
-			if err := adminCall(ctx, o.IPC, "admin_addTrustedPeer", ns.Enode); err != nil {
+			if err := adminCall(ctx, o.IPC, nil, "admin_addTrustedPeer", ns.Enode); err != nil {
 				return ns, fmt.Errorf("provider %d: %w", o.Provider, err)
 			}
 		}
@@ -881,10 +900,11 @@ func (n *Network) Mirrors(ctx context.Context, src SignerSource) ([]*Mirror, err
 	return ms, nil
 }
 
-// RunMirrors runs a Mirror for every node running now, following src,
-// each stepping every interval, until ctx ends. This is how a supervisor
-// keeps its local authorities voting as the registry says.
-func (n *Network) RunMirrors(ctx context.Context, src SignerSource, interval time.Duration) error {
+// Watch is the supervisor's loop until ctx ends: every interval it steps
+// a Mirror (following src; nil: network.json's wanted set) for every node
+// that was running when it began, and it heals a stalled fork (Heal) when
+// no new block came for a while.
+func (n *Network) Watch(ctx context.Context, src SignerSource, interval time.Duration) error {
 	ms, err := n.Mirrors(ctx, src)
 	if err != nil {
 		return err
@@ -894,8 +914,39 @@ func (n *Network) RunMirrors(ctx context.Context, src SignerSource, interval tim
 	for _, m := range ms {
 		wg.Go(func() { m.Run(ctx, interval) })
 	}
+	wg.Go(func() { n.healLoop(ctx, interval) })
 	wg.Wait()
 	return ctx.Err()
+}
+
+func (n *Network) healLoop(ctx context.Context, interval time.Duration) {
+	var (
+		top      uint64
+		progress = time.Now()
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		st := n.State()
+		for _, ns := range st.Nodes {
+			if c, err := Dial(ctx, ns.RPC); err == nil {
+				if h, err := c.Height(ctx); err == nil && h > top {
+					top, progress = h, time.Now()
+				}
+				c.Close()
+			}
+		}
+		if time.Since(progress) > stallAfter(st) {
+			if healed, err := n.Heal(ctx); err != nil {
+				n.log.Warn("Heal failed", "err", err)
+			} else if len(healed) > 0 {
+				progress = time.Now()
+			}
+		}
+	}
 }
 
 // CloseMirrors closes the mirrors' node connections.
