@@ -1,6 +1,7 @@
 package chain
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"github.com/ethereum/go-ethereum/common"
@@ -68,9 +69,21 @@ func newTestNetwork(t *testing.T, providers int) *Network {
 // killAll SIGKILLs every geth serving a data dir under n's directory,
 // found in /proc — not from network.json, which another Network value on
 // the same directory may have changed.
+// It returns once they are gone (their ports free).
 func killAll(n *Network) {
-	for _, pid := range gethsUnder(n.dir) {
+	pids := gethsUnder(n.dir)
+	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if i := bytes.LastIndexByte(stat, ')'); err != nil || i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
