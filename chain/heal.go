@@ -121,24 +121,61 @@ func (n *Network) Heal(ctx context.Context) ([]int, error) {
 			winner = h
 		}
 	}
-	var moved []int
+	type loser struct {
+		head
+		ancestor uint64
+	}
+	var losers []loser
 	for _, h := range heads {
 		if h.hash == win {
 			continue
 		}
 		ancestor, err := commonAncestor(ctx, h.node, winner.node, min(h.number, winner.number))
 		if err != nil {
-			return moved, fmt.Errorf("provider %d: %w", h.provider, err)
+			return nil, fmt.Errorf("provider %d: %w", h.provider, err)
 		}
 		if ancestor == h.number {
 			continue // merely behind: it is syncing, not forked
 		}
-		n.log.Warn("Healing a forked node", "provider", h.provider, "head", h.number, "hash", h.hash,
-			"winner", win, "rewind_to", ancestor)
-		if err := n.rewind(ctx, h, winner, ancestor); err != nil {
-			return moved, fmt.Errorf("provider %d: %w", h.provider, err)
+		losers = append(losers, loser{h, ancestor})
+	}
+	if len(losers) == 0 {
+		return nil, nil
+	}
+	// Stop every loser sealing before any rewinds, so none syncs onto
+	// another loser's fork or seals a new one, and restart them all at
+	// the end whatever happens.
+	var moved []int
+	for _, l := range losers {
+		n.log.Warn("Healing a forked node", "provider", l.provider, "head", l.number, "hash", l.hash,
+			"winner", win, "rewind_to", l.ancestor)
+		if err := setMining(ctx, l.ipc, false); err != nil {
+			return nil, fmt.Errorf("provider %d: %w", l.provider, err)
 		}
-		moved = append(moved, h.provider)
+		defer setMining(context.WithoutCancel(ctx), l.ipc, true)
+		moved = append(moved, l.provider)
+	}
+	for _, l := range losers {
+		if err := adminCall(ctx, l.ipc, nil, "debug_setHead", hexutil.Uint64(l.ancestor)); err != nil {
+			return moved, fmt.Errorf("provider %d: %w", l.provider, err)
+		}
+	}
+	// geth syncs from a better peer at once with enough peers, otherwise
+	// at its next 10 s cycle.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	at := winner.number
+	for _, l := range losers {
+		for {
+			if b, err := l.node.block(ctx, &at); err == nil && b.Hash == winner.hash {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return moved, fmt.Errorf("provider %d did not sync onto %s after the rewind: %w", l.provider, winner.hash, ctx.Err())
+			case <-time.After(pollEvery):
+			}
+		}
 	}
 	return moved, nil
 }
@@ -157,30 +194,6 @@ func commonAncestor(ctx context.Context, a, b *Node, from uint64) (uint64, error
 		}
 		if x.Hash == y.Hash || k == 0 {
 			return k, nil
-		}
-	}
-}
-
-func (n *Network) rewind(ctx context.Context, loser, winner head, ancestor uint64) error {
-	if err := adminCall(ctx, loser.ipc, nil, "miner_stop"); err != nil {
-		return err
-	}
-	// Whatever happens, the node seals again.
-	defer adminCall(context.WithoutCancel(ctx), loser.ipc, nil, "miner_start")
-	if err := adminCall(ctx, loser.ipc, nil, "debug_setHead", hexutil.Uint64(ancestor)); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	at := winner.number
-	for {
-		if b, err := loser.node.block(ctx, &at); err == nil && b.Hash == winner.hash {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("did not sync onto %s after the rewind: %w", winner.hash, ctx.Err())
-		case <-time.After(pollEvery):
 		}
 	}
 }

@@ -421,10 +421,14 @@ func (n *Network) gethArgs(ns *NodeState) []string {
 		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ns.HTTPPort),
 		"--http.api", "eth,net,web3,clique",
 		"--authrpc.addr", "127.0.0.1", "--authrpc.port", strconv.Itoa(ns.AuthRPCPort),
+		// Mining from the start (so the node accepts blocks from its peers at
+		// once) but with the authority key locked: it cannot seal until
+		// startSealing unlocks it over IPC, once the node is peered.
 		"--mine", "--miner.etherbase", auth,
-		"--unlock", auth, "--password", filepath.Join(n.dir, n.st.PasswordFile),
-		// geth refuses to unlock with HTTP on without this; HTTP is
-		// loopback-only and offers no account APIs (see docs/chain.md).
+		// personal_unlockAccount, on IPC only: --http.api does not list it.
+		"--rpc.enabledeprecatedpersonal",
+		// geth refuses any unlock while HTTP is on without this; HTTP is
+		// loopback-only (see docs/chain.md for what that costs).
 		"--allow-insecure-unlock",
 		"--cache", "64",
 		"--verbosity", "3",
@@ -516,8 +520,16 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	}
 	// Check everything before touching anything.
 	for _, ns := range stopped {
-		if err := checkPorts(ns.Provider, nodePorts{ns.P2PPort, ns.HTTPPort, ns.AuthRPCPort}); err != nil {
-			return err
+		ports := nodePorts{ns.P2PPort, ns.HTTPPort, ns.AuthRPCPort}
+		for deadline := time.Now().Add(portGrace); ; {
+			err := checkPorts(ns.Provider, ports)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(pollEvery)
 		}
 	}
 	checks := make([]error, len(stopped))
@@ -529,6 +541,9 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	if err := errors.Join(checks...); err != nil {
 		return err
 	}
+	// One after the other, each once the previous answers: nodes started
+	// together dial each other before either listens, and geth redials a
+	// failed static peer only after 35 s.
 	for _, ns := range stopped {
 		if !hasChain(n.datadir(ns)) {
 			if err := n.gethInit(ctx, ns); err != nil {
@@ -544,17 +559,113 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 		n.mu.Unlock()
 		os.WriteFile(filepath.Join(n.datadir(ns), "geth.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 		n.log.Info("Started geth", "provider", ns.Provider, "pid", pid, "rpc", ns.RPC)
-	}
-	if err := n.save(); err != nil {
-		return err
+		if err := n.save(); err != nil {
+			return err
+		}
+		if err := n.waitRPC(ctx, ns); err != nil {
+			return err
+		}
 	}
 	errs := make([]error, len(stopped))
 	var wg sync.WaitGroup
 	for i, ns := range stopped {
-		wg.Go(func() { errs[i] = n.waitRPC(ctx, ns) })
+		wg.Go(func() { errs[i] = n.startSealing(ctx, ns) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// blockVanity is the extra data our nodes put in the blocks they seal.
+const blockVanity = "medrec"
+
+// peerWait bounds how long a started node waits for its peers before it
+// seals anyway.
+const peerWait = 15 * time.Second
+
+// startSealing waits until a started node is connected to every other
+// running node (at most peerWait), then unlocks its authority key over IPC
+// and kicks its miner. A node sealing before its peers are connected never
+// announces that block again: two such nodes fork the chain, each has then
+// "signed recently" on its own fork, and the chain can stall (see Heal).
+// The password travels from the 0600 file to geth over the 0600 IPC
+// socket: never on a command line, never logged.
+func (n *Network) startSealing(ctx context.Context, ns *NodeState) error {
+	st := n.State()
+	others := 0
+	for _, o := range st.Nodes {
+		if o.Provider != ns.Provider && alive(o.PID, n.datadir(&o)) {
+			others++
+		}
+	}
+	c, err := Dial(ctx, ns.RPC)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(peerWait)
+	for {
+		peers, err := c.Peers(ctx)
+		if err != nil {
+			return err
+		}
+		if peers >= others {
+			break
+		}
+		if time.Now().After(deadline) {
+			n.log.Warn("Sealing before every peer connected", "provider", ns.Provider, "peers", peers, "running", others)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
+		}
+	}
+	pw, err := os.ReadFile(n.Path(st.PasswordFile))
+	if err != nil {
+		return err
+	}
+	var ok bool
+	if err := adminCall(ctx, ns.IPC, &ok, "personal_unlockAccount", ns.Authority, string(pw), 0); err != nil || !ok {
+		return fmt.Errorf("provider %d: unlock the authority key: %v", ns.Provider, err)
+	}
+	// The miner, which failed to seal, waits for a new head: restart it.
+	// geth drops a sealing task identical to the previous one, and the
+	// retry may well be (same parent, same second), so first change the
+	// header's vanity (extra data) from geth's default to ours.
+	if err := adminCall(ctx, ns.IPC, nil, "miner_setExtra", blockVanity); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	if err := setMining(ctx, ns.IPC, false); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	if err := setMining(ctx, ns.IPC, true); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	return nil
+}
+
+// setMining starts or stops a node's miner and waits until it has (geth
+// applies miner_start/miner_stop asynchronously, and miner_start is a no-op
+// on a running miner).
+func setMining(ctx context.Context, ipc string, on bool) error {
+	method := map[bool]string{true: "miner_start", false: "miner_stop"}[on]
+	if err := adminCall(ctx, ipc, nil, method); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		var mining bool
+		if err := adminCall(ctx, ipc, &mining, "eth_mining"); err == nil && mining == on {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not take effect", method)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // adminCall calls a method of a namespace served only on a node's IPC
