@@ -68,9 +68,17 @@ func newTestNetwork(t *testing.T, providers int) *Network {
 // killAll SIGKILLs every geth serving a data dir under n's directory,
 // found in /proc — not from network.json, which another Network value on
 // the same directory may have changed.
+// It returns once they are gone (their ports free).
 func killAll(n *Network) {
-	for _, pid := range gethsUnder(n.dir) {
+	pids := gethsUnder(n.dir)
+	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for !exited(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
@@ -165,11 +173,11 @@ func sealers(t *testing.T, c *Node, from, to uint64) map[common.Address]int {
 
 // waitSealedBy waits until a block above `after` is sealed by addr and
 // returns its number.
-func waitSealedBy(t *testing.T, c *Node, addr common.Address, after uint64, d time.Duration) uint64 {
+func waitSealedBy(t *testing.T, n *Network, c *Node, addr common.Address, after uint64, d time.Duration) uint64 {
 	t.Helper()
 	next := after + 1
 	var found uint64
-	eventually(t, d, fmt.Sprintf("a block after %d sealed by %s", after, addr), func() (bool, string) {
+	waitChain(t, n, d, fmt.Sprintf("a block after %d sealed by %s", after, addr), func() (bool, string) {
 		h := height(t, c)
 		for ; next <= h; next++ {
 			if a, err := c.SignerOf(t.Context(), next); err == nil && a == addr {
@@ -203,3 +211,44 @@ func init() {
 }
 
 var keepLogs string
+
+// waitChain is eventually for conditions that need new blocks: when the
+// network's top height stalls (stallAfter), it heals a fork, as the
+// supervisor's Watch loop does, and says so in the test log.
+func waitChain(t *testing.T, n *Network, d time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	var (
+		top      uint64
+		progress = time.Now()
+		checked  time.Time
+	)
+	return eventually(t, d, what, func() (bool, string) {
+		if ok, report := cond(); ok {
+			return true, report
+		}
+		if time.Since(checked) > time.Second {
+			checked = time.Now()
+			if h := topHeight(n); h > top {
+				top, progress = h, time.Now()
+			} else if time.Since(progress) > stallAfter(n.State()) {
+				moved, err := n.Heal(t.Context())
+				t.Logf("HEAL at height %d after %s without a block: moved providers %v (err %v)", top, time.Since(progress).Round(time.Second), moved, err)
+				progress = time.Now()
+			}
+		}
+		return false, fmt.Sprintf("top height %d", top)
+	})
+}
+
+func topHeight(n *Network) uint64 {
+	var top uint64
+	for _, ns := range n.State().Nodes {
+		if c, err := Dial(context.Background(), ns.RPC); err == nil {
+			if h, err := c.Height(context.Background()); err == nil {
+				top = max(top, h)
+			}
+			c.Close()
+		}
+	}
+	return top
+}

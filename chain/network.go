@@ -421,10 +421,14 @@ func (n *Network) gethArgs(ns *NodeState) []string {
 		"--http", "--http.addr", "127.0.0.1", "--http.port", strconv.Itoa(ns.HTTPPort),
 		"--http.api", "eth,net,web3,clique",
 		"--authrpc.addr", "127.0.0.1", "--authrpc.port", strconv.Itoa(ns.AuthRPCPort),
+		// Mining from the start (so the node accepts blocks from its peers at
+		// once) but with the authority key locked: it cannot seal until
+		// startSealing unlocks it over IPC, once the node is peered.
 		"--mine", "--miner.etherbase", auth,
-		"--unlock", auth, "--password", filepath.Join(n.dir, n.st.PasswordFile),
-		// geth refuses to unlock with HTTP on without this; HTTP is
-		// loopback-only and offers no account APIs (see docs/chain.md).
+		// personal_unlockAccount, on IPC only: --http.api does not list it.
+		"--rpc.enabledeprecatedpersonal",
+		// geth refuses any unlock while HTTP is on without this; HTTP is
+		// loopback-only (see docs/chain.md for what that costs).
 		"--allow-insecure-unlock",
 		"--cache", "64",
 		"--verbosity", "3",
@@ -516,13 +520,30 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 	}
 	// Check everything before touching anything.
 	for _, ns := range stopped {
-		if err := n.checkDatadir(ctx, ns); err != nil {
-			return err
-		}
-		if err := checkPorts(ns.Provider, nodePorts{ns.P2PPort, ns.HTTPPort, ns.AuthRPCPort}); err != nil {
-			return err
+		ports := nodePorts{ns.P2PPort, ns.HTTPPort, ns.AuthRPCPort}
+		for deadline := time.Now().Add(portGrace); ; {
+			err := checkPorts(ns.Provider, ports)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(pollEvery)
 		}
 	}
+	checks := make([]error, len(stopped))
+	var cw sync.WaitGroup
+	for i, ns := range stopped {
+		cw.Go(func() { checks[i] = n.checkDatadir(ctx, ns) })
+	}
+	cw.Wait()
+	if err := errors.Join(checks...); err != nil {
+		return err
+	}
+	// One after the other, each once the previous answers: nodes started
+	// together dial each other before either listens, and geth redials a
+	// failed static peer only after 35 s.
 	for _, ns := range stopped {
 		if !hasChain(n.datadir(ns)) {
 			if err := n.gethInit(ctx, ns); err != nil {
@@ -538,29 +559,125 @@ func (n *Network) start(ctx context.Context, providers ...int) error {
 		n.mu.Unlock()
 		os.WriteFile(filepath.Join(n.datadir(ns), "geth.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644)
 		n.log.Info("Started geth", "provider", ns.Provider, "pid", pid, "rpc", ns.RPC)
-	}
-	if err := n.save(); err != nil {
-		return err
+		if err := n.save(); err != nil {
+			return err
+		}
+		if err := n.waitRPC(ctx, ns); err != nil {
+			return err
+		}
 	}
 	errs := make([]error, len(stopped))
 	var wg sync.WaitGroup
 	for i, ns := range stopped {
-		wg.Go(func() { errs[i] = n.waitRPC(ctx, ns) })
+		wg.Go(func() { errs[i] = n.startSealing(ctx, ns) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// adminCall calls an admin method on a node's IPC endpoint (admin is never
-// served over HTTP).
-func adminCall(ctx context.Context, ipc, method string, args ...any) error {
+// blockVanity is the extra data our nodes put in the blocks they seal.
+const blockVanity = "medrec"
+
+// peerWait bounds how long a started node waits for its peers before it
+// seals anyway.
+const peerWait = 15 * time.Second
+
+// startSealing waits until a started node is connected to every other
+// running node (at most peerWait), then unlocks its authority key over IPC
+// and kicks its miner. A node sealing before its peers are connected never
+// announces that block again: two such nodes fork the chain, each has then
+// "signed recently" on its own fork, and the chain can stall (see Heal).
+// The password travels from the 0600 file to geth over the 0600 IPC
+// socket: never on a command line, never logged.
+func (n *Network) startSealing(ctx context.Context, ns *NodeState) error {
+	st := n.State()
+	others := 0
+	for _, o := range st.Nodes {
+		if o.Provider != ns.Provider && alive(o.PID, n.datadir(&o)) {
+			others++
+		}
+	}
+	c, err := Dial(ctx, ns.RPC)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(peerWait)
+	for {
+		peers, err := c.Peers(ctx)
+		if err != nil {
+			return err
+		}
+		if peers >= others {
+			break
+		}
+		if time.Now().After(deadline) {
+			n.log.Warn("Sealing before every peer connected", "provider", ns.Provider, "peers", peers, "running", others)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollEvery):
+		}
+	}
+	pw, err := os.ReadFile(n.Path(st.PasswordFile))
+	if err != nil {
+		return err
+	}
+	var ok bool
+	if err := adminCall(ctx, ns.IPC, &ok, "personal_unlockAccount", ns.Authority, string(pw), 0); err != nil || !ok {
+		return fmt.Errorf("provider %d: unlock the authority key: %v", ns.Provider, err)
+	}
+	// The miner, which failed to seal, waits for a new head: restart it.
+	// geth drops a sealing task identical to the previous one, and the
+	// retry may well be (same parent, same second), so first change the
+	// header's vanity (extra data) from geth's default to ours.
+	if err := adminCall(ctx, ns.IPC, nil, "miner_setExtra", blockVanity); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	if err := setMining(ctx, ns.IPC, false); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	if err := setMining(ctx, ns.IPC, true); err != nil {
+		return fmt.Errorf("provider %d: %w", ns.Provider, err)
+	}
+	return nil
+}
+
+// setMining starts or stops a node's miner and waits until it has (geth
+// applies miner_start/miner_stop asynchronously, and miner_start is a no-op
+// on a running miner).
+func setMining(ctx context.Context, ipc string, on bool) error {
+	method := map[bool]string{true: "miner_start", false: "miner_stop"}[on]
+	if err := adminCall(ctx, ipc, nil, method); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		var mining bool
+		if err := adminCall(ctx, ipc, &mining, "eth_mining"); err == nil && mining == on {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not take effect", method)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// adminCall calls a method of a namespace served only on a node's IPC
+// endpoint (admin, miner, debug), decoding the answer into result (may be
+// nil).
+func adminCall(ctx context.Context, ipc string, result any, method string, args ...any) error {
 	c, err := rpc.DialIPC(ctx, ipc)
 	if err != nil {
 		return fmt.Errorf("admin endpoint %s: %w", ipc, err)
 	}
 	defer c.Close()
-	var ok bool
-	if err := c.CallContext(ctx, &ok, method, args...); err != nil {
+	if err := c.CallContext(ctx, result, method, args...); err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	return nil
@@ -626,7 +743,11 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 		}
 		target = max(target, h+1)
 	}
-	var report []string
+	var (
+		report   []string
+		top      uint64
+		progress = time.Now()
+	)
 	for {
 		report = report[:0]
 		ok := true
@@ -634,6 +755,9 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 			h, err := nodes[p].Height(ctx)
 			if err != nil {
 				return err
+			}
+			if h > top {
+				top, progress = h, time.Now()
 			}
 			peers, err := nodes[p].Peers(ctx)
 			if err != nil {
@@ -646,6 +770,12 @@ func (n *Network) waitBlocks(ctx context.Context, providers []int) error {
 		}
 		if ok {
 			return nil
+		}
+		if time.Since(progress) > stallAfter(st) {
+			if _, err := n.Heal(ctx); err != nil {
+				n.log.Warn("Heal failed", "err", err)
+			}
+			progress = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -778,7 +908,7 @@ func (n *Network) AddProvider(ctx context.Context) (_ NodeState, err error) {
 	// configs say so from their next start).
 	for _, o := range st.Nodes {
 		if o.Provider != p && alive(o.PID, n.datadir(&o)) {
-			if err := adminCall(ctx, o.IPC, "admin_addTrustedPeer", ns.Enode); err != nil {
+			if err := adminCall(ctx, o.IPC, nil, "admin_addTrustedPeer", ns.Enode); err != nil {
 				return ns, fmt.Errorf("provider %d: %w", o.Provider, err)
 			}
 		}
@@ -881,10 +1011,11 @@ func (n *Network) Mirrors(ctx context.Context, src SignerSource) ([]*Mirror, err
 	return ms, nil
 }
 
-// RunMirrors runs a Mirror for every node running now, following src,
-// each stepping every interval, until ctx ends. This is how a supervisor
-// keeps its local authorities voting as the registry says.
-func (n *Network) RunMirrors(ctx context.Context, src SignerSource, interval time.Duration) error {
+// Watch is the supervisor's loop until ctx ends: every interval it steps
+// a Mirror (following src; nil: network.json's wanted set) for every node
+// that was running when it began, and it heals a stalled fork (Heal) when
+// no new block came for a while.
+func (n *Network) Watch(ctx context.Context, src SignerSource, interval time.Duration) error {
 	ms, err := n.Mirrors(ctx, src)
 	if err != nil {
 		return err
@@ -894,8 +1025,39 @@ func (n *Network) RunMirrors(ctx context.Context, src SignerSource, interval tim
 	for _, m := range ms {
 		wg.Go(func() { m.Run(ctx, interval) })
 	}
+	wg.Go(func() { n.healLoop(ctx, interval) })
 	wg.Wait()
 	return ctx.Err()
+}
+
+func (n *Network) healLoop(ctx context.Context, interval time.Duration) {
+	var (
+		top      uint64
+		progress = time.Now()
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		st := n.State()
+		for _, ns := range st.Nodes {
+			if c, err := Dial(ctx, ns.RPC); err == nil {
+				if h, err := c.Height(ctx); err == nil && h > top {
+					top, progress = h, time.Now()
+				}
+				c.Close()
+			}
+		}
+		if time.Since(progress) > stallAfter(st) {
+			if healed, err := n.Heal(ctx); err != nil {
+				n.log.Warn("Heal failed", "err", err)
+			} else if len(healed) > 0 {
+				progress = time.Now()
+			}
+		}
+	}
 }
 
 // CloseMirrors closes the mirrors' node connections.

@@ -29,7 +29,7 @@ func TestThreeProviders(t *testing.T) {
 
 	c1, c3 := client(t, n, 1), client(t, n, 3)
 	h0 := height(t, c1)
-	took := eventually(t, 20*time.Second, "4 blocks", func() (bool, string) { return height(t, c1) >= h0+4, "" })
+	took := waitChain(t, n, 20*time.Second, "4 blocks", func() (bool, string) { return height(t, c1) >= h0+4, "" })
 	t.Logf("MEASURED block time (period 1 s, 3 signers): %s", (took / 4).Round(10*time.Millisecond))
 
 	s, err := n.Status(t.Context())
@@ -52,7 +52,7 @@ func TestThreeProviders(t *testing.T) {
 		t.Fatal("provider 3 still running after SIGKILL")
 	}
 	h := height(t, c1)
-	eventually(t, 15*time.Second, "blocks without provider 3", func() (bool, string) { return height(t, c1) >= h+3, "" })
+	waitChain(t, n, 20*time.Second, "blocks without provider 3", func() (bool, string) { return height(t, c1) >= h+3, "" })
 	bal, err := c1.Eth().BalanceAt(t.Context(), st.Deployer, nil)
 	if err != nil || bal.Cmp(fundEach) != 0 {
 		t.Fatalf("deployer balance %v, %v", bal, err)
@@ -73,7 +73,7 @@ func TestThreeProviders(t *testing.T) {
 	})
 	t.Logf("provider 3 caught up in %s", took)
 	took = time.Since(start)
-	b := waitSealedBy(t, c1, st.Nodes[2].Authority, height(t, c1), 15*time.Second)
+	b := waitSealedBy(t, n, c1, st.Nodes[2].Authority, height(t, c1), 20*time.Second)
 	t.Logf("provider 3 sealed block %d after %s", b, time.Since(start)-took)
 
 	// Down stops every process; up brings the same chain back.
@@ -170,7 +170,7 @@ func TestFiveProvidersTwoDown(t *testing.T) {
 	crash(n, 5)
 	c1 := client(t, n, 1)
 	h := height(t, c1)
-	took := eventually(t, 20*time.Second, "blocks with 3 of 5 up", func() (bool, string) { return height(t, c1) >= h+4, "" })
+	took := waitChain(t, n, 30*time.Second, "blocks with 3 of 5 up", func() (bool, string) { return height(t, c1) >= h+4, "" })
 	t.Logf("MEASURED block time, 3 of 5 signers up: %s", (took / 4).Round(10*time.Millisecond))
 	st := n.State()
 	got := sealers(t, c1, h+1, h+4)
@@ -187,7 +187,7 @@ func TestFiveProvidersTwoDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2 := client(t, n, 2)
-	eventually(t, 20*time.Second, "blocks after restarting provider 2", func() (bool, string) {
+	waitChain(t, n, 30*time.Second, "blocks after restarting provider 2", func() (bool, string) {
 		return height(t, c1) >= h+2 && height(t, c2) >= h+2, ""
 	})
 }
@@ -249,12 +249,12 @@ func TestVoteProviderInAndOut(t *testing.T) {
 	}
 
 	start := time.Now()
-	voteIn := eventually(t, 20*time.Second, "provider 4 voted in", func() (bool, string) {
+	voteIn := waitChain(t, n, 30*time.Second, "provider 4 voted in", func() (bool, string) {
 		step()
 		return isSigner(d.Authority), ""
 	})
 	h := height(t, c1)
-	sealed := waitSealedBy(t, c1, d.Authority, h, 20*time.Second)
+	sealed := waitSealedBy(t, n, c1, d.Authority, h, 30*time.Second)
 	t.Logf("MEASURED vote in: signer after %s, first block sealed after %s", voteIn.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
 	if !step() {
 		t.Fatal("drift after the vote passed")
@@ -267,7 +267,7 @@ func TestVoteProviderInAndOut(t *testing.T) {
 
 	want.Remove(d.Authority)
 	start = time.Now()
-	voteOut := eventually(t, 20*time.Second, "provider 4 voted out", func() (bool, string) {
+	voteOut := waitChain(t, n, 30*time.Second, "provider 4 voted out", func() (bool, string) {
 		step()
 		return !isSigner(d.Authority), ""
 	})
@@ -276,7 +276,7 @@ func TestVoteProviderInAndOut(t *testing.T) {
 	if out <= sealed {
 		t.Fatalf("removal at %d before its block %d", out, sealed)
 	}
-	eventually(t, 15*time.Second, "4 blocks after the removal", func() (bool, string) { return height(t, c1) >= out+4, "" })
+	waitChain(t, n, 20*time.Second, "4 blocks after the removal", func() (bool, string) { return height(t, c1) >= out+4, "" })
 	if got := sealers(t, c1, out+1, out+4); got[d.Authority] > 0 {
 		t.Fatalf("provider 4 sealed after its removal: %v", got)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -81,9 +82,31 @@ func terminate(ctx context.Context, pid int, datadir string, grace time.Duration
 	return nil
 }
 
+// exited reports whether pid is gone with all its threads (and so its
+// sockets): /proc shows a multi-threaded process's leader as a zombie while
+// its other threads are still exiting and still hold its ports.
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return true
+	}
+	// After ")": state is field 3, num_threads field 20.
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 18 || (f[0] != "Z" && f[0] != "X") {
+		return false
+	}
+	threads, err := strconv.Atoi(f[17])
+	return err != nil || threads <= 1
+}
+
+// waitDead waits until pid, our geth on datadir, has exited.
 func waitDead(ctx context.Context, pid int, datadir string, d time.Duration) bool {
 	deadline := time.Now().Add(d)
-	for alive(pid, datadir) {
+	for alive(pid, datadir) || !exited(pid) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
@@ -102,24 +125,44 @@ func checkPort(port int, what string) error {
 	return l.Close()
 }
 
-// freePorts reserves n distinct free loopback ports and releases them.
+// portGrace is how long a node's port may stay taken before starting it
+// fails: a node killed a moment ago may still be closing its sockets.
+const portGrace = 3 * time.Second
+
+// freePorts picks n distinct free loopback ports below the kernel's
+// ephemeral range: a node's ports are reused at every restart, and a port
+// in the ephemeral range may meanwhile be the source port of any outgoing
+// connection.
 func freePorts(n int) ([]int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
+	lo, hi := portRange()
+	seen := map[int]bool{}
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 100*n {
+			return nil, fmt.Errorf("no free loopback ports in %d–%d", lo, hi)
 		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
+		p := lo + mrand.IntN(hi-lo)
+		if seen[p] || checkPort(p, "") != nil {
+			continue
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		seen[p] = true
+		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+// portRange is where freePorts looks: from 20000 up to the start of the
+// ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range).
+func portRange() (int, int) {
+	lo, hi := 20000, 32768
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if start, err := strconv.Atoi(f[0]); err == nil && start > 10000 {
+				hi, lo = start, min(lo, start/2)
+			}
+		}
+	}
+	return lo, hi
 }
 
 // logReason is the line of a geth log that best explains a failure — its
