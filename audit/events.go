@@ -111,19 +111,20 @@ type openedEvent struct {
 	root     [32]byte
 }
 
-func decodeOpened(l *types.Log) (e openedEvent, err error) {
+func decodeOpened(l *types.Log) (openedEvent, error) {
 	w, err := words(l, 3, 2)
 	if err != nil {
-		return e, err
+		return openedEvent{}, err
 	}
 	p, err := asUint(l.Topics[2][:], 32)
 	if err != nil {
-		return e, err
+		return openedEvent{}, err
 	}
-	if e.owner, err = asAddress(w[0]); err != nil {
-		return e, err
+	owner, err := asAddress(w[0])
+	if err != nil {
+		return openedEvent{}, err
 	}
-	return openedEvent{tag: l.Topics[1], provider: uint32(p), owner: e.owner, root: [32]byte(w[1])}, nil
+	return openedEvent{tag: l.Topics[1], provider: uint32(p), owner: owner, root: [32]byte(w[1])}, nil
 }
 
 type rotatedEvent struct {
@@ -132,19 +133,20 @@ type rotatedEvent struct {
 	rotation uint32
 }
 
-func decodeRotated(l *types.Log) (e rotatedEvent, err error) {
+func decodeRotated(l *types.Log) (rotatedEvent, error) {
 	w, err := words(l, 2, 2)
 	if err != nil {
-		return e, err
+		return rotatedEvent{}, err
 	}
-	if e.owner, err = asAddress(w[0]); err != nil {
-		return e, err
+	owner, err := asAddress(w[0])
+	if err != nil {
+		return rotatedEvent{}, err
 	}
 	r, err := asUint(w[1], 32)
 	if err != nil {
-		return e, err
+		return rotatedEvent{}, err
 	}
-	return rotatedEvent{tag: l.Topics[1], owner: e.owner, rotation: uint32(r)}, nil
+	return rotatedEvent{tag: l.Topics[1], owner: owner, rotation: uint32(r)}, nil
 }
 
 type grantedEvent struct {

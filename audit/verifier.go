@@ -194,8 +194,8 @@ func (t *verifierTemplate) extract(code []byte) ([][32]byte, error) {
 				return nil, fmt.Errorf("byte %d: key word %d differs from its other occurrence", di, s.word)
 			}
 			words[s.word], have[s.word] = w, true
-			ti += 1 + pushLen(top)
-			di += 1 + pushLen(dop)
+			ti = min(ti+1+pushLen(top), len(tc))
+			di = min(di+1+pushLen(dop), len(code))
 			continue
 		}
 		if top != dop {
@@ -205,8 +205,8 @@ func (t *verifierTemplate) extract(code []byte) ([][32]byte, error) {
 			if operand(tc, ti) != operand(code, di) {
 				moved = append(moved, jump{ti, di})
 			}
-			ti += 1 + n
-			di += 1 + n
+			// A push running past the end (data after the code) ends both.
+			ti, di = min(ti+1+n, len(tc)), min(di+1+n, len(code))
 			continue
 		}
 		ti++
