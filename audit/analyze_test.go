@@ -69,7 +69,9 @@ func addr(name string) common.Address {
 	return common.BytesToAddress(crypto.Keccak256([]byte("audit test/" + name))[12:])
 }
 
-func tag(name string) *big.Int { return new(big.Int).SetBytes(crypto.Keccak256([]byte("tag/" + name))[:31]) }
+func tag(name string) *big.Int {
+	return new(big.Int).SetBytes(crypto.Keccak256([]byte("tag/" + name))[:31])
+}
 
 // world builds scripts against a synthetic deployment.
 type world struct {
@@ -116,7 +118,9 @@ func (w *world) grant(b uint64, t string, grantee common.Address) {
 
 func (w *world) chain(head uint64) *synthChain {
 	c := newSynthChain(head, w.s.gen)
-	c.relOf = func([32]byte) bindings.RelationshipsRelationship { return bindings.RelationshipsRelationship{Provider: 2} }
+	c.relOf = func([32]byte) bindings.RelationshipsRelationship {
+		return bindings.RelationshipsRelationship{Provider: 2}
+	}
 	return c
 }
 
@@ -163,7 +167,7 @@ func TestNonRelayerOpen(t *testing.T) {
 	w.open(3, w.gateway(2), 1, "a", "owner-a", rootOf(2)) // another provider's gateway
 	w.open(4, w.gateway(1), 1, "b", "owner-b", rootOf(2)) // fine
 	w.at(5, addr("authority-1"), nil, eventLog(&bindings.AgentRegistryMetaData, w.d.AgentRegistry, 0, "GatewayChanged", uint32(1), addr("gateway-new"), "http://new"))
-	w.open(6, w.gateway(1), 1, "c", "owner-c", rootOf(2))    // the old gateway, after the change
+	w.open(6, w.gateway(1), 1, "c", "owner-c", rootOf(2))        // the old gateway, after the change
 	w.open(7, addr("gateway-new"), 1, "d", "owner-d", rootOf(2)) // fine
 	w.open(8, addr("gateway-new"), 9, "e", "owner-e", rootOf(2)) // no such provider
 	for _, logsOnly := range []bool{false, true} {
