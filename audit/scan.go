@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
+	neturl "net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -90,13 +92,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Dial connects to a JSON-RPC endpoint. The returned Source also offers raw
-// calls (RawCaller), which the signer check uses. Errors never repeat the URL,
-// which may carry credentials.
-func Dial(ctx context.Context, url string) (Source, error) {
-	c, err := rpc.DialContext(ctx, url)
+// Dial connects to a JSON-RPC endpoint (http, https, ws, wss or an IPC
+// path), sending headers with every HTTP request — the place for an API key,
+// which must not be in the URL. The returned Source also offers raw calls
+// (RawCaller), which the signer check uses. Errors never repeat the URL.
+func Dial(ctx context.Context, url string, headers http.Header) (Source, error) {
+	opts := []rpc.ClientOption{rpc.WithHTTPClient(&http.Client{Timeout: 2 * time.Minute})}
+	if len(headers) > 0 {
+		opts = append(opts, rpc.WithHeaders(headers))
+	}
+	c, err := rpc.DialOptions(ctx, url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrRPC, redactErr(err, url))
+		return nil, fmt.Errorf("%w: %s", ErrRPC, Redact(err.Error(), url))
 	}
 	return rpcSource{ethclient.NewClient(c)}, nil
 }
@@ -107,11 +114,32 @@ func (s rpcSource) CallContext(ctx context.Context, result any, method string, a
 	return s.Client.Client().CallContext(ctx, result, method, args...)
 }
 
-// redactErr removes url from an error's text.
-func redactErr(err error, url string) string {
-	msg := err.Error()
-	if url != "" {
-		msg = strings.ReplaceAll(msg, url, "<rpc>")
+// Redact removes an RPC URL, and any credentials or query it carries, from
+// a message.
+func Redact(msg, rawURL string) string {
+	if rawURL == "" {
+		return msg
+	}
+	secrets := []string{rawURL}
+	if u, err := neturl.Parse(rawURL); err == nil {
+		secrets = append(secrets, u.Redacted(), u.String())
+		if p, ok := u.User.Password(); ok && len(p) >= 4 {
+			secrets = append(secrets, p)
+		}
+		if u.RawQuery != "" {
+			secrets = append(secrets, u.RawQuery)
+			for _, vs := range u.Query() {
+				for _, v := range vs {
+					if len(v) >= 4 { // shorter values are not keys, and would mangle the text
+						secrets = append(secrets, v, neturl.QueryEscape(v))
+					}
+				}
+			}
+		}
+	}
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) }) // longest first
+	for _, s := range secrets {
+		msg = strings.ReplaceAll(msg, s, "<rpc>")
 	}
 	return msg
 }
