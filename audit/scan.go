@@ -123,6 +123,9 @@ func Redact(msg, rawURL string) string {
 	secrets := []string{rawURL}
 	if u, err := neturl.Parse(rawURL); err == nil {
 		secrets = append(secrets, u.Redacted(), u.String())
+		if _, ok := u.User.Password(); ok { // net/http prints the password as ***
+			secrets = append(secrets, strings.Replace(u.Redacted(), ":xxxxx@", ":***@", 1))
+		}
 		if p, ok := u.User.Password(); ok && len(p) >= 4 {
 			secrets = append(secrets, p)
 		}

@@ -18,6 +18,7 @@ import (
 var commands = []*cli.Command{
 	keysCommand,
 	ceremonyCommand,
+	auditCommand,
 }
 
 // exitError carries a non-default exit code.
