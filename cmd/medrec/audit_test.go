@@ -206,7 +206,9 @@ func TestAuditBadInput(t *testing.T) {
 		return p
 	}
 	wrongChain := save("wrong-chain.json", func(d *contracts.Deployment) { d.ChainID = big.NewInt(1) })
-	missing := save("missing.json", func(d *contracts.Deployment) { d.Anchors = common.HexToAddress("0x00000000000000000000000000000000000000aa") })
+	missing := save("missing.json", func(d *contracts.Deployment) {
+		d.Anchors = common.HexToAddress("0x00000000000000000000000000000000000000aa")
+	})
 	secretURL := "http://auditor:hunter2hunter2@127.0.0.1:1/rpc?apikey=topsecretkey"
 
 	tests := []struct {
