@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"math"
 	"strings"
 	"time"
 )
@@ -116,17 +117,30 @@ func (t *timeline) svg(w io.Writer, title string) {
 	// Axes and ticks.
 	fmt.Fprintf(w, `<g stroke="#444"><line x1="%d" y1="%d" x2="%d" y2="%d"/><line x1="%d" y1="%d" x2="%d" y2="%d"/></g>`+"\n",
 		padL, padT, padL, padT+plotH, padL, padT+plotH, padL+plotW, padT+plotH)
-	for i := 0; i <= 5; i++ {
-		v := yTop * float64(i) / 5
+	step := niceStep(yTop / 5)
+	for v := 0.0; v <= yTop; v += step {
 		y := py(v)
-		fmt.Fprintf(w, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" text-anchor="end">%d</text>`+"\n",
-			padL, y, padL+plotW, y, padL-6, y+4, int(v+0.5))
-		xv := xmin + (xmax-xmin)*uint64(i)/5
-		label := fmt.Sprintf("block %d", xv)
+		fmt.Fprintf(w, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" text-anchor="end">%.0f</text>`+"\n",
+			padL, y, padL+plotW, y, padL-6, y+4, v)
+	}
+	layout := "2006-01-02"
+	switch span := time.Duration(xmax-xmin) * time.Second; {
+	case span < time.Hour:
+		layout = "15:04:05"
+	case span < 48*time.Hour:
+		layout = "01-02 15:04"
+	}
+	for i := uint64(0); i <= 5; i++ {
+		xv := xmin + (xmax-xmin)*i/5
+		label := fmt.Sprintf("%d", xv)
 		if useTime {
-			label = time.Unix(int64(xv), 0).UTC().Format("2006-01-02 15:04")
+			label = time.Unix(int64(xv), 0).UTC().Format(layout)
 		}
-		fmt.Fprintf(w, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", px(xv), padT+plotH+18, label)
+		anchor := map[uint64]string{0: "start", 5: "end"}[i]
+		if anchor == "" {
+			anchor = "middle"
+		}
+		fmt.Fprintf(w, `<text x="%.1f" y="%d" text-anchor="%s">%s</text>`+"\n", px(xv), padT+plotH+18, anchor, label)
 	}
 	axis := "block"
 	if useTime {
@@ -155,31 +169,50 @@ func (t *timeline) svg(w io.Writer, title string) {
 	// Threshold.
 	ty := py(float64(t.threshold))
 	fmt.Fprintf(w, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s" stroke-dasharray="6 4"/>`+"\n", padL, ty, padL+plotW, ty, colourBad)
-	// Opens: every one below the threshold, the others thinned to one per pixel.
+	// Opens: every one below the threshold (drawn last, on top), the others
+	// thinned to one per pixel.
 	seen := map[[2]int]bool{}
 	drawn := 0
-	fmt.Fprintf(w, `<g fill-opacity="0.7">`+"\n")
-	for _, o := range t.opens {
-		xx, yy := px(x(o.block)), py(float64(o.size))
-		bad := o.size < t.threshold
-		k := [2]int{int(xx), int(yy)}
-		if !bad && (seen[k] || drawn >= maxOpenDots) {
-			continue
+	fmt.Fprintf(w, `<g fill-opacity="0.6">`+"\n")
+	for _, bad := range []bool{false, true} {
+		for _, o := range t.opens {
+			if (o.size < t.threshold) != bad {
+				continue
+			}
+			xx, yy := px(x(o.block)), py(float64(o.size))
+			k := [2]int{int(xx), int(yy)}
+			if !bad && (seen[k] || drawn >= maxOpenDots) {
+				continue
+			}
+			seen[k] = true
+			drawn++
+			c := colourOpen
+			if bad {
+				c = colourBad
+			}
+			fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>block %d, provider %d: set %d</title></circle>`+"\n", xx, yy, c, o.block, o.provider, o.size)
 		}
-		seen[k] = true
-		drawn++
-		c := colourOpen
-		if bad {
-			c = colourBad
-		}
-		fmt.Fprintf(w, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>block %d, provider %d: set %d</title></circle>`+"\n", xx, yy, c, o.block, o.provider, o.size)
 	}
 	fmt.Fprintf(w, "</g>\n")
 	// Legend.
-	lx, ly := padL+plotW-250, padT+10
+	lx, ly := padL+10, padT+10
 	fmt.Fprintf(w, `<g><rect x="%d" y="%d" width="245" height="62" fill="white" stroke="#ccc"/>`, lx, ly)
 	fmt.Fprintf(w, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="1.5"/><text x="%d" y="%d">enrolled commitments</text>`, lx+8, ly+14, lx+30, ly+14, colourSet, lx+36, ly+18)
 	fmt.Fprintf(w, `<circle cx="%d" cy="%d" r="3" fill="%s"/><text x="%d" y="%d">open: anonymity set of its proof</text>`, lx+19, ly+32, colourOpen, lx+36, ly+36)
 	fmt.Fprintf(w, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-dasharray="6 4"/><text x="%d" y="%d">threshold %d</text></g>`+"\n", lx+8, ly+50, lx+30, ly+50, colourBad, lx+36, ly+54, t.threshold)
 	fmt.Fprintf(w, "</svg>\n")
+}
+
+// niceStep rounds x up to 1, 2 or 5 times a power of ten (at least 1).
+func niceStep(x float64) float64 {
+	if x <= 1 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= x {
+			return m * p
+		}
+	}
+	return 10 * p
 }
