@@ -462,8 +462,11 @@ func (a *analyzer) checkAnonymity() Check {
 		sizes[i] = o.setSize
 		if o.setSize < a.cfg.MinAnonymity {
 			below++
-			f.add(Finding{Severity: SeverityFail, Block: o.block, Tx: txp(o.tx), Providers: []uint32{o.provider}, Tags: []string{tagHex(a.rels[o.rel].tag)},
-				Message: fmt.Sprintf("open of %s at provider %d in block %d: anonymity set %d (below %d)", shortTag(a.rels[o.rel].tag), o.provider, o.block, o.setSize, a.cfg.MinAnonymity)})
+			msg := fmt.Sprintf("open of %s at provider %d in block %d: anonymity set %d (below %d)", shortTag(a.rels[o.rel].tag), o.provider, o.block, o.setSize, a.cfg.MinAnonymity)
+			if o.enrolled != o.setSize {
+				msg += fmt.Sprintf("; the proof used an older root (%d enrolled by then)", o.enrolled)
+			}
+			f.add(Finding{Severity: SeverityFail, Block: o.block, Tx: txp(o.tx), Providers: []uint32{o.provider}, Tags: []string{tagHex(a.rels[o.rel].tag)}, Message: msg})
 		}
 		if !o.rootKnown {
 			f.add(Finding{Severity: SeverityNote, Block: o.block, Tx: txp(o.tx),

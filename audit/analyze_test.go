@@ -286,3 +286,20 @@ func TestTimesFromHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestOlderRoot: a proof against a root from before later enrolments has the
+// smaller anonymity set of that root, not the count at the open's block.
+func TestOlderRoot(t *testing.T) {
+	w := newWorld()
+	w.enrol(2, 1, 0)
+	w.enrol(2, 1, 1)
+	for i := uint32(2); i < 5; i++ {
+		w.enrol(3, 2, i)
+	}
+	w.open(4, w.gateway(1), 1, "a", "owner-a", rootOf(1))
+	r := mustRun(t, w.chain(5), w.d, Config{MinAnonymity: 3})
+	expect(t, r, CheckAnonymitySet, StatusFail, "anonymity set 2 (below 3); the proof used an older root (5 enrolled by then)")
+	if r.Stats.MinAnonymitySet != 2 {
+		t.Fatalf("stats %+v", r.Stats)
+	}
+}
