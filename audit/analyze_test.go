@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
@@ -301,5 +302,36 @@ func TestOlderRoot(t *testing.T) {
 	expect(t, r, CheckAnonymitySet, StatusFail, "anonymity set 2 (below 3); the proof used an older root (5 enrolled by then)")
 	if r.Stats.MinAnonymitySet != 2 {
 		t.Fatalf("stats %+v", r.Stats)
+	}
+}
+
+// narrowNode refuses log queries over more than maxSpan blocks, as public
+// endpoints do.
+type narrowNode struct {
+	*synthChain
+	maxSpan uint64
+	queries int
+}
+
+func (n *narrowNode) FilterLogs(ctx context.Context, q ethereum.FilterQuery) ([]types.Log, error) {
+	n.queries++
+	if q.ToBlock.Uint64()-q.FromBlock.Uint64()+1 > n.maxSpan {
+		return nil, errors.New("query exceeds max block range")
+	}
+	return n.synthChain.FilterLogs(ctx, q)
+}
+
+// TestLogSpansAdapt: spans halve until the node accepts them, and the result
+// is the same as over a permissive node.
+func TestLogSpansAdapt(t *testing.T) {
+	c := benchChain(300)
+	want := mustRun(t, c, c.d, Config{})
+	n := &narrowNode{synthChain: benchChain(300), maxSpan: 37}
+	got := mustRun(t, n, n.d, Config{LogBatch: 1000})
+	if got.Stats != want.Stats {
+		t.Fatalf("stats over a narrow node %+v, want %+v", got.Stats, want.Stats)
+	}
+	if n.queries > 40 {
+		t.Fatalf("%d log queries for 301 blocks", n.queries)
 	}
 }

@@ -235,8 +235,20 @@ func TestCleanChain(t *testing.T) {
 		}
 	}
 
+	// The simulated backend's client is a Source too (without raw calls).
+	src, ok := s.c.Sim.Client().(Source)
+	if !ok {
+		t.Fatal("the simulated client is not a Source")
+	}
+	r, err := Run(context.Background(), src, s.c.D, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectClean(t, r)
+	expect(t, r, CheckSigners, StatusSkip)
+
 	// The outputs: JSON for machines, a table for people, the chart.
-	r := s.audit(Config{})
+	r = s.audit(Config{})
 	var js bytes.Buffer
 	if err := r.WriteJSON(&js); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/ethclient"
 )
 
 // Source is everything an audit reads from a chain: plain JSON-RPC through
@@ -26,6 +27,8 @@ type Source interface {
 	CodeAt(ctx context.Context, account common.Address, block *big.Int) ([]byte, error)
 	CallContract(ctx context.Context, call ethereum.CallMsg, block *big.Int) ([]byte, error)
 }
+
+var _ Source = (*ethclient.Client)(nil)
 
 // RawCaller is the raw JSON-RPC access a Source may also offer (an
 // *rpc.Client does). The signer check needs it for clique_getSigners; without
