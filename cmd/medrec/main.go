@@ -22,6 +22,7 @@ var commands = []*cli.Command{
 	providerCommand,
 	clientCommand,
 	runCommand,
+	auditCommand,
 }
 
 // exitError carries a non-default exit code.
