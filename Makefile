@@ -1,4 +1,5 @@
 # MedRec-ZK — see README.md.
+#   make run        the whole system on this machine (network, gateways, demo, web app)
 #   make test       install what the tests need, then run every test (CI runs this)
 #   make generate   reproduce every generated file byte for byte
 #   make bench      run the benchmarks and write bench/report.md
@@ -43,6 +44,19 @@ bin/geth:
 
 test-go: bin/geth
 	MEDREC_GETH=$(CURDIR)/bin/geth MEDREC_REQUIRE_GETH=1 $(GO) test $(GOTEST_FLAGS) ./...
+
+# --- Chromium for the web app's browser test ------------------------------------
+# Debian's chromium package (installed with apt when missing); the test fails
+# rather than skips without it.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium:
+	@test -x $(CHROMIUM) || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test-go: chromium
+test-go: export MEDREC_CHROMIUM = $(CHROMIUM)
+test-go: export MEDREC_REQUIRE_CHROMIUM ?= 1
 
 # --- PostgreSQL for the store tests -------------------------------------------
 # test-go runs the dbmanager/store suite against SQLite and against a throwaway
