@@ -117,8 +117,9 @@ func Create(ctx context.Context, dir string, geth *Geth, opt Options, log *slog.
 		return nil, err
 	}
 	entries, err := os.ReadDir(abs)
+	created := errors.Is(err, fs.ErrNotExist)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case created:
 	case err != nil:
 		return nil, err
 	case len(entries) > 0:
@@ -136,7 +137,9 @@ func Create(ctx context.Context, dir string, geth *Geth, opt Options, log *slog.
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && created {
+			os.RemoveAll(abs)
+		} else if err != nil {
 			removeContents(abs)
 		}
 	}()
@@ -931,10 +934,12 @@ func (n *Network) waitSynced(ctx context.Context, provider int) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+10*time.Duration(st.Period)*time.Second)
 	defer cancel()
 	var target uint64
+	others := 0
 	for _, ns := range st.Nodes {
 		if ns.Provider == provider || !alive(ns.PID, n.datadir(&ns)) {
 			continue
 		}
+		others++
 		if c, err := Dial(ctx, ns.RPC); err == nil {
 			if h, err := c.Height(ctx); err == nil {
 				target = max(target, h)
@@ -956,7 +961,7 @@ func (n *Network) waitSynced(ctx context.Context, provider int) error {
 		if err != nil {
 			return err
 		}
-		if h >= target && (peers > 0 || len(st.Nodes) == 1) {
+		if h >= target && (peers > 0 || others == 0) {
 			return nil
 		}
 		select {
@@ -988,13 +993,24 @@ func (n *Network) SetSigner(provider int, signer bool) error {
 	return n.save()
 }
 
+// stateSource is the signer set network.json wants, read afresh each time.
+type stateSource struct{ dir string }
+
+func (s stateSource) ActiveSigners(context.Context) ([]common.Address, error) {
+	st, err := LoadState(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	return st.Signers(), nil
+}
+
 // Mirrors returns a Mirror for every running node, following src (nil:
-// the signer set recorded in network.json). Close the nodes with
-// CloseMirrors.
+// the signer set network.json wants, re-read at every step). Close the
+// nodes with CloseMirrors.
 func (n *Network) Mirrors(ctx context.Context, src SignerSource) ([]*Mirror, error) {
 	st := n.State()
 	if src == nil {
-		src = NewSignerSet(st.Signers()...)
+		src = stateSource{n.dir}
 	}
 	var ms []*Mirror
 	for _, ns := range st.Nodes {

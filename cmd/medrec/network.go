@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -82,6 +83,28 @@ var networkCommand = &cli.Command{
 			},
 		},
 		{
+			Name:  "watch",
+			Usage: "run the supervisor until interrupted: every running authority votes the wanted signer set (network.json), and forked stalls are healed",
+			Flags: []cli.Flag{
+				networkDirFlag,
+				&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often to compare and vote"},
+			},
+			Before: required("dir"),
+			Action: func(ctx *cli.Context) error {
+				n, err := chain.Open(ctx.String("dir"), nil, stderrLog(ctx))
+				if err != nil {
+					return err
+				}
+				c, stop := signal.NotifyContext(ctx.Context, os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				fmt.Fprintf(ctx.App.Writer, "Watching %s (Ctrl-C to stop).\n", n.Dir())
+				if err := n.Watch(c, nil, ctx.Duration("interval")); err != nil && c.Err() == nil {
+					return err
+				}
+				return nil
+			},
+		},
+		{
 			Name:  "add-provider",
 			Usage: "create keys and a node for a new provider and start it as a non-signing peer",
 			Flags: []cli.Flag{
@@ -145,12 +168,19 @@ func networkUp(ctx *cli.Context) error {
 	defer cancel()
 	start := time.Now()
 	var n *chain.Network
+	verb := "created"
 	if exists {
 		if n, err = chain.Open(dir, geth, stderrLog(ctx)); err != nil {
 			return err
 		}
 		if err := checkSameNetwork(ctx, n.State()); err != nil {
 			return err
+		}
+		verb = "already up"
+		for _, ns := range n.State().Nodes {
+			if !n.Running(ns.Provider) {
+				verb = "restarted"
+			}
 		}
 	} else {
 		opt := chain.Options{
@@ -178,10 +208,6 @@ func networkUp(ctx *cli.Context) error {
 	s, err := n.Status(c)
 	if err != nil {
 		return err
-	}
-	verb := "created"
-	if exists {
-		verb = "restarted"
 	}
 	fmt.Fprintf(ctx.App.Writer, "Network %s in %.1f s: %s\n", verb, time.Since(start).Seconds(), n.Dir())
 	fmt.Fprintf(ctx.App.Writer, "Contracts: AgentRegistry %s, Relationships %s (%s)\n", d.AgentRegistry, d.Relationships, devnet.DeploymentPath(n.Dir()))

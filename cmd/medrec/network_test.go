@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/medrec-zk/medrec/chain"
 )
@@ -95,6 +97,25 @@ func TestNetworkCLI(t *testing.T) {
 		if len(pw) == 0 || strings.Contains(string(cmdline), string(pw)) {
 			t.Fatal("the dev password is on a geth command line")
 		}
+	}
+
+	// A second up on a running network changes nothing.
+	r = medrec(t, "", "network", "up", "--dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "already up") {
+		t.Fatalf("up of a running network: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// watch runs the supervisor until interrupted.
+	watch := exec.Command(medrecBin, "network", "watch", "--dir", dir, "--interval", "200ms")
+	var wout strings.Builder
+	watch.Stdout, watch.Stderr = &wout, &wout
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	watch.Process.Signal(os.Interrupt)
+	if err := watch.Wait(); err != nil || !strings.Contains(wout.String(), "Watching") {
+		t.Fatalf("watch: %v: %s", err, wout.String())
 	}
 
 	r = medrec(t, "", "network", "add-provider", "--dir", dir, "--vote")
