@@ -160,3 +160,31 @@ func BenchmarkAppendLog(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplySynthea stores the five pre-validated Synthea patients into
+// a fresh SQLite database: the storage share of an import.
+func BenchmarkApplySynthea(b *testing.B) {
+	patients, _ := syntheatest.Bundles(b)
+	in := New(nil, validator(b))
+	var batches []store.Batch
+	resources := 0
+	for _, p := range patients {
+		batch, err := in.prepare(syntheatest.Read(b, p), importer)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batches = append(batches, batch)
+		resources += len(batch.Writes)
+	}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := openBench(b)
+		b.StartTimer()
+		for _, batch := range batches {
+			if _, err := s.Apply(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(resources*b.N)/b.Elapsed().Seconds(), "resources/s")
+}

@@ -69,13 +69,37 @@ type bundleEntry struct {
 // Any invalid entry rejects the whole bundle with store.ErrInvalid; a
 // resource id that belongs to another patient is store.ErrConflict.
 func (in *Ingester) ImportBundle(ctx context.Context, raw []byte, by Actor) (Report, error) {
-	b, err := parseBundle(raw)
+	batch, err := in.prepare(raw, by)
 	if err != nil {
 		return Report{}, fmt.Errorf("import: %w", err)
 	}
-	rs, err := in.validateAll(b.Entry)
+	results, err := in.store.Apply(ctx, batch)
 	if err != nil {
 		return Report{}, fmt.Errorf("import: %w", err)
+	}
+	rep := Report{PatientID: batch.PatientID, Entries: len(results), Results: results}
+	for _, r := range results {
+		switch r.Effect {
+		case store.EffectCreated:
+			rep.Created++
+		case store.EffectUpdated:
+			rep.Updated++
+		default:
+			rep.Unchanged++
+		}
+	}
+	return rep, nil
+}
+
+// prepare parses and validates a bundle into the batch that stores it.
+func (in *Ingester) prepare(raw []byte, by Actor) (store.Batch, error) {
+	b, err := parseBundle(raw)
+	if err != nil {
+		return store.Batch{}, err
+	}
+	rs, err := in.validateAll(b.Entry)
+	if err != nil {
+		return store.Batch{}, err
 	}
 	// Ids, and the bundle's patient.
 	ids := make([]string, len(rs))
@@ -83,16 +107,16 @@ func (in *Ingester) ImportBundle(ctx context.Context, raw []byte, by Actor) (Rep
 	patient, aliases := -1, []string(nil)
 	for i, r := range rs {
 		if ids[i], err = entryID(b.Entry[i], r); err != nil {
-			return Report{}, fmt.Errorf("import: entry %d: %w", i, err)
+			return store.Batch{}, fmt.Errorf("entry %d: %w", i, err)
 		}
 		key := r.Type + "/" + ids[i]
 		if j, dup := seen[key]; dup {
-			return Report{}, fmt.Errorf("import: entries %d and %d are both %s: %w", j, i, key, store.ErrInvalid)
+			return store.Batch{}, fmt.Errorf("entries %d and %d are both %s: %w", j, i, key, store.ErrInvalid)
 		}
 		seen[key] = i
 		if r.Type == "Patient" {
 			if patient >= 0 {
-				return Report{}, fmt.Errorf("import: entries %d and %d are both Patients: %w", patient, i, store.ErrInvalid)
+				return store.Batch{}, fmt.Errorf("entries %d and %d are both Patients: %w", patient, i, store.ErrInvalid)
 			}
 			patient = i
 			aliases = []string{"Patient/" + ids[i]}
@@ -112,13 +136,13 @@ func (in *Ingester) ImportBundle(ctx context.Context, raw []byte, by Actor) (Rep
 		case w.Shared && patient >= 0:
 			w.Mode = store.CreateIfAbsent
 		case !w.Shared && patient < 0:
-			return Report{}, fmt.Errorf("import: entry %d: a %s in a bundle without a Patient: %w", i, r.Type, store.ErrInvalid)
+			return store.Batch{}, fmt.Errorf("entry %d: a %s in a bundle without a Patient: %w", i, r.Type, store.ErrInvalid)
 		case !w.Shared:
 			if r.Type == "Patient" {
 				r.ID = ids[i] // may have come from the fullUrl
 			}
 			if err := r.CheckPatient(aliases...); err != nil {
-				return Report{}, fmt.Errorf("import: entry %d (%s/%s): %w", i, r.Type, ids[i], invalid(err))
+				return store.Batch{}, fmt.Errorf("entry %d (%s/%s): %w", i, r.Type, ids[i], invalid(err))
 			}
 		}
 		batch.Writes = append(batch.Writes, w)
@@ -129,22 +153,7 @@ func (in *Ingester) ImportBundle(ctx context.Context, raw []byte, by Actor) (Rep
 	sum := sha256.Sum256(raw)
 	batch.Log = []store.LogEntry{{ActorKind: by.Kind, ActorID: by.ID, Action: "import", PatientID: batch.PatientID,
 		Resources: resources, Outcome: store.Allowed, Detail: "bundle sha256 " + hex.EncodeToString(sum[:])}}
-	results, err := in.store.Apply(ctx, batch)
-	if err != nil {
-		return Report{}, fmt.Errorf("import: %w", err)
-	}
-	rep := Report{PatientID: batch.PatientID, Entries: len(results), Results: results}
-	for _, r := range results {
-		switch r.Effect {
-		case store.EffectCreated:
-			rep.Created++
-		case store.EffectUpdated:
-			rep.Updated++
-		default:
-			rep.Unchanged++
-		}
-	}
-	return rep, nil
+	return batch, nil
 }
 
 func parseBundle(raw []byte) (*bundle, error) {

@@ -107,7 +107,42 @@ type applier struct {
 	ctx       context.Context
 	patient   string
 	now       time.Time
-	seq0, seq uint64 // patient change sequence before and during the batch
+	seq0, seq uint64               // patient change sequence before and during the batch
+	stmts     map[string]*sql.Stmt // prepared once per batch, closed with the transaction
+}
+
+// stmt returns a statement of the batch, preparing it on first use.
+func (a *applier) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := a.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := a.tx.PrepareContext(a.ctx, a.s.d.q(query))
+	if err != nil {
+		return nil, dbErr("prepare", err)
+	}
+	if a.stmts == nil {
+		a.stmts = map[string]*sql.Stmt{}
+	}
+	a.stmts[query] = st
+	return st, nil
+}
+
+func (a *applier) exec(query string, args ...any) (sql.Result, error) {
+	st, err := a.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(a.ctx, args...)
+}
+
+func (a *applier) queryRow(query string, args ...any) *sql.Row {
+	st, err := a.stmt(query)
+	if err != nil {
+		// Let Scan report it: QueryRowContext on a failed prepare is not
+		// possible, so run the query unprepared.
+		return a.tx.QueryRowContext(a.ctx, a.s.d.q(query), args...)
+	}
+	return st.QueryRowContext(a.ctx, args...)
 }
 
 // lockPatient creates the patient if asked, then locks its row and reads its
@@ -145,7 +180,7 @@ type current struct {
 
 func (a *applier) current(typ, id string) (*current, error) {
 	var c current
-	err := a.tx.QueryRowContext(a.ctx, a.s.d.q(`SELECT version, patient_id, last_updated_us, sha256, seq FROM resources WHERE rtype = ? AND id = ?`+a.s.d.forUpdate), typ, id).
+	err := a.queryRow(`SELECT version, patient_id, last_updated_us, sha256, seq FROM resources WHERE rtype = ? AND id = ?`+a.s.d.forUpdate, typ, id).
 		Scan(&c.version, &c.patient, &c.updated, &c.sha, &c.seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -169,7 +204,7 @@ func (a *applier) write(w store.Write) (store.Result, error) {
 	if cur == nil && w.Mode == store.CreateIfAbsent {
 		// Insert-or-ignore, so that concurrent batches carrying the same
 		// shared resource both succeed.
-		res, err := a.tx.ExecContext(a.ctx, a.s.d.q(`INSERT INTO resources (rtype, id, version, patient_id, last_updated_us, sha256, seq) VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (rtype, id) DO NOTHING`),
+		res, err := a.exec(`INSERT INTO resources (rtype, id, version, patient_id, last_updated_us, sha256, seq) VALUES (?, ?, 1, ?, ?, ?, ?) ON CONFLICT (rtype, id) DO NOTHING`,
 			w.Type, w.ID, nullable(owner), micros(a.now), sum[:], a.nextSeq(owner))
 		if err != nil {
 			return store.Result{}, dbErr("insert resource", err)
@@ -203,7 +238,7 @@ func (a *applier) write(w store.Write) (store.Result, error) {
 			return store.Result{Meta: meta, Effect: store.EffectUnchanged}, nil
 		}
 		v := cur.version + 1
-		_, err := a.tx.ExecContext(a.ctx, a.s.d.q(`UPDATE resources SET version = ?, last_updated_us = ?, sha256 = ?, seq = ? WHERE rtype = ? AND id = ?`),
+		_, err := a.exec(`UPDATE resources SET version = ?, last_updated_us = ?, sha256 = ?, seq = ? WHERE rtype = ? AND id = ?`,
 			v, micros(a.now), sum[:], a.nextSeq(owner), w.Type, w.ID)
 		if err != nil {
 			return store.Result{}, dbErr("update resource", err)
@@ -216,7 +251,7 @@ func (a *applier) write(w store.Write) (store.Result, error) {
 	case w.IfVersion != 0:
 		return store.Result{}, fmt.Errorf("no such resource, expected version %d: %w", w.IfVersion, store.ErrConflict)
 	}
-	_, err = a.tx.ExecContext(a.ctx, a.s.d.q(`INSERT INTO resources (rtype, id, version, patient_id, last_updated_us, sha256, seq) VALUES (?, ?, 1, ?, ?, ?, ?)`),
+	_, err = a.exec(`INSERT INTO resources (rtype, id, version, patient_id, last_updated_us, sha256, seq) VALUES (?, ?, 1, ?, ?, ?, ?)`,
 		w.Type, w.ID, nullable(owner), micros(a.now), sum[:], a.nextSeq(owner))
 	if err != nil {
 		return store.Result{}, dbErr("insert resource", err)
@@ -246,13 +281,13 @@ func (a *applier) newVersion(w store.Write, owner string, version int64, sum [32
 	if owner != "" {
 		seq = a.seq
 	}
-	_, err := a.tx.ExecContext(a.ctx, a.s.d.q(`INSERT INTO resource_versions (rtype, id, version, patient_id, last_updated_us, sha256, seq, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err := a.exec(`INSERT INTO resource_versions (rtype, id, version, patient_id, last_updated_us, sha256, seq, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		w.Type, w.ID, version, nullable(owner), micros(a.now), sum[:], int64(seq), w.Raw)
 	if err != nil {
 		return store.Result{}, dbErr("insert version", err)
 	}
 	if owner != "" {
-		_, err = a.tx.ExecContext(a.ctx, a.s.d.q(`INSERT INTO changes (patient_id, seq, rtype, id, version, time_us) VALUES (?, ?, ?, ?, ?, ?)`),
+		_, err = a.exec(`INSERT INTO changes (patient_id, seq, rtype, id, version, time_us) VALUES (?, ?, ?, ?, ?, ?)`,
 			owner, int64(seq), w.Type, w.ID, version, micros(a.now))
 		if err != nil {
 			return store.Result{}, dbErr("insert change", err)
