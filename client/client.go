@@ -44,6 +44,9 @@ type Config struct {
 	RPC        string                // a node's JSON-RPC URL
 	Deployment *contracts.Deployment // where the contracts are
 	Prover     *prover.Prover
+	// Dial connects to the chain when the app unlocks; nil dials RPC with
+	// ethclient. The returned func closes the connection.
+	Dial func(ctx context.Context) (chainview.Source, func(), error)
 	// LightKDF uses a cheap scrypt for the keystore (tests only).
 	LightKDF bool
 	Log      *slog.Logger
@@ -69,8 +72,18 @@ type App struct {
 
 // New builds the app.
 func New(cfg Config) (*App, error) {
-	if cfg.Keystore == "" || cfg.RPC == "" || cfg.Deployment == nil || cfg.Prover == nil {
+	if cfg.Keystore == "" || (cfg.RPC == "" && cfg.Dial == nil) || cfg.Deployment == nil || cfg.Prover == nil {
 		return nil, errors.New("client: keystore, RPC, deployment and prover are required")
+	}
+	if cfg.Dial == nil {
+		rpc := cfg.RPC
+		cfg.Dial = func(ctx context.Context) (chainview.Source, func(), error) {
+			ec, err := ethclient.DialContext(ctx, rpc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("the chain node %s is unreachable: %w", rpc, err)
+			}
+			return ec, ec.Close, nil
+		}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -194,22 +207,22 @@ func (a *App) wallet() *wallet.Wallet {
 
 // open unlocks with keys: connect to the chain, start a session cookie.
 func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
-	ec, err := ethclient.DialContext(c.UserContext(), a.cfg.RPC)
+	src, closeSrc, err := a.cfg.Dial(c.UserContext())
 	if err != nil {
-		return fmt.Errorf("the chain node %s is unreachable: %w", a.cfg.RPC, err)
+		return err
 	}
-	v, err := chainview.New(ec, a.cfg.Deployment)
+	v, err := chainview.New(src, a.cfg.Deployment)
 	if err != nil {
-		ec.Close()
+		closeSrc()
 		return err
 	}
 	if err := v.Sync(c.UserContext()); err != nil {
-		ec.Close()
+		closeSrc()
 		return fmt.Errorf("cannot read the chain: %w", err)
 	}
 	tok := make([]byte, 32)
 	if _, err := rand.Read(tok); err != nil {
-		ec.Close()
+		closeSrc()
 		return err
 	}
 	a.mu.Lock()
@@ -218,7 +231,7 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 	}
 	a.w = wallet.New(keys, v, a.cfg.Deployment, a.cfg.Prover)
 	a.session = hex.EncodeToString(tok)
-	a.closeFn = ec.Close
+	a.closeFn = closeSrc
 	a.mu.Unlock()
 	c.Cookie(&fiber.Cookie{Name: a.cookie, Value: a.session, HTTPOnly: true, SameSite: "Strict", Path: "/"})
 	return nil

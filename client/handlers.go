@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/keystore"
@@ -168,18 +169,32 @@ func (a *App) home(c *fiber.Ctx) error {
 				row.Rel = &rels[i]
 			}
 		}
-		if row.Rel != nil && row.Rel.OwnedHere {
+		rows = append(rows, row)
+	}
+	// New-record badges, from every gateway at once: a slow one delays the
+	// page by its own time only, never by the sum.
+	var wg sync.WaitGroup
+	for i := range rows {
+		row := &rows[i]
+		if row.Rel == nil || !row.Rel.OwnedHere {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			a.mu.Lock()
-			since := a.seen[p.ID]
+			since := a.seen[row.ID]
 			a.mu.Unlock()
-			if ch, err := w.Changes(ctx, p.ID, since); err == nil {
+			ctx, cancel := context.WithTimeout(ctx, gatewayWait)
+			defer cancel()
+			if ch, err := w.Changes(ctx, row.ID, since); err == nil {
 				row.New = len(ch)
 			} else {
 				row.Err = err.Error()
 			}
-		}
-		rows = append(rows, row)
+		}()
 	}
+	wg.Wait()
 	qr, err := qrSVG(cm)
 	if err != nil {
 		return err
@@ -231,11 +246,14 @@ func (a *App) records(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
 	for _, r := range results {
 		if r.Err == nil {
-			a.markSeen(c.UserContext(), r.Provider.ID)
+			wg.Add(1)
+			go func() { defer wg.Done(); a.markSeen(c.UserContext(), r.Provider.ID) }()
 		}
 	}
+	wg.Wait()
 	typ := c.Query("type")
 	types := map[string]int{}
 	var shown []wallet.Record
@@ -253,13 +271,24 @@ func (a *App) records(c *fiber.Ctx) error {
 	return a.render(c, "records", fiber.Map{"Records": shown, "Results": results, "Types": typeList, "Type": typ, "Charts": charts(recs)})
 }
 
+// gatewayWait bounds how long a page waits for one gateway's badge.
+const gatewayWait = 5 * time.Second
+
+// markSeen remembers the newest change at provider p as seen.
 func (a *App) markSeen(ctx context.Context, p uint32) {
-	ch, err := a.wallet().Changes(ctx, p, 0)
+	a.mu.Lock()
+	since := a.seen[p]
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, gatewayWait)
+	defer cancel()
+	ch, err := a.wallet().Changes(ctx, p, since)
 	if err != nil || len(ch) == 0 {
 		return
 	}
 	a.mu.Lock()
-	a.seen[p] = ch[len(ch)-1].Seq
+	if last := ch[len(ch)-1].Seq; last > a.seen[p] {
+		a.seen[p] = last
+	}
 	a.mu.Unlock()
 }
 

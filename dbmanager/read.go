@@ -289,15 +289,20 @@ func (g *Gateway) changes(c *fiber.Ctx) error {
 	if err != nil {
 		return badRequest("since must be a sequence number")
 	}
-	ch, err := g.cfg.Store.Changes(c.UserContext(), r.patient, since, 1000)
+	const page = store.MaxCount - 1 // one more tells whether another page follows
+	ch, err := g.cfg.Store.Changes(c.UserContext(), r.patient, since, page+1)
 	if err != nil {
 		return storeError(err)
+	}
+	more := len(ch) > page
+	if more {
+		ch = ch[:page]
 	}
 	out := make([]fiber.Map, len(ch))
 	for i, x := range ch {
 		out[i] = fiber.Map{"seq": x.Seq, "type": x.Type, "id": x.ID, "version": x.Version, "time": x.Time}
 	}
-	return c.JSON(fiber.Map{"changes": out})
+	return c.JSON(fiber.Map{"changes": out, "more": more})
 }
 
 // patientLog returns the access-log entries about the owner's records.

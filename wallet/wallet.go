@@ -506,17 +506,31 @@ type Change struct {
 	Version int64  `json:"version"`
 }
 
-// Changes returns the record changes at provider p after sequence since.
+// Changes returns every record change at provider p after sequence since,
+// reading the gateway's pages until the last.
 func (w *Wallet) Changes(ctx context.Context, p uint32, since uint64) ([]Change, error) {
 	r, err := w.Relationship(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		Changes []Change `json:"changes"`
+	var all []Change
+	for {
+		var out struct {
+			Changes []Change `json:"changes"`
+			More    bool     `json:"more"` // another page follows
+		}
+		if _, err := w.signedGet(ctx, r, fmt.Sprintf("/patient/changes?since=%d", since), &out); err != nil {
+			return all, err
+		}
+		for _, c := range out.Changes {
+			if c.Seq <= since {
+				return all, fmt.Errorf("%s: change %d out of order", r.Provider.Name, c.Seq)
+			}
+			since = c.Seq
+		}
+		all = append(all, out.Changes...)
+		if !out.More || len(out.Changes) == 0 {
+			return all, nil
+		}
 	}
-	if _, err := w.signedGet(ctx, r, fmt.Sprintf("/patient/changes?since=%d", since), &out); err != nil {
-		return nil, err
-	}
-	return out.Changes, nil
 }

@@ -4,125 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/medrec-zk/medrec/access"
-	"github.com/medrec-zk/medrec/chainview"
-	"github.com/medrec-zk/medrec/dbmanager"
-	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
 	"github.com/medrec-zk/medrec/delegate"
-	"github.com/medrec-zk/medrec/internal/simchain"
-	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/internal/testnet"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
-const staffToken = "wallet-test-staff-token"
+// testNet is a loopback test network with a wallet constructor.
+type testNet struct{ *testnet.Net }
 
-type site struct {
-	gw     *dbmanager.Gateway
-	url    string
-	cancel context.CancelFunc
+func newNet(tb testing.TB, n int) testNet { return testNet{testnet.New(tb, n)} }
+
+func (n testNet) staff(tb testing.TB, p int, method, path, body string) string {
+	tb.Helper()
+	return n.Staff(tb, p, method, path, body)
 }
 
-type net2 struct {
-	chain *simchain.Chain
-	sites []*site
-	pr    *prover.Prover
-}
-
-func freeURL(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
-}
-
-// newNet starts a simulated chain with n providers, each with its gateway
-// listening on loopback.
-func newNet(t *testing.T, n int) *net2 {
-	t.Helper()
-	var urls []string
-	for i := 0; i < n; i++ {
-		urls = append(urls, freeURL(t))
-	}
-	c := simchain.New(t, n, urls)
-	ks, err := prover.DevKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &net2{chain: c, pr: prover.New(ks)}
-	for i, p := range c.Providers {
-		v, err := chainview.New(c.Backend, c.D)
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), fmt.Sprintf("p%d.db", p.ID)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		gw, err := dbmanager.New(dbmanager.Config{
-			Provider: p.ID, Store: db, View: v, Chain: c.Client, Relayer: c.Auth(p.Gateway), Prover: out.pr,
-			StaffTokens: map[string]string{dbmanager.TokenHash(staffToken): "desk"}, SyncInterval: time.Nanosecond,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		s := &site{gw: gw, url: urls[i], cancel: cancel}
-		go gw.Listen(ctx, strings.TrimPrefix(urls[i], "http://"))
-		t.Cleanup(cancel)
-		out.sites = append(out.sites, s)
-	}
-	for _, s := range out.sites { // wait until listening
-		for i := 0; i < 100; i++ {
-			if res, err := http.Get(s.url + "/fhir/metadata"); err == nil {
-				res.Body.Close()
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return out
-}
-
-func (n *net2) staff(t *testing.T, p int, method, path, body string) string {
-	t.Helper()
-	req, _ := http.NewRequest(method, n.sites[p-1].url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+staffToken)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var b strings.Builder
-	fmt.Fprint(&b, res.Status)
-	buf := make([]byte, 1<<16)
-	k, _ := res.Body.Read(buf)
-	if res.StatusCode >= 300 {
-		t.Fatalf("%s %s: %s %s", method, path, res.Status, buf[:k])
-	}
-	return string(buf[:k])
-}
-
-func (n *net2) wallet(t *testing.T, words string) *Wallet {
-	t.Helper()
+func (n testNet) wallet(tb testing.TB, words string) *Wallet {
+	tb.Helper()
 	keys, err := delegate.FromMnemonic(words, "")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	v, err := chainview.New(n.chain.Backend, n.chain.D)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return New(keys, v, n.chain.D, n.pr)
+	return New(keys, n.View(tb), n.Chain.D, n.Prover)
 }
 
 const (
@@ -229,7 +137,7 @@ func TestPatientJourney(t *testing.T) {
 	}
 
 	// Anchor, then verify the access log and the record set against the chain.
-	if _, err := n.sites[0].gw.AnchorOnce(ctx); err != nil {
+	if _, err := n.Sites[0].Gateway.AnchorOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := w.AccessLog(ctx, 1)
@@ -273,10 +181,54 @@ func TestPatientJourney(t *testing.T) {
 		t.Fatalf("after rotation: %+v %v", r, err)
 	}
 	// A dead gateway shows as such and does not block the other.
-	n.sites[1].cancel()
+	n.Sites[1].Stop()
 	time.Sleep(100 * time.Millisecond)
 	recs, results, err = w.Records(ctx)
 	if err != nil || results[0].Err != nil || results[1].Err == nil || len(recs) != 2 {
 		t.Fatalf("with provider 2 down: %d records, %+v, %v", len(recs), results, err)
+	}
+}
+
+// TestChangesPages: new-record notifications come from the gateway in pages
+// of 1,000; the wallet reads them all, in order, and only those after since.
+func TestChangesPages(t *testing.T) {
+	ctx := context.Background()
+	n := newNet(t, 1)
+	w := n.wallet(t, patientWords)
+	cm, err := w.Commitment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.staff(t, 1, "POST", "/admin/patients", `{"id":"pat"}`)
+	n.staff(t, 1, "POST", "/admin/patients/pat/enrol", `{"commitment":"`+cm+`"}`)
+	if err := w.Connect(ctx, 1, n.ClaimCode(t, 1, "pat")); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := w.Changes(ctx, 1, 0); err != nil || len(ch) != 0 {
+		t.Fatalf("before any record: %v %v", ch, err)
+	}
+	n.staff(t, 1, "POST", "/admin/patients/pat/resources", testnet.ObservationBundle("pat", "a", 1500))
+	n.staff(t, 1, "POST", "/admin/patients/pat/resources", testnet.ObservationBundle("pat", "b", 600))
+	all, err := w.Changes(ctx, 1, 0)
+	if err != nil || len(all) != 2100 {
+		t.Fatalf("all changes: %d %v", len(all), err)
+	}
+	ids := map[string]bool{}
+	for i, c := range all {
+		if i > 0 && c.Seq <= all[i-1].Seq {
+			t.Fatalf("change %d out of order: %d after %d", i, c.Seq, all[i-1].Seq)
+		}
+		ids[c.ID] = true
+	}
+	if len(ids) != 2100 || !ids["a0"] || !ids["b599"] {
+		t.Fatalf("%d distinct ids", len(ids))
+	}
+	last := all[len(all)-1].Seq
+	if ch, err := w.Changes(ctx, 1, last); err != nil || len(ch) != 0 {
+		t.Fatalf("nothing new: %d %v", len(ch), err)
+	}
+	n.staff(t, 1, "POST", "/admin/patients/pat/resources", testnet.ObservationBundle("pat", "c", 1))
+	if ch, err := w.Changes(ctx, 1, last); err != nil || len(ch) != 1 || ch[0].ID != "c0" {
+		t.Fatalf("one new: %v %v", ch, err)
 	}
 }
