@@ -102,13 +102,15 @@ func (ba benchApp) get(b *testing.B, method, path string, form url.Values) strin
 // BenchmarkPages loads the app's pages over loopback HTTP as the patient
 // does, with 5 providers × 1,000 records behind them; each reports its p95.
 // /home asks every gateway for new records; /records reads and merges all
-// 5,000 and renders the timeline and charts; /share reads the chain view.
+// 5,000 and renders charts and the newest 200 (?all=1: all 5,000); /share
+// reads the chain view.
 // Goal: pages under 100 ms; the merged timeline (/records) ≤ 300 ms p95.
 func BenchmarkPages(b *testing.B) {
 	ba := newBenchApp(b, 5, 1000)
 	for _, page := range []struct{ path, want string }{
 		{"/home", "Your identity commitment"},
 		{"/records", "p5-obs999"},
+		{"/records?all=1", "p1-obs0"},
 		{"/records?type=Condition", "Records"},
 		{"/share", "Share"},
 	} {

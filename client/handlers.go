@@ -268,8 +268,15 @@ func (a *App) records(c *fiber.Ctx) error {
 		typeList = append(typeList, t)
 	}
 	sort.Strings(typeList)
-	return a.render(c, "records", fiber.Map{"Records": shown, "Results": results, "Types": typeList, "Type": typ, "Charts": charts(recs)})
+	total := len(shown)
+	if c.Query("all") == "" && len(shown) > timelinePage {
+		shown = shown[:timelinePage]
+	}
+	return a.render(c, "records", fiber.Map{"Records": shown, "Total": total, "Results": results, "Types": typeList, "Type": typ, "Charts": charts(recs)})
 }
+
+// timelinePage is how many records the timeline shows before "show all".
+const timelinePage = 200
 
 // gatewayWait bounds how long a page waits for one gateway's badge.
 const gatewayWait = 5 * time.Second

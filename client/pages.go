@@ -184,6 +184,7 @@ fieldset{margin:.8rem 0} .words li{font-family:monospace;font-size:1.1rem}
 <p>{{range .Results}}<span id="status-{{.Provider.ID}}">{{.Provider.Name}}: {{if .Err}}<span class="bad">unavailable — {{.Err}}</span>{{else}}<span class="ok">{{.Count}} records</span> ({{ms .Took}}){{end}}</span><br>{{end}}</p>
 <form method="get" action="/records">Show <select name="type" id="filter"><option value="">everything</option>{{range .Types}}<option {{if eq . $.Type}}selected{{end}}>{{.}}</option>{{end}}</select> <button id="apply">Filter</button> <a href="/records/export">Export all as one FHIR Bundle</a></form>
 {{range .Charts}}<h3>{{.Title}}</h3>{{svg .SVG}}{{end}}
+{{if lt (len .Records) .Total}}<p id="more">Showing the newest {{len .Records}} of {{.Total}} records — <a href="/records?type={{.Type}}&amp;all=1" id="show-all">show all</a>.</p>{{end}}
 <table id="timeline"><tr><th>Date</th><th>Provider</th><th>Type</th><th>What</th></tr>
 {{range .Records}}<tr class="rec rec-{{.Type}}"><td>{{date .Date}}</td><td>{{.Provider.Name}}</td><td>{{.Type}}</td><td><details><summary>{{if .Summary}}{{.Summary}}{{else}}{{.ID}}{{end}}</summary><pre>{{printf "%s" .Raw}}</pre></details></td></tr>{{end}}</table>
 {{template "foot"}}{{end}}

@@ -46,11 +46,27 @@ type Wallet struct {
 	prover *prover.Prover
 	http   *http.Client
 	now    func() time.Time
+
+	mu    sync.Mutex
+	cache map[recordsKey]cachedRecords // the last records read at each provider
+}
+
+// recordsKey names one relationship's records at one gateway.
+type recordsKey struct {
+	provider uint32
+	tag, url string
+}
+
+// cachedRecords are a provider's records as read when its change sequence
+// was at most seq.
+type cachedRecords struct {
+	seq  uint64
+	recs []Record
 }
 
 // New returns a wallet. The view must follow the deployment d.
 func New(keys *delegate.Keys, view *chainview.View, d *contracts.Deployment, p *prover.Prover) *Wallet {
-	return &Wallet{keys: keys, view: view, d: d, prover: p, http: &http.Client{Timeout: 20 * time.Second}, now: time.Now}
+	return &Wallet{keys: keys, view: view, d: d, prover: p, http: &http.Client{Timeout: 20 * time.Second}, now: time.Now, cache: map[recordsKey]cachedRecords{}}
 }
 
 // Keys returns the wallet's keys.
@@ -291,6 +307,7 @@ type ProviderResult struct {
 	Count    int
 	Err      error
 	Took     time.Duration
+	Cached   bool // unchanged since the last read: the gateway listed no new change
 }
 
 // Records reads every relationship's records in parallel ($everything, all
@@ -315,8 +332,8 @@ func (w *Wallet) Records(ctx context.Context) ([]Record, []ProviderResult, error
 				results[i] = ProviderResult{Provider: r.Provider, Err: errors.New("owned by a delegate this seed does not derive")}
 				return
 			}
-			recs, err := w.everything(ctx, r)
-			results[i] = ProviderResult{Provider: r.Provider, Count: len(recs), Err: err, Took: time.Since(start)}
+			recs, cached, err := w.providerRecords(ctx, r)
+			results[i] = ProviderResult{Provider: r.Provider, Count: len(recs), Err: err, Took: time.Since(start), Cached: cached}
 			parts[i] = recs
 		}()
 	}
@@ -335,6 +352,36 @@ type bundle struct {
 			Etag string `json:"etag"`
 		} `json:"response"`
 	} `json:"entry"`
+}
+
+// providerRecords returns the relationship's records at its provider: those
+// read before when the gateway lists no change since, read afresh otherwise.
+// The change sequence is read before the records, so a write in between
+// shows as a change next time and is never missed.
+func (w *Wallet) providerRecords(ctx context.Context, r Relationship) ([]Record, bool, error) {
+	key := recordsKey{provider: r.Provider.ID, tag: r.Tag.String(), url: r.Provider.GatewayURL}
+	w.mu.Lock()
+	c, ok := w.cache[key]
+	w.mu.Unlock()
+	ch, err := w.Changes(ctx, r.Provider.ID, c.seq)
+	if err != nil {
+		return nil, false, err
+	}
+	if ok && len(ch) == 0 {
+		return c.recs, true, nil
+	}
+	seq := c.seq
+	if len(ch) > 0 {
+		seq = ch[len(ch)-1].Seq
+	}
+	recs, err := w.everything(ctx, r)
+	if err != nil {
+		return recs, false, err
+	}
+	w.mu.Lock()
+	w.cache[key] = cachedRecords{seq: seq, recs: recs}
+	w.mu.Unlock()
+	return recs, false, nil
 }
 
 func (w *Wallet) everything(ctx context.Context, r Relationship) ([]Record, error) {

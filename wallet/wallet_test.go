@@ -79,6 +79,17 @@ func TestPatientJourney(t *testing.T) {
 	if recs[0].ID != "hr2" || recs[1].ID != "hr1" || recs[0].Provider.ID != 2 {
 		t.Fatalf("timeline order: %s %s", recs[0].ID, recs[1].ID)
 	}
+	// Read again: nothing changed, so nothing is re-read; a new record at
+	// provider 1 is listed as a change and read.
+	again, results, err := w.Records(ctx)
+	if err != nil || len(again) != 4 || !results[0].Cached || !results[1].Cached {
+		t.Fatalf("second read: %d %+v %v", len(again), results, err)
+	}
+	n.staff(t, 1, "POST", "/admin/patients/pat/resources", `{"resourceType":"Observation","id":"hr9","status":"final","code":{"text":"Heart rate"},"subject":{"reference":"Patient/pat"},"effectiveDateTime":"2025-01-01T10:00:00Z","valueQuantity":{"value":80,"unit":"/min"}}`)
+	recs, results, err = w.Records(ctx)
+	if err != nil || len(recs) != 5 || results[0].Cached || !results[1].Cached || recs[0].ID != "hr9" {
+		t.Fatalf("after a new record: %d %+v %v", len(recs), results, err)
+	}
 
 	// Share Observations at provider 1 with an anonymous viewer.
 	viewer := n.wallet(t, viewerWords)
@@ -100,7 +111,7 @@ func TestPatientJourney(t *testing.T) {
 		t.Fatalf("bundle round trip: %v", err)
 	}
 	shared, err := viewer.ReadShared(ctx, parsed)
-	if err != nil || len(shared) != 1 || shared[0].Type != "Observation" {
+	if err != nil || len(shared) != 2 || shared[0].Type != "Observation" || shared[1].Type != "Observation" {
 		t.Fatalf("viewer read: %d %v", len(shared), err)
 	}
 	// Someone else with the bundle but without v gets nothing.
@@ -120,7 +131,7 @@ func TestPatientJourney(t *testing.T) {
 	if got, err := doc.SharedWithMe(ctx); err != nil || len(got) != 1 {
 		t.Fatalf("shared with me: %v %v", got, err)
 	}
-	if recs, err := doc.ReadAsGrantee(ctx, 1, rels[0].Tag); err != nil || len(recs) != 1 {
+	if recs, err := doc.ReadAsGrantee(ctx, 1, rels[0].Tag); err != nil || len(recs) != 2 {
 		t.Fatalf("grantee read: %d %v", len(recs), err)
 	}
 	// Revoke the anonymous grant: the viewer is refused.
@@ -184,7 +195,7 @@ func TestPatientJourney(t *testing.T) {
 	n.Sites[1].Stop()
 	time.Sleep(100 * time.Millisecond)
 	recs, results, err = w.Records(ctx)
-	if err != nil || results[0].Err != nil || results[1].Err == nil || len(recs) != 2 {
+	if err != nil || results[0].Err != nil || results[1].Err == nil || len(recs) != 3 {
 		t.Fatalf("with provider 2 down: %d records, %+v, %v", len(recs), results, err)
 	}
 }
