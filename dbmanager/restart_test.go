@@ -3,6 +3,7 @@ package dbmanager
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,5 +135,32 @@ func TestClaimCodeExpires(t *testing.T) {
 	}
 	if n, err := w.cfg.Store.PruneClaimCodes(context.Background(), later); err != nil || n != 0 {
 		t.Fatalf("expired code left for the next prune: %d %v", n, err)
+	}
+}
+
+// brokenNonces is a store whose nonce table cannot be written.
+type brokenNonces struct{ store.Store }
+
+func (brokenNonces) UseNonce(context.Context, [32]byte, time.Time) error {
+	return errors.New("disk I/O error")
+}
+
+// TestNonceStoreDown: when the nonce cannot be recorded, a signed request is
+// refused as a transient failure (503), never served unchecked, and logged.
+func TestNonceStoreDown(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, func(c *Config) { c.Store = brokenNonces{c.Store} })
+	w.open()
+	r := w.get(w.owner, "/fhir/Observation/o1")
+	if r.status != 503 || bytes.Contains(r.body, []byte(observationJS)) {
+		t.Fatalf("read with the nonce store down: %d %s", r.status, r.body)
+	}
+	head, err := w.cfg.Store.LogHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := w.cfg.Store.LogRange(ctx, head.Next-1, 1)
+	if err != nil || len(last) != 1 || last[0].Outcome != store.Denied || last[0].Action != "read" {
+		t.Fatalf("last log entry %+v %v", last, err)
 	}
 }
