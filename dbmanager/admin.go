@@ -2,6 +2,7 @@ package dbmanager
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,29 +169,28 @@ func (g *Gateway) claimByStaff(c *fiber.Ctx) error {
 	return g.claim(c, c.Params("id"), req, store.ActorStaff, staffID(c))
 }
 
-type claimCode struct {
-	patient string
-	expires time.Time
-}
-
 const claimCodeTTL = 24 * time.Hour
+
+// claimCodeHash is what the store keeps of a claim code: its SHA-256.
+func claimCodeHash(code string) [32]byte { return sha256.Sum256([]byte(code)) }
 
 // newClaimCode gives staff a one-time code to hand the patient, who then
 // claims the relationship from home: the code says which patient this is,
-// the proof that the claimant holds that patient's enrolled secret.
+// the proof that the claimant holds that patient's enrolled secret. Only the
+// code's hash is stored, in the records database, so the code outlives a
+// gateway restart.
 func (g *Gateway) newClaimCode(c *fiber.Ctx) error {
 	pid := c.Params("id")
-	if _, err := g.cfg.Store.Patient(c.UserContext(), pid); err != nil {
-		return storeError(err)
-	}
 	code, err := randomHex(16)
 	if err != nil {
 		return err
 	}
-	exp := g.cfg.Now().Add(claimCodeTTL)
-	g.mu.Lock()
-	g.claimCodes[tokenHash(code)] = claimCode{patient: pid, expires: exp}
-	g.mu.Unlock()
+	now := g.cfg.Now()
+	g.prune(c.UserContext(), now)
+	exp := now.Add(claimCodeTTL)
+	if err := g.cfg.Store.PutClaimCode(c.UserContext(), store.ClaimCode{Hash: claimCodeHash(code), PatientID: pid, Expires: exp}); err != nil {
+		return storeError(err)
+	}
 	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"code": code, "expires": exp.Unix()})
 }
 
@@ -199,19 +199,23 @@ func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}
-	h := tokenHash(req.Code)
-	g.mu.Lock()
-	cc, ok := g.claimCodes[h]
-	g.mu.Unlock()
-	if !ok || !g.cfg.Now().Before(cc.expires) {
+	h := claimCodeHash(req.Code)
+	cc, err := g.cfg.Store.ClaimCode(c.UserContext(), h, g.cfg.Now())
+	if errors.Is(err, store.ErrNotFound) {
 		return unauthorized("unknown or expired claim code")
 	}
-	if err := g.claim(c, cc.patient, req, store.ActorPatient, req.Owner); err != nil {
+	if err != nil {
 		return err
 	}
-	g.mu.Lock()
-	delete(g.claimCodes, h) // used once the relationship is open
-	g.mu.Unlock()
+	if err := g.claim(c, cc.PatientID, req, store.ActorPatient, req.Owner); err != nil {
+		return err
+	}
+	// Used up once the relationship is open. A concurrent claim with the
+	// same code may have consumed it first; a failure leaves a code that
+	// can only meet an open relationship (409, or "already open").
+	if err := g.cfg.Store.ConsumeClaimCode(c.UserContext(), h); err != nil && !errors.Is(err, store.ErrNotFound) {
+		g.log.Error("claim code not consumed", "patient", cc.PatientID, "err", err)
+	}
 	return nil
 }
 

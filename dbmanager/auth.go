@@ -55,8 +55,12 @@ func (g *Gateway) authorize(c *fiber.Ctx) (*reader, *denial) {
 	if tok, ok := bearer(c); ok {
 		return g.authorizeSession(c, tok, now)
 	}
-	signed, err := g.sigs.Verify(http.Header(c.GetReqHeaders()), c.Method(), string(c.Request().URI().PathOriginal()),
+	signed, err := g.sigs.Verify(c.UserContext(), http.Header(c.GetReqHeaders()), c.Method(), string(c.Request().URI().PathOriginal()),
 		string(c.Request().URI().QueryString()), c.Body(), now)
+	if errors.Is(err, gatewayauth.ErrUnavailable) {
+		g.log.Error("nonce store failed", "err", err)
+		return nil, &denial{err: errf(fiber.StatusServiceUnavailable, "transient", "cannot check the request's nonce; try again")}
+	}
 	if err != nil {
 		return nil, &denial{err: unauthorized("%v", err)}
 	}

@@ -12,4 +12,21 @@
 // SyncInterval before a decision, so a revocation is enforced within one
 // block. Errors are FHIR OperationOutcome resources with the matching HTTP
 // status.
+//
+// # What survives a restart
+//
+// Everything the gateway must not forget is in the records database
+// (Config.Store), so a new gateway on the same database picks up where the
+// old one stopped: the records, the access log, the anchors, the nonces of
+// accepted signed requests (each until its request expires, so a request
+// replayed after a restart is refused and the refusal logged), and the
+// claim codes staff issued (their SHA-256 only, 24 hours, used up by the
+// claim they allow). Expired nonces and codes are deleted about once a
+// minute, by the gateway's clock. If the database cannot record a nonce, the
+// request is refused (503), never served unchecked.
+//
+// Kept in memory only, and lost on a restart: anonymous viewers' challenges
+// (2 minutes) and sessions (SessionTTL, 10 minutes by default) — a viewer
+// asks for a new challenge and proves again — and the chain view, which is
+// rebuilt from the chain.
 package dbmanager

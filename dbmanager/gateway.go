@@ -64,10 +64,13 @@ type Gateway struct {
 	anchorMu sync.Mutex
 	anchors  anchorState
 
+	pruneMu sync.Mutex
+	pruned  time.Time // when expired nonces and claim codes were last pruned
+
+	// Short-lived, in memory only: lost on a restart (re-authenticating is cheap).
 	mu         sync.Mutex
 	challenges map[string]time.Time // anonymous-viewer challenges → expiry
 	sessions   map[string]*session  // token hash → session
-	claimCodes map[string]claimCode // code hash → patient
 }
 
 // New builds a gateway; serve it with Listen or test it through App().Test.
@@ -105,9 +108,8 @@ func New(cfg Config) (*Gateway, error) {
 		chainID:    cfg.Chain.Deployment().ChainID,
 		challenges: map[string]time.Time{},
 		sessions:   map[string]*session{},
-		claimCodes: map[string]claimCode{},
 	}
-	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider}
+	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider, Nonces: storeNonces{g}}
 	g.app = fiber.New(fiber.Config{
 		AppName: "medrec-dbmanager",
 		// The hard limit fasthttp enforces (with a bare 413) is twice ours;

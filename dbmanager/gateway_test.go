@@ -47,6 +47,8 @@ type world struct {
 	keys   *delegate.Keys // the patient
 	owner  *ecdsa.PrivateKey
 	tag    *big.Int
+	cfg    Config // the gateway's configuration
+	dbPath string // its SQLite file
 }
 
 func newWorld(t *testing.T, opts ...func(*Config)) *world {
@@ -57,7 +59,8 @@ func newWorld(t *testing.T, opts ...func(*Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "records.db"))
+	dbPath := filepath.Join(t.TempDir(), "records.db")
+	db, err := sqlstore.OpenSQLite(ctx, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +90,40 @@ func newWorld(t *testing.T, opts ...func(*Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &world{t: t, chain: c, view: v, gw: gw, prover: pr, keys: keys, owner: d.PrivateKey()}
+	return &world{t: t, chain: c, view: v, gw: gw, prover: pr, keys: keys, owner: d.PrivateKey(), cfg: cfg, dbPath: dbPath}
+}
+
+// restart shuts the gateway down, closes its database and builds a new
+// gateway on the same file with a fresh chain view, as restarting the
+// gateway process would; opts change the new gateway's configuration.
+func (w *world) restart(opts ...func(*Config)) {
+	w.t.Helper()
+	t := w.t
+	if err := w.gw.App().Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cfg.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlstore.OpenSQLite(context.Background(), w.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	v, err := chainview.New(w.chain.Backend, w.chain.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := w.cfg
+	cfg.Store, cfg.View = db, v
+	for _, o := range opts {
+		o(&cfg)
+	}
+	gw, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gw, w.view, w.cfg = gw, v, cfg
 }
 
 type resp struct {
@@ -183,15 +219,21 @@ func (w *world) open() {
 // claimFor proves ownership at provider for owner, with a path from chain events.
 func (w *world) claimFor(provider uint32, owner common.Address) map[string]string {
 	w.t.Helper()
+	return w.claimWith(w.keys, provider, owner)
+}
+
+// claimWith is claimFor for the patient holding keys.
+func (w *world) claimWith(keys *delegate.Keys, provider uint32, owner common.Address) map[string]string {
+	w.t.Helper()
 	if err := w.view.Sync(context.Background()); err != nil {
 		w.t.Fatal(err)
 	}
-	cm, _ := w.keys.Commitment()
+	cm, _ := keys.Commitment()
 	path, err := w.view.MerkleProof(cm)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	s, _ := w.keys.Identity()
+	s, _ := keys.Identity()
 	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{
 		Secret: s.Element(), Path: path, Provider: provider,
 		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, w.chain.ChainID, w.chain.D.Relationships),

@@ -6,13 +6,16 @@
 // so a signature for provider A fails at provider B), a random nonce and an
 // expiry. The gateway recovers the signer, refuses expired or future-dated
 // requests and remembers nonces until they expire, so a request cannot be
-// replayed.
+// replayed. Where nonces are remembered is a NonceStore: in memory by
+// default (forgotten when the process ends), or a database, so that a replay
+// fails after a restart too.
 //
 // Which relationship the signer may read, and what, is not decided here: the
 // gateway checks the recovered address against the chain (owner or grantee).
 package gatewayauth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"errors"
@@ -56,6 +59,9 @@ var (
 	ErrTooLong   = errors.New("gatewayauth: expiry too far in the future")
 	ErrSignature = errors.New("gatewayauth: signature does not match the signer")
 	ErrReplay    = errors.New("gatewayauth: nonce already used")
+	// ErrUnavailable: the NonceStore could not say whether the nonce was
+	// used, so the request is refused; the gateway maps it to 503.
+	ErrUnavailable = errors.New("gatewayauth: nonce store unavailable")
 )
 
 // Request is what a reader signs.
@@ -126,14 +132,69 @@ func Sign(h http.Header, req Request, key *ecdsa.PrivateKey, chainID *big.Int, n
 	return nil
 }
 
+// NonceStore remembers the nonces of accepted requests.
+type NonceStore interface {
+	// UseNonce records nonce as used until expires, the request's expiry.
+	// If the nonce is recorded already it returns an error wrapping
+	// ErrReplay; of concurrent calls with one nonce exactly one succeeds.
+	// Any other error means the store could not tell, and Verify refuses the
+	// request. now is the verifier's clock: Verify never asks about a
+	// request that expired at or before now, so a store may forget such
+	// nonces.
+	UseNonce(ctx context.Context, nonce [32]byte, expires, now time.Time) error
+}
+
+// MemoryNonces is a NonceStore in memory: whatever it holds is lost when the
+// process ends, so a request signed before a restart can be replayed after
+// it (until it expires). The zero value is ready to use.
+type MemoryNonces struct {
+	mu     sync.Mutex
+	nonces map[[32]byte]time.Time // nonce → expiry
+	swept  time.Time
+}
+
+var _ NonceStore = (*MemoryNonces)(nil)
+
+// UseNonce implements NonceStore. Expired nonces are forgotten once a minute.
+func (m *MemoryNonces) UseNonce(_ context.Context, n [32]byte, expires, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nonces == nil {
+		m.nonces = map[[32]byte]time.Time{}
+	}
+	if !now.Before(m.swept.Add(time.Minute)) {
+		for k, exp := range m.nonces {
+			if !exp.After(now) {
+				delete(m.nonces, k)
+			}
+		}
+		m.swept = now
+	}
+	if _, used := m.nonces[n]; used {
+		return ErrReplay
+	}
+	m.nonces[n] = expires
+	return nil
+}
+
 // Verifier checks signed requests for one provider and remembers nonces.
 type Verifier struct {
 	ChainID  *big.Int
 	Audience uint32
+	// Nonces remembers used nonces; nil means a MemoryNonces of the
+	// Verifier's own, forgotten on restart.
+	Nonces NonceStore
 
-	mu     sync.Mutex
-	nonces map[[32]byte]uint64 // nonce → expiry
-	swept  uint64
+	once sync.Once
+	mem  *MemoryNonces
+}
+
+func (v *Verifier) nonces() NonceStore {
+	if v.Nonces != nil {
+		return v.Nonces
+	}
+	v.once.Do(func() { v.mem = new(MemoryNonces) })
+	return v.mem
 }
 
 // Signed is a verified request: who signed it, for which relationship.
@@ -144,8 +205,9 @@ type Signed struct {
 }
 
 // Verify checks the headers of a request against its method, path, raw
-// query and body at unix time now, and consumes the nonce.
-func (v *Verifier) Verify(h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
+// query and body at time now, and then consumes the nonce: a nonce already
+// used is ErrReplay, a NonceStore failure ErrUnavailable.
+func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
 	signer, nonceHex, expHex, sigHex := h.Get(HeaderSigner), h.Get(HeaderNonce), h.Get(HeaderExpiry), h.Get(HeaderSignature)
 	if signer == "" && sigHex == "" {
 		return Signed{}, ErrMissing
@@ -197,29 +259,11 @@ func (v *Verifier) Verify(h http.Header, method, path, query string, body []byte
 	if err != nil || crypto.PubkeyToAddress(*pub) != common.HexToAddress(signer) {
 		return Signed{}, ErrSignature
 	}
-	if err := v.useNonce(req.Nonce, req.Expiry, unix); err != nil {
-		return Signed{}, err
+	if err := v.nonces().UseNonce(ctx, req.Nonce, time.Unix(int64(req.Expiry), 0), now); err != nil {
+		if errors.Is(err, ErrReplay) {
+			return Signed{}, err
+		}
+		return Signed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return Signed{Signer: crypto.PubkeyToAddress(*pub), Tag: req.Tag, Nonce: req.Nonce}, nil
-}
-
-func (v *Verifier) useNonce(n [32]byte, expiry, now uint64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.nonces == nil {
-		v.nonces = map[[32]byte]uint64{}
-	}
-	if now >= v.swept+60 { // forget expired nonces once a minute
-		for k, exp := range v.nonces {
-			if exp <= now {
-				delete(v.nonces, k)
-			}
-		}
-		v.swept = now
-	}
-	if _, used := v.nonces[n]; used {
-		return ErrReplay
-	}
-	v.nonces[n] = expiry
-	return nil
 }

@@ -2,10 +2,13 @@ package gatewayauth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,7 +80,7 @@ func TestVerify(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := c.v.Verify(c.header(), c.method, c.path, c.query, c.body, c.at)
+			got, err := c.v.Verify(context.Background(), c.header(), c.method, c.path, c.query, c.body, c.at)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -87,13 +90,95 @@ func TestVerify(t *testing.T) {
 		})
 	}
 	// Replay: the same headers twice at the same gateway.
+	ctx := context.Background()
 	v := v1()
 	h := good()
-	if _, err := v.Verify(h, "GET", base.Path, base.Query, body, now); err != nil {
+	if _, err := v.Verify(ctx, h, "GET", base.Path, base.Query, body, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(h, "GET", base.Path, base.Query, body, now.Add(time.Second)); !errors.Is(err, ErrReplay) {
+	if _, err := v.Verify(ctx, h, "GET", base.Path, base.Query, body, now.Add(time.Second)); !errors.Is(err, ErrReplay) {
 		t.Fatalf("replay: %v", err)
+	}
+}
+
+// TestNonceStore: a Verifier uses the NonceStore it is given, so a store
+// that outlives it (a database) refuses a replay at a new Verifier, as after
+// a gateway restart; with its own in-memory store a new Verifier cannot
+// know. A store that fails refuses the request as unavailable.
+func TestNonceStore(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	base := Request{Method: "GET", Path: "/fhir/Observation/o1", BodyHash: BodyHash(nil), Tag: big.NewInt(77), Audience: 1}
+	h := signed(t, base, now)
+	verify := func(v *Verifier) error {
+		_, err := v.Verify(ctx, h, "GET", base.Path, "", nil, now)
+		return err
+	}
+	shared := new(MemoryNonces)
+	if err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: shared}); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: shared}); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replay at a new verifier on the same store: %v", err)
+	}
+	if err := verify(&Verifier{ChainID: chainID, Audience: 1}); err != nil {
+		t.Fatalf("a new verifier with its own memory: %v", err)
+	}
+	broken := errors.New("database is down")
+	err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{broken}})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, broken) || errors.Is(err, ErrReplay) {
+		t.Fatalf("failing store: %v", err)
+	}
+	// A store's ErrReplay wrapped with context is still a replay.
+	err = verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{fmt.Errorf("db: %w", ErrReplay)}})
+	if !errors.Is(err, ErrReplay) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("wrapped replay: %v", err)
+	}
+	// An invalid signature never reaches the store.
+	bad := h.Clone()
+	bad.Set(HeaderSigner, "0x000000000000000000000000000000000000dEaD")
+	if _, err := (&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{broken}}).Verify(ctx, bad, "GET", base.Path, "", nil, now); !errors.Is(err, ErrSignature) {
+		t.Fatalf("bad signature: %v", err)
+	}
+}
+
+type failingNonces struct{ err error }
+
+func (f failingNonces) UseNonce(context.Context, [32]byte, time.Time, time.Time) error { return f.err }
+
+// TestMemoryNonces: one winner among concurrent uses of a nonce; expired
+// nonces are forgotten once a minute, live ones never.
+func TestMemoryNonces(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	var m MemoryNonces
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if err := m.UseNonce(ctx, [32]byte{1}, now.Add(time.Minute), now); err == nil {
+				wins.Add(1)
+			} else if !errors.Is(err, ErrReplay) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners", wins.Load())
+	}
+	if err := m.UseNonce(ctx, [32]byte{2}, now.Add(5*time.Minute), now); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(2 * time.Minute) // nonce 1 expired, nonce 2 alive
+	if err := m.UseNonce(ctx, [32]byte{3}, later.Add(time.Minute), later); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.nonces[[32]byte{1}]; ok {
+		t.Fatal("expired nonce kept after a sweep")
+	}
+	if err := m.UseNonce(ctx, [32]byte{2}, later.Add(time.Minute), later); !errors.Is(err, ErrReplay) {
+		t.Fatalf("live nonce forgotten: %v", err)
 	}
 }
 

@@ -4,12 +4,14 @@
 // on chain), the FHIR R4 resources exactly as they were received with their
 // versions, the per-patient change sequence that drives notifications, the
 // records-state hash that anchors cover, the hash-chained access log, and the
-// anchors that commit both to the chain.
+// anchors that commit both to the chain; and what the gateway must not
+// forget on a restart besides: the nonces of accepted signed requests, until
+// they expire, and the claim codes staff issued (their hashes only).
 //
 // The package defines the interfaces (Patients, Records, AccessLog, Anchors,
-// and Store, which is all four), the value types that cross them, the
-// sentinel errors, and the two hash constructions every implementation and
-// every client must compute identically: StateHash and the access-log chain
+// Nonces, ClaimCodes, and Store, which is all six), the value types that
+// cross them, the sentinel errors, and the two hash constructions every
+// implementation and every client must compute identically: StateHash and the access-log chain
 // (EntryHash, VerifyChain). Implementations live in sub-packages
 // (store/sqlstore: SQLite and PostgreSQL); store/storetest is the one test
 // suite every implementation must pass. The package knows nothing about FHIR

@@ -18,6 +18,8 @@ type Store interface {
 	Records
 	AccessLog
 	Anchors
+	Nonces
+	ClaimCodes
 	Close() error
 }
 
@@ -91,6 +93,49 @@ type Anchors interface {
 	LatestAnchor(ctx context.Context) (Anchor, error)
 	// SetAnchorTx records the chain transaction that published a batch.
 	SetAnchorTx(ctx context.Context, batch uint64, tx string) error
+}
+
+// Nonces remembers the nonces of the signed requests the gateway accepted,
+// each until its request expires, so a request cannot be replayed, not even
+// after the gateway restarts.
+type Nonces interface {
+	// UseNonce records nonce as used until expires. If the nonce is recorded
+	// already — whether or not it has expired since, until PruneNonces
+	// forgets it — it returns ErrConflict and changes nothing. Of concurrent
+	// calls with one nonce, from any number of processes, exactly one
+	// succeeds.
+	UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error
+	// PruneNonces forgets the nonces that expired at or before before and
+	// returns how many. The caller passes the clock it checks expiries
+	// with: a request that expired by then is refused before its nonce is
+	// looked up.
+	PruneNonces(ctx context.Context, before time.Time) (int64, error)
+}
+
+// ClaimCodes holds the one-time codes staff give patients to claim their
+// relationship from home. Only a hash of each code is stored, never the code.
+type ClaimCodes interface {
+	// PutClaimCode stores a new code. ErrNotFound if the patient does not
+	// exist, ErrConflict if the hash is stored already, ErrInvalid without
+	// a hash or an expiry.
+	PutClaimCode(ctx context.Context, c ClaimCode) error
+	// ClaimCode returns the code with this hash if it is still valid at now
+	// (now before Expires); ErrNotFound if it is unknown, consumed or expired.
+	ClaimCode(ctx context.Context, hash [32]byte, now time.Time) (ClaimCode, error)
+	// ConsumeClaimCode deletes the code, once the claim it allowed succeeded;
+	// ErrNotFound if it is not stored (consumed already). Of concurrent calls
+	// exactly one succeeds.
+	ConsumeClaimCode(ctx context.Context, hash [32]byte) error
+	// PruneClaimCodes deletes the codes that expired at or before before
+	// and returns how many.
+	PruneClaimCodes(ctx context.Context, before time.Time) (int64, error)
+}
+
+// ClaimCode is a stored claim code.
+type ClaimCode struct {
+	Hash      [32]byte  // SHA-256 of the code
+	PatientID string    // the patient the code lets claim
+	Expires   time.Time // valid before this instant (stored to the microsecond)
 }
 
 // Tag is a patient's per-provider tag: a canonical BN254 scalar-field

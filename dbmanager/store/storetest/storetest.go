@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,10 @@ func Run(t *testing.T, open Opener) {
 		{"AccessLog", testAccessLog},
 		{"Anchors", testAnchors},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"Nonces", testNonces},
+		{"ConcurrentNonces", testConcurrentNonces},
+		{"ClaimCodes", testClaimCodes},
+		{"ConcurrentClaimCodeConsume", testConcurrentConsume},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -666,5 +671,143 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 	}
 	if st := ok(s.State(ctx, "p1"))(t); st.Count != workers*each || st.Hash != stateOf(t, s, "p1") {
 		t.Fatalf("state %+v", st)
+	}
+}
+
+func testNonces(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	a, b, c := [32]byte{1}, [32]byte{2}, [32]byte{31: 3}
+	wantErr(t, "first use", s.UseNonce(ctx, a, now.Add(time.Minute)), nil)
+	wantErr(t, "replay", s.UseNonce(ctx, a, now.Add(time.Minute)), store.ErrConflict)
+	wantErr(t, "replay with another expiry", s.UseNonce(ctx, a, now.Add(5*time.Minute)), store.ErrConflict)
+	wantErr(t, "another nonce", s.UseNonce(ctx, b, now.Add(5*time.Minute)), nil)
+	wantErr(t, "a third nonce", s.UseNonce(ctx, c, now.Add(time.Minute+time.Microsecond)), nil)
+	// Nothing has expired yet: nothing is pruned.
+	if n := ok(s.PruneNonces(ctx, now))(t); n != 0 {
+		t.Fatalf("pruned %d before any expiry", n)
+	}
+	// An expired nonce is still refused until it is pruned …
+	wantErr(t, "expired, not pruned", s.UseNonce(ctx, a, now.Add(10*time.Minute)), store.ErrConflict)
+	// … and pruning forgets exactly the nonces expired at or before the instant.
+	if n := ok(s.PruneNonces(ctx, now.Add(time.Minute)))(t); n != 1 {
+		t.Fatalf("pruned %d nonces at a's expiry, want 1", n)
+	}
+	wantErr(t, "unexpired after prune", s.UseNonce(ctx, b, now.Add(5*time.Minute)), store.ErrConflict)
+	wantErr(t, "unexpired after prune", s.UseNonce(ctx, c, now.Add(5*time.Minute)), store.ErrConflict)
+	wantErr(t, "pruned nonce", s.UseNonce(ctx, a, now.Add(2*time.Minute)), nil)
+	if n := ok(s.PruneNonces(ctx, now.Add(time.Hour)))(t); n != 3 {
+		t.Fatalf("pruned %d nonces at the end, want 3", n)
+	}
+}
+
+// testConcurrentNonces: of concurrent uses of one nonce exactly one wins.
+func testConcurrentNonces(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Minute)
+	const workers, nonces = 8, 16
+	var wins [nonces]atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*nonces)
+	for range workers {
+		wg.Go(func() {
+			for i := range nonces {
+				err := s.UseNonce(ctx, [32]byte{0: 0xaa, 31: byte(i)}, exp)
+				switch {
+				case err == nil:
+					wins[i].Add(1)
+				case !errors.Is(err, store.ErrConflict):
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i := range wins {
+		if n := wins[i].Load(); n != 1 {
+			t.Fatalf("nonce %d: %d winners", i, n)
+		}
+	}
+}
+
+func testClaimCodes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 123_456_789)
+	h1, h2, h3 := sha256.Sum256([]byte("code-1")), sha256.Sum256([]byte("code-2")), sha256.Sum256([]byte("code-3"))
+	wantErr(t, "unknown patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(time.Hour)}), store.ErrNotFound)
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	ok(s.CreatePatient(ctx, "p2"))(t)
+	wantErr(t, "no hash", s.PutClaimCode(ctx, store.ClaimCode{PatientID: "p1", Expires: now.Add(time.Hour)}), store.ErrInvalid)
+	wantErr(t, "no expiry", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1"}), store.ErrInvalid)
+	c1 := store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(24 * time.Hour)}
+	wantErr(t, "put", s.PutClaimCode(ctx, c1), nil)
+	wantErr(t, "same hash again", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p2", Expires: now.Add(time.Hour)}), store.ErrConflict)
+	wantErr(t, "put another", s.PutClaimCode(ctx, store.ClaimCode{Hash: h2, PatientID: "p2", Expires: now.Add(time.Hour)}), nil)
+	wantErr(t, "second code of a patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h3, PatientID: "p1", Expires: now.Add(time.Minute)}), nil)
+
+	got := ok(s.ClaimCode(ctx, h1, now))(t)
+	if got.Hash != h1 || got.PatientID != "p1" || !got.Expires.Equal(store.Micro(c1.Expires)) {
+		t.Fatalf("looked up %+v, want %+v", got, c1)
+	}
+	if got := ok(s.ClaimCode(ctx, h2, now))(t); got.PatientID != "p2" {
+		t.Fatalf("second code %+v", got)
+	}
+	_, err := s.ClaimCode(ctx, sha256.Sum256([]byte("unknown")), now)
+	wantErr(t, "unknown code", err, store.ErrNotFound)
+	wantErr(t, "consume unknown", s.ConsumeClaimCode(ctx, sha256.Sum256([]byte("unknown"))), store.ErrNotFound)
+	// Valid strictly before its expiry.
+	ok(s.ClaimCode(ctx, h3, now.Add(time.Minute-time.Microsecond)))(t)
+	_, err = s.ClaimCode(ctx, h3, now.Add(time.Minute))
+	wantErr(t, "expired code", err, store.ErrNotFound)
+	_, err = s.ClaimCode(ctx, h1, now.Add(25*time.Hour))
+	wantErr(t, "expired code", err, store.ErrNotFound)
+	// Consumed once.
+	wantErr(t, "consume", s.ConsumeClaimCode(ctx, h1), nil)
+	_, err = s.ClaimCode(ctx, h1, now)
+	wantErr(t, "consumed code", err, store.ErrNotFound)
+	wantErr(t, "consume again", s.ConsumeClaimCode(ctx, h1), store.ErrNotFound)
+	ok(s.ClaimCode(ctx, h2, now))(t) // the others are untouched
+	// Pruning removes the expired codes only.
+	if n := ok(s.PruneClaimCodes(ctx, now))(t); n != 0 {
+		t.Fatalf("pruned %d before any expiry", n)
+	}
+	if n := ok(s.PruneClaimCodes(ctx, now.Add(time.Minute)))(t); n != 1 {
+		t.Fatalf("pruned %d at h3's expiry, want 1", n)
+	}
+	wantErr(t, "consume pruned", s.ConsumeClaimCode(ctx, h3), store.ErrNotFound)
+	ok(s.ClaimCode(ctx, h2, now))(t)
+}
+
+// testConcurrentConsume: of concurrent consumers of one code exactly one wins.
+func testConcurrentConsume(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	h := sha256.Sum256([]byte("code"))
+	wantErr(t, "put", s.PutClaimCode(ctx, store.ClaimCode{Hash: h, PatientID: "p1", Expires: time.Now().Add(time.Hour)}), nil)
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			err := s.ConsumeClaimCode(ctx, h)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, store.ErrNotFound):
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if wins.Load() != 1 {
+		t.Fatalf("%d winners", wins.Load())
 	}
 }

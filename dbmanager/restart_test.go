@@ -1,0 +1,166 @@
+package dbmanager
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/internal/simchain"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// TestRestart: what the gateway must not forget survives a restart on the
+// same database. A signed request served before the restart is refused as a
+// replay after it, and the refusal is in the access log; a claim code the
+// desk issued before the restart opens the relationship after it, once.
+func TestRestart(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.open()
+
+	// A signed read is served, and its exact headers are kept.
+	req := w.signed(w.owner, "/fhir/Observation/o1", w.tag, 1)
+	replay := req.Clone(ctx)
+	if r := w.do(req); r.status != 200 || string(r.body) != observationJS {
+		t.Fatalf("read before the restart: %d %s", r.status, r.body)
+	}
+	// A second patient is enrolled and gets a claim code at the desk.
+	keys2, err := delegate.FromMnemonic("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := w.staff("POST", "/admin/patients", map[string]string{"id": "p2"}); r.status != 201 {
+		t.Fatalf("create p2: %d %s", r.status, r.body)
+	}
+	cm2, _ := keys2.Commitment()
+	if r := w.staff("POST", "/admin/patients/p2/enrol", map[string]string{"commitment": zkhash.Hex(cm2)}); r.status != 200 {
+		t.Fatalf("enrol p2: %d %s", r.status, r.body)
+	}
+	r := w.staff("POST", "/admin/patients/p2/claim-code", nil)
+	if r.status != 201 {
+		t.Fatalf("claim code: %d %s", r.status, r.body)
+	}
+	code := r.json(t)["code"].(string)
+	if r := w.staff("POST", "/admin/patients/nobody/claim-code", nil); r.status != 404 {
+		t.Fatalf("claim code for an unknown patient: %d %s", r.status, r.body)
+	}
+	head, err := w.cfg.Store.LogHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w.restart()
+
+	// The database holds the code's hash only, never the code.
+	files, _ := filepath.Glob(w.dbPath + "*")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(code)) {
+			t.Fatalf("%s contains the claim code", filepath.Base(f))
+		}
+	}
+	// The replay is refused, and the refusal logged.
+	r = w.do(replay)
+	if r.status != 401 || !bytes.Contains(r.body, []byte("nonce already used")) {
+		t.Fatalf("replay after the restart: %d %s", r.status, r.body)
+	}
+	entries, err := w.cfg.Store.LogRange(ctx, head.Next, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(entries, func(e store.LogEntry) bool {
+		return e.Outcome == store.Denied && e.Action == "read" && strings.Contains(e.Detail, "nonce already used")
+	})
+	if i < 0 {
+		t.Fatalf("no denial of the replay in the log after seq %d: %+v", head.Next, entries)
+	}
+	// A fresh request of the same reader is served.
+	if r := w.get(w.owner, "/fhir/Observation/o1"); r.status != 200 {
+		t.Fatalf("fresh read after the restart: %d %s", r.status, r.body)
+	}
+
+	// The code issued before the restart opens p2's relationship, once.
+	d2, _ := keys2.Delegate(1, 0)
+	claim := w.claimWith(keys2, 1, simchain.Addr(d2.PrivateKey()))
+	claim["code"] = code
+	if r := w.post("/claims", claim); r.status != 200 || r.json(t)["status"] != "opened" {
+		t.Fatalf("claim with a code issued before the restart: %d %s", r.status, r.body)
+	}
+	tag2, _ := keys2.Tag(1)
+	var t2 store.Tag
+	zkhash.Big(tag2).FillBytes(t2[:])
+	if p, err := w.cfg.Store.PatientByTag(ctx, t2); err != nil || p.ID != "p2" {
+		t.Fatalf("p2's tag: %+v %v", p, err)
+	}
+	if r := w.post("/claims", claim); r.status != 401 {
+		t.Fatalf("second use of the code: %d %s", r.status, r.body)
+	}
+	if _, err := w.cfg.Store.ClaimCode(ctx, claimCodeHash(code), time.Now()); err == nil {
+		t.Fatal("the code is still stored after the claim")
+	}
+}
+
+// TestClaimCodeExpires: a code is refused after its 24 hours, also by a
+// gateway restarted in the meantime.
+func TestClaimCodeExpires(t *testing.T) {
+	w := newWorld(t)
+	if r := w.staff("POST", "/admin/patients", map[string]string{"id": "p1"}); r.status != 201 {
+		t.Fatalf("create patient: %d %s", r.status, r.body)
+	}
+	r := w.staff("POST", "/admin/patients/p1/claim-code", nil)
+	if r.status != 201 {
+		t.Fatalf("claim code: %d %s", r.status, r.body)
+	}
+	code := r.json(t)["code"].(string)
+	later := time.Now().Add(claimCodeTTL + time.Minute)
+	w.restart(func(c *Config) { c.Now = func() time.Time { return later } })
+	body := map[string]string{"code": code, "tag": "0x1", "owner": simchain.Addr(w.owner).Hex(), "root": "0x1", "proof": "0x00"}
+	if r := w.post("/claims", body); r.status != 401 || !bytes.Contains(r.body, []byte("expired")) {
+		t.Fatalf("expired code: %d %s", r.status, r.body)
+	}
+	// Issuing another code prunes the expired one.
+	if r := w.staff("POST", "/admin/patients/p1/claim-code", nil); r.status != 201 {
+		t.Fatalf("second claim code: %d %s", r.status, r.body)
+	}
+	if n, err := w.cfg.Store.PruneClaimCodes(context.Background(), later); err != nil || n != 0 {
+		t.Fatalf("expired code left for the next prune: %d %v", n, err)
+	}
+}
+
+// brokenNonces is a store whose nonce table cannot be written.
+type brokenNonces struct{ store.Store }
+
+func (brokenNonces) UseNonce(context.Context, [32]byte, time.Time) error {
+	return errors.New("disk I/O error")
+}
+
+// TestNonceStoreDown: when the nonce cannot be recorded, a signed request is
+// refused as a transient failure (503), never served unchecked, and logged.
+func TestNonceStoreDown(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, func(c *Config) { c.Store = brokenNonces{c.Store} })
+	w.open()
+	r := w.get(w.owner, "/fhir/Observation/o1")
+	if r.status != 503 || bytes.Contains(r.body, []byte(observationJS)) {
+		t.Fatalf("read with the nonce store down: %d %s", r.status, r.body)
+	}
+	head, err := w.cfg.Store.LogHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := w.cfg.Store.LogRange(ctx, head.Next-1, 1)
+	if err != nil || len(last) != 1 || last[0].Outcome != store.Denied || last[0].Action != "read" {
+		t.Fatalf("last log entry %+v %v", last, err)
+	}
+}

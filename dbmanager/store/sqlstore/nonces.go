@@ -1,0 +1,45 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/medrec-zk/medrec/dbmanager/store"
+)
+
+// exec runs one write statement on its own: a single statement is atomic on
+// both backends. On SQLite it takes the writer mutex like every write.
+func (s *DB) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if s.d == sqliteDialect {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+	}
+	res, err := s.db.ExecContext(ctx, s.d.q(query), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// UseNonce implements store.Nonces. The primary key decides: of concurrent
+// inserts of one nonce exactly one adds a row, the others affect none.
+func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error {
+	n, err := s.exec(ctx, `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`, nonce[:], micros(expires))
+	if err != nil {
+		return fmt.Errorf("use nonce: %w", dbErr("insert nonce", err))
+	}
+	if n == 0 {
+		return fmt.Errorf("nonce already used: %w", store.ErrConflict)
+	}
+	return nil
+}
+
+// PruneNonces implements store.Nonces.
+func (s *DB) PruneNonces(ctx context.Context, before time.Time) (int64, error) {
+	n, err := s.exec(ctx, `DELETE FROM used_nonces WHERE expires_us <= ?`, micros(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune nonces: %w", dbErr("delete nonces", err))
+	}
+	return n, nil
+}
