@@ -61,6 +61,9 @@ func (g *Gateway) authorize(c *fiber.Ctx) (*reader, *denial) {
 		g.log.Error("nonce store failed", "err", err)
 		return nil, &denial{err: errf(fiber.StatusServiceUnavailable, "transient", "cannot check the request's nonce; try again")}
 	}
+	if errors.Is(err, gatewayauth.ErrReplay) {
+		return nil, g.replayDenial(c, signed, err)
+	}
 	if err != nil {
 		return nil, &denial{err: unauthorized("%v", err)}
 	}
@@ -93,6 +96,30 @@ func (g *Gateway) authorize(c *fiber.Ctx) (*reader, *denial) {
 		return nil, &denial{err: perr, kind: store.ActorGrantee, id: id}
 	}
 	return &reader{kind: store.ActorGrantee, id: id, tag: signed.Tag, patient: patient, scope: access.Scope(gr.Scope), purpose: access.Purpose(gr.Purpose)}, nil
+}
+
+// replayDenial refuses a replayed request and logs it under the patient
+// whose owner delegate or grantee signed it, so the patient sees replays of
+// their requests in their own log.
+func (g *Gateway) replayDenial(c *fiber.Ctx, signed gatewayauth.Signed, err error) *denial {
+	d := &denial{err: unauthorized("%v", err), id: signed.Signer.Hex()}
+	if signed.Tag == nil || g.syncChain(c.UserContext()) != nil {
+		return d
+	}
+	rel, ok := g.cfg.View.Relationship(signed.Tag)
+	if !ok || rel.Provider != g.cfg.Provider {
+		return d
+	}
+	d.kind = store.ActorGrantee
+	if rel.Owner == signed.Signer {
+		d.kind = store.ActorPatient
+	} else if _, ok := g.cfg.View.Grant(signed.Tag, chainview.GranteeAddress, contracts.AddressGrantee(signed.Signer)); !ok {
+		return d // neither owner nor grantee: not the patient's request
+	}
+	if patient, perr := g.patientOf(c, signed.Tag); perr == nil {
+		d.patient = patient
+	}
+	return d
 }
 
 func (g *Gateway) authorizeSession(c *fiber.Ctx, tok string, now time.Time) (*reader, *denial) {

@@ -85,6 +85,10 @@ func TestRestart(t *testing.T) {
 	if i < 0 {
 		t.Fatalf("no denial of the replay in the log after seq %d: %+v", head.Next, entries)
 	}
+	// It is logged as the patient's own request, so the patient sees it.
+	if e := entries[i]; e.ActorKind != store.ActorPatient || e.ActorID != simchain.Addr(w.owner).Hex() || e.PatientID != "p1" {
+		t.Fatalf("the replay is logged as %s %s about %q", e.ActorKind, e.ActorID, e.PatientID)
+	}
 	// A fresh request of the same reader is served.
 	if r := w.get(w.owner, "/fhir/Observation/o1"); r.status != 200 {
 		t.Fatalf("fresh read after the restart: %d %s", r.status, r.body)

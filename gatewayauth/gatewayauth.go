@@ -206,7 +206,9 @@ type Signed struct {
 
 // Verify checks the headers of a request against its method, path, raw
 // query and body at time now, and then consumes the nonce: a nonce already
-// used is ErrReplay, a NonceStore failure ErrUnavailable.
+// used is ErrReplay, a NonceStore failure ErrUnavailable. With ErrReplay the
+// signature was valid, and the returned Signed names whose request was
+// replayed (for the access log; it authorizes nothing).
 func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
 	signer, nonceHex, expHex, sigHex := h.Get(HeaderSigner), h.Get(HeaderNonce), h.Get(HeaderExpiry), h.Get(HeaderSignature)
 	if signer == "" && sigHex == "" {
@@ -259,11 +261,12 @@ func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, quer
 	if err != nil || crypto.PubkeyToAddress(*pub) != common.HexToAddress(signer) {
 		return Signed{}, ErrSignature
 	}
+	signed := Signed{Signer: crypto.PubkeyToAddress(*pub), Tag: req.Tag, Nonce: req.Nonce}
 	if err := v.nonces().UseNonce(ctx, req.Nonce, time.Unix(int64(req.Expiry), 0), now); err != nil {
 		if errors.Is(err, ErrReplay) {
-			return Signed{}, err
+			return signed, err // the signature is genuine: say whose request was replayed
 		}
 		return Signed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return Signed{Signer: crypto.PubkeyToAddress(*pub), Tag: req.Tag, Nonce: req.Nonce}, nil
+	return signed, nil
 }
