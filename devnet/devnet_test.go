@@ -21,6 +21,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/params"
 
+	"github.com/medrec-zk/medrec/audit"
 	"github.com/medrec-zk/medrec/chain"
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/circuits"
@@ -259,5 +260,35 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 	// The mirror sees no drift: the registry's providers are the signers.
 	if drift, err := g.Mirror.Step(ctx); err != nil || !drift.None() {
 		t.Fatalf("mirror: %v %v", drift, err)
+	}
+
+	// The auditor, with only the node's RPC URL, reads the real Clique chain:
+	// the consensus signers equal the registry's, the verifiers carry the dev
+	// ceremony's keys, the open came from the provider's gateway, no
+	// delegate ever transacted — and this lone patient, enrolled and then
+	// opened with nobody else in the tree, had an anonymity set of 1: named.
+	src, err := audit.Dial(ctx, n.State().Nodes[0].RPC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Run(ctx, src, d, audit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]audit.Status{
+		audit.CheckSigners: audit.StatusPass, audit.CheckVerifiers: audit.StatusWarn, // dev keys: named as not for production audit.CheckRelayer: audit.StatusPass,
+		audit.CheckDelegateEth: audit.StatusPass, audit.CheckSharedOwner: audit.StatusPass, audit.CheckPerPatient: audit.StatusPass,
+		audit.CheckAnonymitySet: audit.StatusFail,
+	}
+	for name, st := range want {
+		c, ok := rep.Check(name)
+		if !ok || c.Status != st {
+			var b bytes.Buffer
+			rep.WriteText(&b, 5)
+			t.Fatalf("audit check %s: want %s\n%s", name, st, b.String())
+		}
+	}
+	if !rep.Failed() || rep.Stats.Relationships != 1 || rep.Stats.MinAnonymitySet != 1 || rep.Stats.Anchors != 1 {
+		t.Fatalf("audit: failed=%v, %+v", rep.Failed(), rep.Stats)
 	}
 }
