@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
@@ -68,6 +69,11 @@ type Gateway struct {
 	pruned  time.Time // when expired nonces and claim codes were last pruned
 
 	// Short-lived, in memory only: lost on a restart (re-authenticating is cheap).
+	// unchecked, when set, replaces the permission check of reads by a
+	// fixed reader. Only this package's benchmarks set it, to measure what
+	// the check costs; nothing else can (it is unexported).
+	unchecked atomic.Pointer[reader]
+
 	mu         sync.Mutex
 	challenges map[string]time.Time // anonymous-viewer challenges → expiry
 	sessions   map[string]*session  // token hash → session

@@ -39,7 +39,7 @@ const staffToken = "staff-secret-token"
 
 // world is one simulated chain with a gateway for provider 1.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	chain  *simchain.Chain
 	view   *chainview.View
 	gw     *Gateway
@@ -51,7 +51,7 @@ type world struct {
 	dbPath string // its SQLite file
 }
 
-func newWorld(t *testing.T, opts ...func(*Config)) *world {
+func newWorld(t testing.TB, opts ...func(*Config)) *world {
 	t.Helper()
 	ctx := context.Background()
 	c := simchain.New(t, 2, nil)

@@ -19,7 +19,7 @@ func (s *DB) AppendLog(ctx context.Context, entries ...store.LogEntry) ([]store.
 		}
 	}
 	out := append([]store.LogEntry(nil), entries...)
-	err := s.write(ctx, func(tx *sql.Tx) error { return s.appendLog(ctx, tx, out) })
+	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.appendLog(ctx, tx, out) })
 	if err != nil {
 		return nil, fmt.Errorf("append log: %w", err)
 	}
@@ -44,7 +44,11 @@ func (s *DB) appendLog(ctx context.Context, tx *sql.Tx, entries []store.LogEntry
 		next int64
 		prev []byte
 	)
-	err := tx.QueryRowContext(ctx, s.d.q(`UPDATE log_head SET next = next + ? WHERE id = 1 RETURNING next, hash`), len(entries)).Scan(&next, &prev)
+	st, err := s.prepared(ctx, `UPDATE log_head SET next = next + ? WHERE id = 1 RETURNING next, hash`)
+	if err != nil {
+		return err
+	}
+	err = tx.StmtContext(ctx, st).QueryRowContext(ctx, len(entries)).Scan(&next, &prev)
 	if err != nil {
 		return dbErr("lock log head", err)
 	}
@@ -58,15 +62,15 @@ func (s *DB) appendLog(ctx context.Context, tx *sql.Tx, entries []store.LogEntry
 		if err != nil {
 			return fmt.Errorf("encode resources: %w", err)
 		}
-		_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO access_log (seq, time_us, actor_kind, actor_id, purpose, action, patient_id, resources, outcome, detail, prev, hash)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		_, err = s.txExec(ctx, tx, `INSERT INTO access_log (seq, time_us, actor_kind, actor_id, purpose, action, patient_id, resources, outcome, detail, prev, hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			int64(e.Seq), micros(e.Time), int(e.ActorKind), e.ActorID, int(e.Purpose), e.Action, e.PatientID, string(res),
 			int(e.Outcome), e.Detail, e.Prev[:], e.Hash[:])
 		if err != nil {
 			return dbErr("insert log entry", err)
 		}
 	}
-	_, err = tx.ExecContext(ctx, s.d.q(`UPDATE log_head SET hash = ? WHERE id = 1`), head.Hash[:])
+	_, err = s.txExec(ctx, tx, `UPDATE log_head SET hash = ? WHERE id = 1`, head.Hash[:])
 	return dbErr("update log head", err)
 }
 

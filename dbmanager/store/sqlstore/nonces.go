@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -23,9 +24,18 @@ func (s *DB) exec(ctx context.Context, query string, args ...any) (int64, error)
 }
 
 // UseNonce implements store.Nonces. The primary key decides: of concurrent
-// inserts of one nonce exactly one adds a row, the others affect none.
+// inserts of one nonce exactly one adds a row, the others affect none (also
+// within one group commit, where they run one after the other).
 func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error {
-	n, err := s.exec(ctx, `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`, nonce[:], micros(expires))
+	var n int64
+	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := s.txExec(ctx, tx, `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`, nonce[:], micros(expires))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("use nonce: %w", dbErr("insert nonce", err))
 	}

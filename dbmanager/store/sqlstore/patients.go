@@ -37,7 +37,11 @@ func (s *DB) Patient(ctx context.Context, id string) (store.Patient, error) {
 
 // PatientByTag implements store.Patients.
 func (s *DB) PatientByTag(ctx context.Context, tag store.Tag) (store.Patient, error) {
-	p, err := s.scanPatient(s.db.QueryRowContext(ctx, s.d.q(`SELECT id, tag, created_us, seq FROM patients WHERE tag = ?`), tag[:]))
+	st, err := s.prepared(ctx, `SELECT id, tag, created_us, seq FROM patients WHERE tag = ?`)
+	if err != nil {
+		return store.Patient{}, fmt.Errorf("patient with tag %s: %w", tag, err)
+	}
+	p, err := s.scanPatient(st.QueryRowContext(ctx, tag[:]))
 	if err != nil {
 		return p, fmt.Errorf("patient with tag %s: %w", tag, err)
 	}

@@ -325,7 +325,11 @@ func scanResource(sc interface{ Scan(...any) error }) (store.Resource, error) {
 
 // Get implements store.Records.
 func (s *DB) Get(ctx context.Context, typ, id string) (store.Resource, error) {
-	r, err := scanResource(s.db.QueryRowContext(ctx, s.d.q(selectResource+`WHERE r.rtype = ? AND r.id = ?`), typ, id))
+	st, err := s.prepared(ctx, selectResource+`WHERE r.rtype = ? AND r.id = ?`)
+	if err != nil {
+		return store.Resource{}, fmt.Errorf("get %s/%s: %w", typ, id, err)
+	}
+	r, err := scanResource(st.QueryRowContext(ctx, typ, id))
 	if err != nil {
 		return r, fmt.Errorf("get %s/%s: %w", typ, id, err)
 	}

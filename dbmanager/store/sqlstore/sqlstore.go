@@ -43,6 +43,14 @@ type DB struct {
 	db  *sql.DB
 	d   *dialect
 	wmu sync.Mutex // SQLite: one writer at a time in this process
+
+	// Group commit of small writes (access-log appends, used nonces).
+	gmu     sync.Mutex // held by the caller committing a group
+	qmu     sync.Mutex // guards queue
+	queue   []*groupOp
+	grouped func(ops int) // test hook: called with each group's size
+
+	stmts sync.Map // query → *sql.Stmt, for the statements of the hot paths
 }
 
 var _ store.Store = (*DB)(nil)
@@ -173,7 +181,38 @@ func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
 func (s *DB) Dialect() string { return s.d.name }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
+
+// prepared returns query's statement, prepared once and then reused on
+// every connection (database/sql prepares it per connection when first
+// used there): the hot paths — a read, its tag lookup, its log entry, its
+// nonce — then skip SQLite's parse and plan.
+func (s *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, s.d.q(query))
+	if err != nil {
+		return nil, dbErr("prepare", err)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// txExec runs a prepared statement inside tx.
+func (s *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	st, err := s.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+}
 
 // write runs fn in a write transaction, retrying it when PostgreSQL reports
 // a deadlock or serialization failure.
@@ -189,6 +228,62 @@ func (s *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 			continue
 		}
 		return err
+	}
+}
+
+// groupOp is one small write waiting for a group commit.
+type groupOp struct {
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error
+}
+
+// group commits fn durably, sharing one transaction — and so one fsync —
+// with the other small writes queued meanwhile, and returns once it is
+// committed (or failed). Each caller queues its write and then takes turns
+// at committing: whoever commits takes the whole queue, so a write waits for
+// at most the group in progress and its own. When a group's transaction
+// fails, its writes are retried one by one, so one write's failure never
+// fails another's. fn must be idempotent on retry within its transaction.
+func (s *DB) group(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := &groupOp{fn: fn, done: make(chan error, 1)}
+	s.qmu.Lock()
+	s.queue = append(s.queue, op)
+	s.qmu.Unlock()
+
+	s.gmu.Lock()
+	s.qmu.Lock()
+	ops := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+	if len(ops) > 0 {
+		s.commitGroup(ctx, ops)
+	}
+	s.gmu.Unlock()
+	return <-op.done // committed by this caller or by an earlier one
+}
+
+func (s *DB) commitGroup(ctx context.Context, ops []*groupOp) {
+	// The group outlives a caller that gives up: other callers' writes ride on it.
+	ctx = context.WithoutCancel(ctx)
+	if s.grouped != nil {
+		s.grouped(len(ops))
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for _, op := range ops {
+			if err := op.fn(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || len(ops) == 1 {
+		for _, op := range ops {
+			op.done <- err
+		}
+		return
+	}
+	for _, op := range ops {
+		op.done <- s.write(ctx, func(tx *sql.Tx) error { return op.fn(ctx, tx) })
 	}
 }
 

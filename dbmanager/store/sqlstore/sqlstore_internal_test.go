@@ -150,3 +150,103 @@ func TestUpgradeFromV1(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
+
+// TestGroupCommit: concurrent small writes share commits, each caller
+// returns only once its own write is committed, the log stays one unbroken
+// chain, and one failing write in a group fails nobody else.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "records.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var groups, largest atomic.Int64
+	s.grouped = func(n int) {
+		groups.Add(1)
+		for {
+			l := largest.Load()
+			if int64(n) <= l || largest.CompareAndSwap(l, int64(n)) {
+				return
+			}
+		}
+	}
+	const workers, each = 16, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				var nonce [32]byte
+				nonce[0], nonce[1] = byte(w), byte(i)
+				if err := s.UseNonce(ctx, nonce, time.Now().Add(time.Minute)); err != nil {
+					errs <- err
+					return
+				}
+				got, err := s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "read", Outcome: store.Allowed})
+				if err != nil {
+					errs <- err
+					return
+				}
+				// Committed before the call returned: a fresh read sees it.
+				if e, err := s.LogRange(ctx, got[0].Seq, 1); err != nil || len(e) != 1 || e[0].Hash != got[0].Hash {
+					errs <- errors.New("an appended entry was not readable once AppendLog returned")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	head, err := store.VerifyLog(ctx, s)
+	if err != nil || head.Next != workers*each {
+		t.Fatalf("log after concurrent appends: %+v %v", head, err)
+	}
+	if largest.Load() < 2 || groups.Load() >= 2*workers*each {
+		t.Fatalf("no write shared a commit: %d groups, largest %d", groups.Load(), largest.Load())
+	}
+	t.Logf("%d writes in %d commits (largest group %d)", 2*workers*each, groups.Load(), largest.Load())
+
+	// A write that fails inside a group fails alone.
+	bad := errors.New("this write fails")
+	var hold sync.Mutex
+	hold.Lock()
+	var sizes []int
+	s.grouped = func(n int) { // let a group form behind the first
+		hold.Lock()
+		sizes = append(sizes, n)
+		hold.Unlock()
+	}
+	results := make(chan error, 3)
+	go func() { results <- s.group(ctx, func(context.Context, *sql.Tx) error { return nil }) }()
+	time.Sleep(50 * time.Millisecond) // the first caller is committing (held)
+	go func() { results <- s.group(ctx, func(context.Context, *sql.Tx) error { return bad }) }()
+	go func() {
+		_, err := s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "read", Outcome: store.Allowed})
+		results <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	hold.Unlock()
+	var failed, ok int
+	for range 3 {
+		switch err := <-results; {
+		case errors.Is(err, bad):
+			failed++
+		case err == nil:
+			ok++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if failed != 1 || ok != 2 || len(sizes) != 2 || sizes[1] != 2 {
+		t.Fatalf("%d failed, %d succeeded, groups %v", failed, ok, sizes)
+	}
+	if head, err := store.VerifyLog(ctx, s); err != nil || head.Next != workers*each+1 {
+		t.Fatalf("log after the failed group: %+v %v", head, err)
+	}
+}
