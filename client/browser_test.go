@@ -154,7 +154,7 @@ func TestBrowserJourney(t *testing.T) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
 		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.NoFirstRun, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-sync", true))
+		chromedp.NoFirstRun, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-sync", true), chromedp.WindowSize(1100, 900))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
 	browser, cancelBrowser := chromedp.NewContext(alloc)
@@ -198,6 +198,26 @@ func TestBrowserJourney(t *testing.T) {
 		return v
 	}
 	text := func(sel string) string { t.Helper(); return get("read "+sel, chromedp.Text(chromedp.CSS(sel))) }
+	// With MEDREC_SCREENSHOTS=DIR the journey's pages are saved there (never
+	// a page showing a secret: the words, a share bundle).
+	shots := os.Getenv("MEDREC_SCREENSHOTS")
+	nshot := 0
+	shot := func(name string) {
+		t.Helper()
+		if shots == "" {
+			return
+		}
+		nshot++
+		c, cancel := context.WithTimeout(browser, time.Minute)
+		defer cancel()
+		img, err := chromedp.Run(c, chromedp.FullScreenshot(85))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(shots, fmt.Sprintf("%02d-%s.jpg", nshot, name)), img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Onboard: create, the words are shown once, three are confirmed.
 	run("create", chromedp.Navigate(patientURL+"/"), chromedp.Click(chromedp.CSS("#create")), chromedp.WaitVisible(chromedp.CSS("#words")))
@@ -225,10 +245,12 @@ func TestBrowserJourney(t *testing.T) {
 	if got := text("#providers"); strings.Count(got, "connected") < 2 || strings.Count(got, "not connected") != 1 {
 		t.Fatalf("providers after connecting: %q", got)
 	}
+	shot("home")
 
 	// The merged timeline has both providers' records.
 	run("timeline", chromedp.Navigate(patientURL+"/records"), chromedp.WaitVisible(chromedp.CSS("#timeline")))
 	timeline := text("#timeline")
+	shot("timeline")
 	for _, want := range []string{"Condition at provider 1", "Condition at provider 2", "Heart rate: 71", "Heart rate: 72"} {
 		if !strings.Contains(timeline, want) {
 			t.Fatalf("timeline lacks %q: %s", want, timeline)
@@ -259,17 +281,20 @@ func TestBrowserJourney(t *testing.T) {
 	if len(rows) != 1 || !strings.Contains(rows[0], "rec-Observation") {
 		t.Fatalf("the viewer sees %v; want one Observation and nothing else", rows)
 	}
+	shot("viewer-reads")
 
 	// Revoke: the viewer is refused.
 	run("revoke", chromedp.Navigate(patientURL+"/share"), chromedp.Click(chromedp.CSS("button.revoke")), chromedp.WaitVisible(chromedp.CSS("#flash")))
 	if got := text("#grants"); !strings.Contains(got, "revoked") {
 		t.Fatalf("grants after revoke: %q", got)
 	}
+	shot("sharing-revoked")
 	run("viewer refused", chromedp.Navigate(viewerURL+"/viewer"), chromedp.SetValue(chromedp.CSS("#viewer-bundle"), bundle),
 		chromedp.Click(chromedp.CSS("#viewer-read")), chromedp.WaitVisible(chromedp.CSS("#error")))
 	if got := text("#error"); !strings.Contains(got, "revoked") {
 		t.Fatalf("viewer after revoke: %q", got)
 	}
+	shot("viewer-refused")
 
 	// Anchor, then the access log shows all of it, verified against the chain.
 	for _, g := range gws {
@@ -290,6 +315,7 @@ func TestBrowserJourney(t *testing.T) {
 	if got := text("#state"); !strings.Contains(got, "verified against") {
 		t.Fatalf("record set: %q", got)
 	}
+	shot("access-log")
 
 	// A fresh client restored from the 12 words finds both relationships.
 	restoredURL := app(filepath.Join(dir, "restored.json"))
@@ -299,6 +325,7 @@ func TestBrowserJourney(t *testing.T) {
 	if got := text("#providers"); strings.Count(got, "connected") < 2 || strings.Count(got, "not connected") != 1 {
 		t.Fatalf("restored client: %q", got)
 	}
+	shot("restored")
 	// Wrong words: a human message, nothing written.
 	otherURL := app(filepath.Join(dir, "other.json"))
 	run("bad words", chromedp.Navigate(otherURL+"/"), chromedp.SendKeys(chromedp.CSS("#restore-words"), "not a real phrase at all"),
