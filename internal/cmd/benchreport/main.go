@@ -17,12 +17,43 @@ import (
 	"golang.org/x/tools/benchmark/parse"
 )
 
-// goals maps a benchmark name (without the -N CPU suffix) to its ns/op ceiling.
-var goals = map[string]time.Duration{
-	"BenchmarkProveOwnership":     150 * time.Millisecond,
-	"BenchmarkProveEntitlement":   30 * time.Millisecond,
-	"BenchmarkVerify/ownership":   2 * time.Millisecond,
-	"BenchmarkVerify/entitlement": 2 * time.Millisecond,
+// goal is a ceiling (ns/op, or a metric such as p95-ms) or a floor (a rate
+// such as checked-req/s) that an issue sets for a benchmark.
+type goal struct {
+	unit  string // "ns/op" or a custom metric's unit
+	limit float64
+	floor bool // the median must be at least limit (else at most)
+}
+
+func (g goal) String() string {
+	op := "≤"
+	if g.floor {
+		op = "≥"
+	}
+	if g.unit == "ns/op" {
+		return op + " " + time.Duration(g.limit).String()
+	}
+	return fmt.Sprintf("%s %g %s", op, g.limit, g.unit)
+}
+
+func (g goal) met(v float64) bool {
+	if g.floor {
+		return v >= g.limit
+	}
+	return v <= g.limit
+}
+
+// goals maps a benchmark name (without the -N CPU suffix) to its goals.
+var goals = map[string][]goal{
+	"BenchmarkProveOwnership":     {{unit: "ns/op", limit: float64(150 * time.Millisecond)}},
+	"BenchmarkProveEntitlement":   {{unit: "ns/op", limit: float64(30 * time.Millisecond)}},
+	"BenchmarkVerify/ownership":   {{unit: "ns/op", limit: float64(2 * time.Millisecond)}},
+	"BenchmarkVerify/entitlement": {{unit: "ns/op", limit: float64(2 * time.Millisecond)}}, // ≥ 500/s per core
+	"BenchmarkAudit100k":          {{unit: "ns/op", limit: float64(time.Minute)}},
+	"BenchmarkRecords5x1000":      {{unit: "p95-ms", limit: 300}},
+	"BenchmarkPages/home":         {{unit: "p95-ms", limit: 100}},
+	"BenchmarkPages/share":        {{unit: "p95-ms", limit: 100}},
+	"BenchmarkSignedRead":         {{unit: "checked-req/s", limit: 5000, floor: true}, {unit: "%-of-unchecked", limit: 70, floor: true}},
 }
 
 func main() {
@@ -107,15 +138,24 @@ func build(r io.Reader) (string, bool, error) {
 	for _, name := range order {
 		a := byName[name]
 		med := time.Duration(median(a.ns))
-		goal, status := "", ""
-		if g, ok := goals[name]; ok {
-			goal = "≤ " + g.String()
-			if med > g {
-				status = " ✗"
-				failed = true
-			} else {
-				status = " ✓"
+		var goalText []string
+		for _, g := range goals[name] {
+			v := float64(med)
+			if g.unit != "ns/op" {
+				xs, ok := a.metrics[g.unit]
+				if !ok {
+					goalText = append(goalText, g.String()+" (not reported) ✗")
+					failed = true
+					continue
+				}
+				v = median(xs)
 			}
+			mark := " ✓"
+			if !g.met(v) {
+				mark = " ✗"
+				failed = true
+			}
+			goalText = append(goalText, g.String()+mark)
 		}
 		var extra []string
 		units := make([]string, 0, len(a.metrics))
@@ -126,8 +166,8 @@ func build(r io.Reader) (string, bool, error) {
 		for _, u := range units {
 			extra = append(extra, fmt.Sprintf("%.4g %s", median(a.metrics[u]), u))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s%s | %s |\n", strings.TrimPrefix(name, "Benchmark"),
-			strings.TrimPrefix(a.pkg, "github.com/medrec-zk/medrec/"), len(a.ns), med.Round(time.Microsecond/10), goal, status, strings.Join(extra, ", "))
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", strings.TrimPrefix(name, "Benchmark"),
+			strings.TrimPrefix(a.pkg, "github.com/medrec-zk/medrec/"), len(a.ns), med.Round(time.Microsecond/10), strings.Join(goalText, ", "), strings.Join(extra, ", "))
 	}
 	return b.String(), failed, nil
 }
