@@ -201,3 +201,23 @@ func TestKeysBadInput(t *testing.T) {
 		t.Fatal("a failed restore left a keystore behind")
 	}
 }
+
+func TestDSNHasPassword(t *testing.T) {
+	for dsn, want := range map[string]bool{
+		"":                                  false,
+		"/var/lib/medrec/records.db":        false,
+		"postgres://medrec@db:5432/records": false,
+		"postgres://medrec:s3cret@db:5432/records":                       true,
+		"postgresql://medrec@db/records?password=s3cret&sslmode=require": true,
+		"host=db user=medrec dbname=records":                             false,
+		"host=db user=medrec password=s3cret dbname=records":             true,
+	} {
+		if got := dsnHasPassword(dsn); got != want {
+			t.Errorf("dsnHasPassword(%q) = %v, want %v", dsn, got, want)
+		}
+	}
+	r := medrec(t, "", "provider", "serve", "--dir", t.TempDir(), "--provider", "1", "--db", "postgres://medrec:s3cret@127.0.0.1/records")
+	if r.code != 2 || !strings.Contains(r.stderr, "PGPASSWORD") || strings.Contains(r.stderr, "s3cret") {
+		t.Fatalf("a DSN with a password: exit %d, %s", r.code, r.stderr)
+	}
+}

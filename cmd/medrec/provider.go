@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,6 +41,9 @@ func providerServe(ctx *cli.Context) error {
 	if ctx.Duration("anchor-interval") < time.Second {
 		return exitError{2, errors.New("--anchor-interval must be at least 1s")}
 	}
+	if dsnHasPassword(ctx.String("db")) {
+		return exitError{2, errors.New("--db: a password on the command line shows in the process list; leave it out of the DSN and set PGPASSWORD or use ~/.pgpass")}
+	}
 	n, err := chain.Open(ctx.String("dir"), nil, stderrLog(ctx))
 	if err != nil {
 		return err
@@ -59,4 +64,19 @@ func providerServe(ctx *cli.Context) error {
 	}()
 	fmt.Fprintf(ctx.App.Writer, "Provider %d gateway on http://%s (Ctrl-C stops)\n", p, g.Addr)
 	return g.Listen(c, g.Addr)
+}
+
+// dsnHasPassword reports whether a PostgreSQL DSN, URL or keyword form,
+// carries a password.
+func dsnHasPassword(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		_, set := u.User.Password()
+		return set || u.Query().Has("password")
+	}
+	for _, f := range strings.Fields(dsn) {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.TrimSpace(k) == "password" {
+			return true
+		}
+	}
+	return false
 }
