@@ -64,6 +64,11 @@ func (g *Gateway) send(c *fiber.Ctx, do func(ctx context.Context) (*types.Transa
 	if err != nil {
 		return nil, errf(fiber.StatusServiceUnavailable, "transient", "transaction %s: %v", tx.Hash(), err)
 	}
+	// The next decision reads the chain afresh: the patient's next request
+	// must see the relationship, delegate or grant this transaction made.
+	g.syncMu.Lock()
+	g.lastSync = time.Time{}
+	g.syncMu.Unlock()
 	return r, nil
 }
 

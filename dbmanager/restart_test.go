@@ -168,3 +168,14 @@ func TestNonceStoreDown(t *testing.T) {
 		t.Fatalf("last log entry %+v %v", last, err)
 	}
 }
+
+// TestRelayRefreshesView: after the gateway relays a transaction, its next
+// decision sees it, however long the sync interval — a patient who just
+// connected is not refused as a stranger.
+func TestRelayRefreshesView(t *testing.T) {
+	w := newWorld(t, func(c *Config) { c.SyncInterval = time.Hour })
+	w.open()
+	if r := w.get(w.owner, "/fhir/Observation/o1"); r.status != 200 {
+		t.Fatalf("read right after the open: %d %s", r.status, r.body)
+	}
+}
