@@ -65,12 +65,12 @@ func newBenchApp(b *testing.B, providers, perProvider int) benchApp {
 		b.Fatal(err)
 	}
 	for p := 1; p <= providers; p++ {
-		n.Staff(b, p, "POST", "/admin/patients", `{"id":"pat"}`)
-		n.Staff(b, p, "POST", "/admin/patients/pat/resources", testnet.ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), perProvider))
+		enrol := "" // once, at provider 1
 		if p == 1 {
-			n.Staff(b, p, "POST", "/admin/patients/pat/enrol", `{"commitment":"`+cm+`"}`)
+			enrol = cm
 		}
-		if err := w.Connect(ctx, uint32(p), n.ClaimCode(b, p, "pat")); err != nil {
+		code := n.SeedPatient(b, p, "pat", testnet.ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), perProvider), enrol)
+		if err := w.Connect(ctx, uint32(p), code); err != nil {
 			b.Fatalf("connect %d: %v", p, err)
 		}
 	}

@@ -210,9 +210,7 @@ func TestChangesPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.staff(t, 1, "POST", "/admin/patients", `{"id":"pat"}`)
-	n.staff(t, 1, "POST", "/admin/patients/pat/enrol", `{"commitment":"`+cm+`"}`)
-	if err := w.Connect(ctx, 1, n.ClaimCode(t, 1, "pat")); err != nil {
+	if err := w.Connect(ctx, 1, n.SeedPatient(t, 1, "pat", "", cm)); err != nil {
 		t.Fatal(err)
 	}
 	if ch, err := w.Changes(ctx, 1, 0); err != nil || len(ch) != 0 {

@@ -135,6 +135,22 @@ func (n *Net) ClaimCode(tb testing.TB, p int, patient string) string {
 	return out.Code
 }
 
+// SeedPatient has provider p's desk create the patient with the resources
+// of bundle (a transaction Bundle; "" for none), enrol commitment if it is
+// not "" (a patient is enrolled once, at any provider), and issue a claim
+// code, which it returns.
+func (n *Net) SeedPatient(tb testing.TB, p int, patient, bundle, commitment string) string {
+	tb.Helper()
+	n.Staff(tb, p, "POST", "/admin/patients", `{"id":"`+patient+`"}`)
+	if bundle != "" {
+		n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/resources", bundle)
+	}
+	if commitment != "" {
+		n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/enrol", `{"commitment":"`+commitment+`"}`)
+	}
+	return n.ClaimCode(tb, p, patient)
+}
+
 // View is a fresh chain view of the deployment.
 func (n *Net) View(tb testing.TB) *chainview.View {
 	tb.Helper()

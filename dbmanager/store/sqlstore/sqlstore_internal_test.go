@@ -14,6 +14,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/dbmanager/store/storetest"
 )
 
 // TestReopen: what was committed is there after closing and reopening, and
@@ -76,35 +77,7 @@ func TestNoncesAcrossHandles(t *testing.T) {
 		defer s.Close()
 		dbs[i] = s
 	}
-	exp := time.Now().Add(time.Minute)
-	const nonces = 20
-	var wins [nonces]atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, 4*nonces)
-	for w := range 4 {
-		s := dbs[w%2]
-		wg.Go(func() {
-			for i := range nonces {
-				err := s.UseNonce(ctx, [32]byte{31: byte(i)}, exp)
-				switch {
-				case err == nil:
-					wins[i].Add(1)
-				case !errors.Is(err, store.ErrConflict):
-					errs <- err
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for i := range wins {
-		if n := wins[i].Load(); n != 1 {
-			t.Fatalf("nonce %d: %d winners", i, n)
-		}
-	}
+	storetest.RaceNonces(t, []store.Nonces{dbs[0], dbs[1]}, 4, 20, 0)
 }
 
 // TestUpgradeFromV1: a database created by the first migration only, with

@@ -703,16 +703,25 @@ func testNonces(t *testing.T, s store.Store) {
 
 // testConcurrentNonces: of concurrent uses of one nonce exactly one wins.
 func testConcurrentNonces(t *testing.T, s store.Store) {
+	RaceNonces(t, []store.Nonces{s}, 8, 16, 0xaa)
+}
+
+// RaceNonces has workers use the same nonces at once, worker w through
+// stores[w % len(stores)], and fails unless each nonce has exactly one
+// winner and every loser got store.ErrConflict. prefix keeps the nonces of
+// one call apart from another's.
+func RaceNonces(t testing.TB, stores []store.Nonces, workers, nonces int, prefix byte) {
+	t.Helper()
 	ctx := context.Background()
 	exp := time.Now().Add(time.Minute)
-	const workers, nonces = 8, 16
-	var wins [nonces]atomic.Int32
+	wins := make([]atomic.Int32, nonces)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*nonces)
-	for range workers {
+	for w := range workers {
+		s := stores[w%len(stores)]
 		wg.Go(func() {
 			for i := range nonces {
-				err := s.UseNonce(ctx, [32]byte{0: 0xaa, 31: byte(i)}, exp)
+				err := s.UseNonce(ctx, [32]byte{0: prefix, 30: byte(i >> 8), 31: byte(i)}, exp)
 				switch {
 				case err == nil:
 					wins[i].Add(1)
