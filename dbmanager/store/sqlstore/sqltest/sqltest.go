@@ -25,6 +25,11 @@ import (
 type Backend struct {
 	Name string // "sqlite" or "postgres"
 	Open func(tb testing.TB) DB
+	// DSN returns where a fresh, empty database is, without opening it
+	// (for sqlstore.Open, e.g. in another process): an SQLite file path in
+	// a temporary directory, or a PostgreSQL DSN whose search_path is a new
+	// schema. Both are removed when the test ends.
+	DSN func(tb testing.TB) string
 }
 
 // DB is an open store and a second, raw connection to the same database for
@@ -36,11 +41,12 @@ type DB struct {
 
 // Backends returns the backends to test.
 func Backends(tb testing.TB) []Backend {
-	bs := []Backend{{"sqlite", openSQLite}}
+	bs := []Backend{{"sqlite", openSQLite, sqlitePath}}
 	dsn := os.Getenv("MEDREC_TEST_POSTGRES_DSN")
 	switch {
 	case dsn != "":
-		bs = append(bs, Backend{"postgres", func(tb testing.TB) DB { return openPostgres(tb, dsn) }})
+		bs = append(bs, Backend{"postgres", func(tb testing.TB) DB { return openPostgres(tb, dsn) },
+			func(tb testing.TB) string { return postgresSchema(tb, dsn) }})
 	case os.Getenv("MEDREC_REQUIRE_POSTGRES") == "1":
 		tb.Fatal("MEDREC_REQUIRE_POSTGRES=1 but MEDREC_TEST_POSTGRES_DSN is not set (run scripts/postgres-test.sh)")
 	default:
@@ -49,9 +55,11 @@ func Backends(tb testing.TB) []Backend {
 	return bs
 }
 
+func sqlitePath(tb testing.TB) string { return filepath.Join(tb.TempDir(), "records.db") }
+
 func openSQLite(tb testing.TB) DB {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "records.db")
+	path := sqlitePath(tb)
 	s, err := sqlstore.OpenSQLite(context.Background(), path)
 	if err != nil {
 		tb.Fatal(err)
@@ -66,6 +74,25 @@ func openSQLite(tb testing.TB) DB {
 }
 
 func openPostgres(tb testing.TB, dsn string) DB {
+	tb.Helper()
+	ctx := context.Background()
+	dsn = postgresSchema(tb, dsn)
+	s, err := sqlstore.OpenPostgres(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	raw, err := sql.Open("pgx", dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { raw.Close() })
+	return DB{s, raw}
+}
+
+// postgresSchema creates a new schema, dropped when the test ends, and
+// returns dsn with that schema as its search_path.
+func postgresSchema(tb testing.TB, dsn string) string {
 	tb.Helper()
 	ctx := context.Background()
 	admin, err := sql.Open("pgx", dsn)
@@ -83,18 +110,7 @@ func openPostgres(tb testing.TB, dsn string) DB {
 		admin.ExecContext(ctx, "DROP SCHEMA "+schema+" CASCADE")
 		admin.Close()
 	})
-	dsn = withSearchPath(tb, dsn, schema)
-	s, err := sqlstore.OpenPostgres(ctx, dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	raw, err := sql.Open("pgx", dsn)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { raw.Close() })
-	return DB{s, raw}
+	return withSearchPath(tb, dsn, schema)
 }
 
 func withSearchPath(tb testing.TB, dsn, schema string) string {
