@@ -292,7 +292,20 @@ func (g *Gateway) changes(c *fiber.Ctx) error {
 	if err != nil {
 		return badRequest("since must be a sequence number")
 	}
-	const page = store.MaxCount - 1 // one more tells whether another page follows
+	page := store.MaxCount - 1 // one more tells whether another page follows
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > page {
+			return badRequest("limit must be a number from 1 to %d", page)
+		}
+		page = n
+	}
+	// The patient's newest change, read first: a client that reads the
+	// records next and later asks for changes since it misses nothing.
+	p, err := g.cfg.Store.Patient(c.UserContext(), r.patient)
+	if err != nil {
+		return storeError(err)
+	}
 	ch, err := g.cfg.Store.Changes(c.UserContext(), r.patient, since, page+1)
 	if err != nil {
 		return storeError(err)
@@ -305,7 +318,7 @@ func (g *Gateway) changes(c *fiber.Ctx) error {
 	for i, x := range ch {
 		out[i] = fiber.Map{"seq": x.Seq, "type": x.Type, "id": x.ID, "version": x.Version, "time": x.Time}
 	}
-	return c.JSON(fiber.Map{"changes": out, "more": more})
+	return c.JSON(fiber.Map{"changes": out, "more": more, "latest": p.Seq})
 }
 
 // patientLog returns the access-log entries about the owner's records.

@@ -363,16 +363,24 @@ func (w *Wallet) providerRecords(ctx context.Context, r Relationship) ([]Record,
 	w.mu.Lock()
 	c, ok := w.cache[key]
 	w.mu.Unlock()
-	ch, err := w.Changes(ctx, r.Provider.ID, c.seq)
-	if err != nil {
-		return nil, false, err
-	}
-	if ok && len(ch) == 0 {
-		return c.recs, true, nil
-	}
-	seq := c.seq
-	if len(ch) > 0 {
+	var seq uint64
+	if ok {
+		ch, err := w.Changes(ctx, r.Provider.ID, c.seq)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(ch) == 0 {
+			return c.recs, true, nil
+		}
 		seq = ch[len(ch)-1].Seq
+	} else {
+		var out struct {
+			Latest uint64 `json:"latest"`
+		}
+		if _, err := w.signedGet(ctx, r, "/patient/changes?since=0&limit=1", &out); err != nil {
+			return nil, false, err
+		}
+		seq = out.Latest
 	}
 	recs, err := w.everything(ctx, r)
 	if err != nil {

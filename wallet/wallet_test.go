@@ -233,6 +233,23 @@ func TestChangesPages(t *testing.T) {
 		t.Fatalf("%d distinct ids", len(ids))
 	}
 	last := all[len(all)-1].Seq
+	// The newest change alone, as a cold read asks for it.
+	r, err := w.Relationship(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head struct {
+		Changes []Change `json:"changes"`
+		More    bool     `json:"more"`
+		Latest  uint64   `json:"latest"`
+	}
+	if _, err := w.signedGet(ctx, r, "/patient/changes?since=0&limit=1", &head); err != nil || head.Latest != last || len(head.Changes) != 1 || !head.More {
+		t.Fatalf("limit=1: %+v %v", head, err)
+	}
+	var ge *GatewayError
+	if _, err := w.signedGet(ctx, r, "/patient/changes?limit=0", &head); !errors.As(err, &ge) || ge.Status != 400 {
+		t.Fatalf("limit=0: %v", err)
+	}
 	if ch, err := w.Changes(ctx, 1, last); err != nil || len(ch) != 0 {
 		t.Fatalf("nothing new: %d %v", len(ch), err)
 	}
