@@ -85,12 +85,15 @@ func refValue(dec *json.Decoder, depth int, inArray bool) error {
 	return nil
 }
 
+// strictSeedList are the seeds of FuzzStrict and FuzzValidate.
+var strictSeedList = []string{
+	goodObs, `{}`, `{"a":[]}`, `{"a":{}}`, `{"a":null}`, `{"a":[null,1]}`, `{"a":1,"a":2}`, `{"a":1,"\u0061":2}`,
+	`{"A":1}`, `{"_a":{"b":"x\"y"}}`, `{"a":"\\"}`, `{"a":1} x`, `{"a":1}{}`, `[1]`, ` {"a":true} `, `{"a":-1.5e3,"b":false}`,
+	`{"a":{"b":{"c":[[[{"d":1}]]]}}}`, `{"a_b":1}`, `{"a b":1}`, `{"a":"\u00e9"}`, "{\"a\":\"\xff\"}",
+}
+
 func strictSeeds(f *testing.F) {
-	for _, s := range []string{
-		goodObs, `{}`, `{"a":[]}`, `{"a":{}}`, `{"a":null}`, `{"a":[null,1]}`, `{"a":1,"a":2}`, `{"a":1,"\u0061":2}`,
-		`{"A":1}`, `{"_a":{"b":"x\"y"}}`, `{"a":"\\"}`, `{"a":1} x`, `{"a":1}{}`, `[1]`, ` {"a":true} `, `{"a":-1.5e3,"b":false}`,
-		`{"a":{"b":{"c":[[[{"d":1}]]]}}}`, `{"a_b":1}`, `{"a b":1}`, `{"a":"\u00e9"}`, "{\"a\":\"\xff\"}",
-	} {
+	for _, s := range strictSeedList {
 		f.Add([]byte(s))
 	}
 }
