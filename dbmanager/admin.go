@@ -25,10 +25,12 @@ const chainTimeout = 60 * time.Second
 
 func staffID(c *fiber.Ctx) string { s, _ := c.Locals("staff").(string); return s }
 
+type createPatientRequest struct {
+	ID string `json:"id"`
+}
+
 func (g *Gateway) createPatient(c *fiber.Ctx) error {
-	var req struct {
-		ID string `json:"id"`
-	}
+	var req createPatientRequest
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}
@@ -72,11 +74,13 @@ func (g *Gateway) send(c *fiber.Ctx, do func(ctx context.Context) (*types.Transa
 	return r, nil
 }
 
+type enrolRequest struct {
+	Commitment string `json:"commitment"`
+}
+
 func (g *Gateway) enrol(c *fiber.Ctx) error {
 	pid := c.Params("id")
-	var req struct {
-		Commitment string `json:"commitment"`
-	}
+	var req enrolRequest
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}

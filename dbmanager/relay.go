@@ -133,13 +133,15 @@ func (g *Gateway) relayRevoke(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"tx": r.TxHash.Hex(), "block": r.BlockNumber.Uint64()})
 }
 
+type relayRotateRequest struct {
+	Tag      string `json:"tag"`
+	NewOwner string `json:"newOwner"`
+	Root     string `json:"root"`
+	Proof    string `json:"proof"`
+}
+
 func (g *Gateway) relayRotate(c *fiber.Ctx) error {
-	var req struct {
-		Tag      string `json:"tag"`
-		NewOwner string `json:"newOwner"`
-		Root     string `json:"root"`
-		Proof    string `json:"proof"`
-	}
+	var req relayRotateRequest
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}
