@@ -112,8 +112,9 @@ type claimRequest struct {
 	Proof string `json:"proof"`
 }
 
-// claim verifies a patient's Ownership proof off chain, maps the tag to the
-// patient (kept only here), and relays the open transaction.
+// claim verifies a patient's Ownership proof off chain, checks that its root
+// is one the chain knows, maps the tag to the patient (kept only here), and
+// relays the open transaction.
 func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor store.ActorKind, actorID string) error {
 	if !common.IsHexAddress(req.Owner) || common.HexToAddress(req.Owner) == (common.Address{}) {
 		return badRequest("owner must be a non-zero address")
@@ -148,10 +149,20 @@ func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor 
 		}
 		return errf(fiber.StatusConflict, "conflict", "the relationship is already open")
 	}
+	// The chain opens only with a root its registry knows (one recent
+	// enough), which the proof alone does not show: check it before the tag
+	// is mapped, so that a claim the chain would refuse writes nothing.
+	root := zkhash.Big(pub.Root)
+	known, err := g.cfg.Chain.IsKnownRoot(c.UserContext(), root)
+	if err != nil {
+		return errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
+	}
+	if !known {
+		return badRequest("the proof's root is not a current root of the patient registry: prove again against the latest root")
+	}
 	if err := g.cfg.Store.MapTag(c.UserContext(), patientID, t); err != nil {
 		return storeError(err)
 	}
-	root := zkhash.Big(pub.Root)
 	r, err := g.send(c, func(ctx context.Context) (*types.Transaction, error) {
 		return g.cfg.Chain.Open(ctx, g.cfg.Relayer, tag, g.cfg.Provider, owner, root, proof[:])
 	})
