@@ -1,6 +1,7 @@
 # MedRec-ZK — see README.md.
 #   make run        the whole system on this machine (network, gateways, demo, web app)
 #   make test       install what the tests need, then run every test (CI runs this)
+#   make fuzz       fuzz every request decoder briefly (FUZZTIME each; part of make test)
 #   make generate   reproduce every generated file byte for byte
 #   make bench      run the benchmarks and write bench/report.md
 #   make dev-keys   rerun the local dev ceremony (changes the dev keys and verifiers)
@@ -10,7 +11,7 @@ GO    ?= go
 GOTEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_COUNT  ?= 5
 
-.PHONY: all build run test vet test-go gas generate check-generated lint-contracts bench dev-keys clean
+.PHONY: all build run test vet test-go gas fuzz generate check-generated lint-contracts bench dev-keys clean
 all: build
 
 build:
@@ -26,12 +27,49 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-test: vet check-generated lint-contracts test-go gas
+test: vet check-generated lint-contracts test-go gas fuzz
 
 # The contracts' gas report (`gas: <operation> <gas>`), checked against
 # contracts/testdata/gas.golden and the goals; -update-gas rewrites the file.
 gas:
 	$(GO) test -count=1 -run '^TestGasReport$$' -v ./contracts | grep -E '(gas: |^(ok|FAIL|---))'
+
+# --- fuzzing ---------------------------------------------------------------------
+# Every decoder of requests (and of what users paste into the wallet) has a
+# native Go fuzz test. test-go already runs their seed corpora — the f.Add
+# seeds and the files under each package's testdata/fuzz/FuzzX — as ordinary
+# tests; this fuzzes each target further, FUZZTIME each, or FUZZTIME_GATEWAY
+# for the targets that go through a whole gateway on a simulated chain (a
+# few hundred requests a second; their time includes replaying the corpus).
+# go test -fuzz takes one target per run. Interesting inputs are not
+# minimized (too slow there). A failing input is saved under
+# <package>/testdata/fuzz/FuzzX/: commit it with the fix, as a regression
+# seed. For a longer search: make fuzz FUZZTIME=1m FUZZTIME_GATEWAY=5m.
+FUZZTIME         ?= 3s
+FUZZTIME_GATEWAY ?= 10s
+FUZZ_TARGETS := \
+	access:FuzzParseScope access:FuzzScopeMask access:FuzzParsePurpose \
+	gatewayauth:FuzzVerify prover:FuzzParseProof \
+	wallet:FuzzParseShareBundle wallet:FuzzParseViewerCommitment \
+	dbmanager/store:FuzzParseTag dbmanager/fhirval:FuzzStrict dbmanager/fhirval:FuzzValidate \
+	dbmanager/ingest:FuzzImportBundle \
+	dbmanager:FuzzDecodeStrict dbmanager:FuzzParseFields dbmanager:FuzzSearchParams
+FUZZ_GATEWAY_TARGETS := \
+	dbmanager:FuzzPublicPost dbmanager:FuzzAdminPost dbmanager:FuzzSignedRequest dbmanager:FuzzAuthHeaders
+
+# fuzz-run TARGETS, TIME: fuzz each pkg:FuzzX of TARGETS for TIME.
+fuzz-run = for t in $(1); do \
+	  pkg=./$${t%%:*}; fn=$${t\#\#*:}; \
+	  echo "--- fuzzing $$fn in $$pkg for $(2)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(2) -fuzzminimizetime 0 $$pkg || exit 1; \
+	done
+
+fuzz:
+	@for t in $$(git grep --untracked -o '^func Fuzz[A-Za-z0-9_]*' -- '*_test.go' | sed -E 's|/[^/]*_test\.go:func |:|'); do \
+	  case " $(FUZZ_TARGETS) $(FUZZ_GATEWAY_TARGETS) " in *" $$t "*) ;; *) echo "$$t is missing from FUZZ_TARGETS"; exit 1;; esac; \
+	done
+	@$(call fuzz-run,$(FUZZ_TARGETS),$(FUZZTIME))
+	@$(call fuzz-run,$(FUZZ_GATEWAY_TARGETS),$(FUZZTIME_GATEWAY))
 
 # The chain tests run real Clique nodes: go-ethereum v1.13.15 is the last
 # release that seals Clique. It is built in its own module context (go install
