@@ -790,6 +790,13 @@ func FuzzAuthHeaders(f *testing.F) {
 			add(w.signed(key, target, w.tag, 1).Header, "", target)
 		}
 	}
+	add(w.signed(w.owner, "/fhir/Observation/o1", w.tag, 2).Header, "", "/fhir/Observation/o1") // another provider's
+	expired := http.Header{}
+	if err := gatewayauth.Sign(expired, gatewayauth.Request{Method: "GET", Path: "/fhir/Observation/o1", BodyHash: gatewayauth.BodyHash(nil), Tag: w.tag, Audience: 1},
+		w.owner, w.chain.ChainID, time.Now().Add(-2*time.Minute)); err != nil {
+		f.Fatal(err)
+	}
+	add(expired, "", "/fhir/Observation/o1")
 	h := w.signed(w.owner, "/fhir/Observation/o1", w.tag, 1).Header
 	mod := func(k, v string) http.Header { c := h.Clone(); c.Set(k, v); return c }
 	for _, c := range []http.Header{
