@@ -40,7 +40,9 @@ gas:
 # seeds and the files under each package's testdata/fuzz/FuzzX — as ordinary
 # tests; this fuzzes each target further, FUZZTIME each, or FUZZTIME_GATEWAY
 # for the targets that go through a whole gateway on a simulated chain (a
-# few hundred requests a second; their time includes replaying the corpus).
+# few hundred requests a second; their time includes replaying the corpus,
+# seeds and what earlier runs found in $GOCACHE/fuzz — go clean -fuzzcache
+# empties the latter when it grows too big to replay in time).
 # go test -fuzz takes one target per run. Interesting inputs are not
 # minimized (too slow there). A failing input is saved under
 # <package>/testdata/fuzz/FuzzX/: commit it with the fix, as a regression
