@@ -680,7 +680,7 @@ const (
 // stranger or an anonymous viewer: the reads, searches with their
 // parameters and cursors, $everything, and the owner's changes, log and
 // state. Beyond the common checks, a genuine signature is never refused as
-// a bad one, and a research reader never sees the patient's name or birth
+// a bad one, and a research reader never sees the patient's name, ids or birth
 // date.
 func FuzzSignedRequest(f *testing.F) {
 	fw := newFuzzWorld(f)
@@ -765,7 +765,7 @@ func FuzzSignedRequest(f *testing.F) {
 			t.Fatalf("GET %s as %d: a genuine signature refused: %s", target, who, r.body)
 		}
 		if r.status == 200 && (who == readDoctor || who == readAnonymous) {
-			for _, s := range []string{"Hoeger", "Buster", "1961-04-02", "2020-05-01"} {
+			for _, s := range []string{"Hoeger", "Buster", "1961-04-02", "2020-05-01", "Patient/p1", `"p1"`, `"o1"`} {
 				if bytes.Contains(r.body, []byte(s)) {
 					t.Fatalf("GET %s as a research reader: %q in %s", target, s, r.body)
 				}

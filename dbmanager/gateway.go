@@ -3,6 +3,7 @@ package dbmanager
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -35,6 +36,13 @@ type Config struct {
 	Chain    *contracts.Client  // relaying
 	Relayer  *bind.TransactOpts // the gateway's account (AgentRegistry's gateway of Provider)
 	Prover   *prover.Prover     // verifying keys (no proving key needed)
+	// PseudonymKey keys the pseudonyms that replace resource ids in
+	// research reads (HMAC-SHA256 over the reader and the id): each research
+	// reader sees stable ids of its own, which neither reveal the provider's
+	// ids (a patient id is often a record number) nor match another
+	// reader's. Keep it secret and stable; nil draws a random key, so
+	// pseudonyms change when the gateway restarts.
+	PseudonymKey []byte
 	// StaffTokens maps the SHA-256 (hex) of each staff bearer token to the
 	// staff member's id. Without tokens the admin API refuses everyone.
 	StaffTokens map[string]string
@@ -105,6 +113,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PseudonymKey == nil {
+		cfg.PseudonymKey = make([]byte, 32)
+		if _, err := rand.Read(cfg.PseudonymKey); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

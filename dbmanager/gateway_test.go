@@ -404,10 +404,31 @@ func TestAnonymousViewer(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		return w.do(req)
 	}
-	// Research purpose: de-identified (dates reduced to the year, patient reference cut).
+	// Research purpose: de-identified — dates reduced to the year, the
+	// provider's ids (the patient's is a record number) replaced by this
+	// reader's stable pseudonyms, references included.
 	r = read("/fhir/Observation/o1")
-	if r.status != 200 || bytes.Contains(r.body, []byte("Patient/p1")) || !bytes.Contains(r.body, []byte(`"effectiveDateTime":"2020"`)) {
+	if r.status != 200 || bytes.Contains(r.body, []byte("p1")) || !bytes.Contains(r.body, []byte(`"effectiveDateTime":"2020"`)) {
 		t.Fatalf("anonymous research read: %d %s", r.status, r.body)
+	}
+	var obs struct {
+		ID      string `json:"id"`
+		Subject struct {
+			Reference string `json:"reference"`
+		} `json:"subject"`
+	}
+	if err := json.Unmarshal(r.body, &obs); err != nil {
+		t.Fatal(err)
+	}
+	if obs.ID == "o1" || len(obs.ID) != 36 || !strings.HasPrefix(obs.Subject.Reference, "Patient/") || obs.Subject.Reference == "Patient/p1" {
+		t.Fatalf("research ids: %+v", obs)
+	}
+	if again := read("/fhir/Observation/o1"); !bytes.Equal(again.body, r.body) {
+		t.Fatalf("pseudonyms are not stable: %s then %s", r.body, again.body)
+	}
+	search := read("/fhir/Observation")
+	if search.status != 200 || !bytes.Contains(search.body, []byte(`"fullUrl":"Observation/`+obs.ID+`"`)) || bytes.Contains(search.body, []byte("o1")) {
+		t.Fatalf("research search: %d %s", search.status, search.body)
 	}
 	if r := read("/fhir/Patient/p1"); r.status != 403 {
 		t.Fatalf("outside scope: %d", r.status)

@@ -2,11 +2,14 @@ package dbmanager
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -212,7 +215,7 @@ func (g *Gateway) bundle(c *fiber.Ctx, r *reader, action string, page store.Page
 		if err != nil {
 			return err
 		}
-		head, _ := json.Marshal(fmt.Sprintf("%s/%s", res.Type, res.ID))
+		head, _ := json.Marshal(g.fullURL(r, res.Type, res.ID))
 		fmt.Fprintf(&b, `{"fullUrl":%s,"response":{"etag":"W/\"%d\""},"resource":`, head, res.Version)
 		b.Write(body)
 		b.WriteString(`,"search":{"mode":"match"}}`)
@@ -228,19 +231,48 @@ func (g *Gateway) present(r *reader, raw []byte) ([]byte, error) {
 	if r.purpose != access.Research {
 		return raw, nil
 	}
-	return deidentify(raw)
+	return deidentify(raw, g.pseudonyms(r))
+}
+
+// fullURL is a bundle entry's fullUrl as the reader may see it.
+func (g *Gateway) fullURL(r *reader, typ, id string) string {
+	if r.purpose == access.Research {
+		id = g.pseudonyms(r)(id)
+	}
+	return typ + "/" + id
+}
+
+// pseudonyms returns the research reader's pseudonym of a resource id: a
+// UUID made of HMAC-SHA256(PseudonymKey, reader id, resource id). Keyed by
+// the id alone, so a reference (Patient/x, urn:uuid:x) and the resource it
+// points to keep agreeing.
+func (g *Gateway) pseudonyms(r *reader) func(id string) string {
+	return func(id string) string {
+		m := hmac.New(sha256.New, g.cfg.PseudonymKey)
+		m.Write([]byte(r.id))
+		m.Write([]byte{0})
+		m.Write([]byte(id))
+		h := m.Sum(nil)
+		h[6] = h[6]&0x0f | 0x80 // UUID version 8 (custom), RFC 9562
+		h[8] = h[8]&0x3f | 0x80
+		return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+	}
 }
 
 var dateRE = regexp.MustCompile(`^\d{4}(-\d{2}(-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?)?)?$`)
+
+// relativeRef is a FHIR relative reference Type/id, optionally with a version.
+var relativeRef = regexp.MustCompile(`^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$`)
 
 // identifying are the elements removed for research: the person's names,
 // contacts, addresses, identifiers, photos and free-text narrative.
 var identifying = map[string]bool{"name": true, "telecom": true, "address": true, "identifier": true, "photo": true, "contact": true, "text": true}
 
 // deidentify removes identifying elements at every depth, reduces every date
-// to its year, and cuts references to the patient and display texts of
-// references (which may carry names).
-func deidentify(raw []byte) ([]byte, error) {
+// to its year, drops the display texts of references (which may carry
+// names), and replaces resource ids and the ids in references by pseudonyms
+// (a reference it cannot read is cut).
+func deidentify(raw []byte, pseudonym func(id string) string) ([]byte, error) {
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -258,10 +290,21 @@ func deidentify(raw []byte) ([]byte, error) {
 				}
 				t[k] = walk(val)
 			}
+			if _, ok := t["resourceType"].(string); ok {
+				if id, ok := t["id"].(string); ok {
+					t["id"] = pseudonym(id)
+				}
+			}
 			if ref, ok := t["reference"].(string); ok {
 				delete(t, "display")
-				if len(ref) >= 8 && (ref[:8] == "Patient/" || ref[:8] == "urn:uuid") {
-					t["reference"] = "Patient/redacted"
+				switch m := relativeRef.FindStringSubmatch(ref); {
+				case strings.HasPrefix(ref, "#"): // a contained resource
+				case strings.HasPrefix(ref, "urn:uuid:"):
+					t["reference"] = "urn:uuid:" + pseudonym(strings.TrimPrefix(ref, "urn:uuid:"))
+				case m != nil:
+					t["reference"] = m[1] + "/" + pseudonym(m[2])
+				default:
+					t["reference"] = "redacted"
 				}
 			}
 			return t

@@ -179,3 +179,30 @@ func TestRelayRefreshesView(t *testing.T) {
 		t.Fatalf("read right after the open: %d %s", r.status, r.body)
 	}
 }
+
+// TestDeidentify: what a research reader gets of a resource.
+func TestDeidentify(t *testing.T) {
+	pseudo := func(id string) string { return "P(" + id + ")" }
+	tests := []struct{ name, in, want string }{
+		{"ids and references", `{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/mrn-0042","display":"Jane Doe"},"effectiveDateTime":"2020-05-01T10:00:00Z"}`,
+			`{"effectiveDateTime":"2020","id":"P(o1)","resourceType":"Observation","subject":{"reference":"Patient/P(mrn-0042)"}}`},
+		{"the patient", `{"resourceType":"Patient","id":"mrn-0042","name":[{"family":"Doe"}],"birthDate":"1961-04-02","identifier":[{"value":"123-45-6789"}],"gender":"female"}`,
+			`{"birthDate":"1961","gender":"female","id":"P(mrn-0042)","resourceType":"Patient"}`},
+		{"versioned, urn:uuid, contained and absolute references", `{"resourceType":"Encounter","id":"e","a":{"reference":"Practitioner/x/_history/2"},"b":{"reference":"urn:uuid:1234"},"c":{"reference":"#med"},"d":{"reference":"https://other.example/fhir/Patient/mrn-0042"}}`,
+			`{"a":{"reference":"Practitioner/P(x)"},"b":{"reference":"urn:uuid:P(1234)"},"c":{"reference":"#med"},"d":{"reference":"redacted"},"id":"P(e)","resourceType":"Encounter"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := deidentify([]byte(tt.in), pseudo)
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("got %s (%v)\nwant %s", got, err, tt.want)
+			}
+		})
+	}
+	// Pseudonyms: stable for a reader, different between readers, UUID-shaped.
+	g := &Gateway{cfg: Config{PseudonymKey: []byte("key")}}
+	a, b := g.pseudonyms(&reader{id: "0xaaa"}), g.pseudonyms(&reader{id: "0xbbb"})
+	if a("p1") != a("p1") || a("p1") == b("p1") || a("p1") == a("p2") || len(a("p1")) != 36 || a("p1")[14] != '8' {
+		t.Fatalf("pseudonyms %s %s %s", a("p1"), b("p1"), a("p2"))
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/medrec-zk/medrec/chain"
@@ -129,6 +130,8 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 		Provider: uint32(p), Store: db, View: g.View, Chain: contracts.NewClient(ec, d),
 		Relayer: bind.NewKeyedTransactor(key, d.ChainID), Prover: prover.New(ks),
 		StaffTokens: tokens, Log: opt.Log,
+		// Stable across restarts, secret like the key it comes from.
+		PseudonymKey: crypto.Keccak256([]byte("medrec-zk research pseudonyms"), crypto.FromECDSA(key)),
 	})
 	if err != nil {
 		return nil, err
