@@ -13,8 +13,8 @@ import (
 	"strings"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
-	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/medrec-zk/medrec/chain"
 	"github.com/medrec-zk/medrec/chainview"
