@@ -245,22 +245,20 @@ func (g *Gateway) addResources(c *fiber.Ctx) error {
 	pid := c.Params("id")
 	body := c.Body()
 	var head struct {
-		ResourceType string            `json:"resourceType"`
-		Entry        []json.RawMessage `json:"entry"`
+		ResourceType string `json:"resourceType"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
 	var raws [][]byte
 	if head.ResourceType == "Bundle" {
-		for i, e := range head.Entry {
-			var entry struct {
-				Resource json.RawMessage `json:"resource"`
-			}
-			if err := json.Unmarshal(e, &entry); err != nil || len(entry.Resource) == 0 {
-				return badRequest("bundle entry %d has no resource", i)
-			}
-			raws = append(raws, entry.Resource)
+		// Read as an import reads it: a DELETE entry is refused, not written.
+		entries, err := ingest.BundleResources(body)
+		if err != nil {
+			return badRequest("%v", err)
+		}
+		for _, e := range entries {
+			raws = append(raws, e)
 		}
 	} else {
 		raws = [][]byte{body}

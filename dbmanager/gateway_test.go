@@ -464,6 +464,20 @@ func TestBadInput(t *testing.T) {
 	req := httptest.NewRequest("POST", "/admin/patients/p1/resources", strings.NewReader(`{"resourceType":"Nonsense","id":"n"}`))
 	req.Header.Set("Authorization", "Bearer "+staffToken)
 	outcome(w.do(req), 400)
+	// A Bundle entry asking for a DELETE (or a Bundle of another kind) is
+	// refused, never written as an update.
+	before, _ := w.cfg.Store.State(context.Background(), "p1")
+	for _, b := range []string{
+		`{"resourceType":"Bundle","type":"transaction","entry":[{"resource":` + observationJS + `,"request":{"method":"DELETE","url":"Observation/o1"}}]}`,
+		`{"resourceType":"Bundle","type":"searchset","entry":[{"resource":` + observationJS + `}]}`,
+	} {
+		req := httptest.NewRequest("POST", "/admin/patients/p1/resources", strings.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+staffToken)
+		outcome(w.do(req), 400)
+	}
+	if after, _ := w.cfg.Store.State(context.Background(), "p1"); after.Hash != before.Hash || after.Seq != before.Seq {
+		t.Fatalf("a refused bundle changed the records: %+v → %+v", before, after)
+	}
 	outcome(w.get(w.owner, "/fhir/Observation/missing"), 404)
 	outcome(w.get(w.owner, "/fhir/Observation?name=x"), 400)
 	outcome(w.do(httptest.NewRequest("GET", "/fhir/Observation/o1", nil)), 401)

@@ -187,6 +187,22 @@ func parseBundle(raw []byte) (*bundle, error) {
 	return &b, nil
 }
 
+// BundleResources reads a transaction, batch or collection Bundle as an
+// import does — strict JSON, only POST and PUT requests, at most MaxEntries
+// entries — and returns its entries' resources, unvalidated. Errors wrap
+// store.ErrInvalid.
+func BundleResources(raw []byte) ([]json.RawMessage, error) {
+	b, err := parseBundle(raw)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(b.Entry))
+	for i, e := range b.Entry {
+		out[i] = e.Resource
+	}
+	return out, nil
+}
+
 // validateAll validates every entry's resource, on all cores (validation
 // is most of an import's time).
 func (in *Ingester) validateAll(entries []bundleEntry) ([]*fhirval.Resource, error) {
