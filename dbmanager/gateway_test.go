@@ -28,6 +28,7 @@ import (
 	"github.com/medrec-zk/medrec/dbmanager/internal/syntheatest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
+	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore/sqltest"
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/gatewayauth"
 	"github.com/medrec-zk/medrec/internal/simchain"
@@ -48,10 +49,26 @@ type world struct {
 	owner  *ecdsa.PrivateKey
 	tag    *big.Int
 	cfg    Config // the gateway's configuration
-	dbPath string // its SQLite file
+	dbPath string // its database: an SQLite file or a PostgreSQL DSN
 }
 
+// newWorld builds a world on an SQLite file.
 func newWorld(t testing.TB, opts ...func(*Config)) *world {
+	t.Helper()
+	return newWorldOn(t, filepath.Join(t.TempDir(), "records.db"), opts...)
+}
+
+// onBackends runs f once per records database: SQLite, and PostgreSQL where
+// the environment provides one (sqltest.Backends; make test does).
+func onBackends(t *testing.T, f func(t *testing.T, dsn string)) {
+	for _, b := range sqltest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) { f(t, b.DSN(t)) })
+	}
+}
+
+// newWorldOn builds a world whose gateway keeps its records at dsn (an
+// SQLite path or a PostgreSQL DSN).
+func newWorldOn(t testing.TB, dsn string, opts ...func(*Config)) *world {
 	t.Helper()
 	ctx := context.Background()
 	c := simchain.New(t, 2, nil)
@@ -59,8 +76,8 @@ func newWorld(t testing.TB, opts ...func(*Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbPath := filepath.Join(t.TempDir(), "records.db")
-	db, err := sqlstore.OpenSQLite(ctx, dbPath)
+	dbPath := dsn
+	db, err := sqlstore.Open(ctx, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +122,7 @@ func (w *world) restart(opts ...func(*Config)) {
 	if err := w.cfg.Store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sqlstore.OpenSQLite(context.Background(), w.dbPath)
+	db, err := sqlstore.Open(context.Background(), w.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +290,10 @@ func (w *world) revoke(kind uint8, grantee [32]byte) resp {
 	}, "signature": hexutil.Encode(sig)})
 }
 
-func TestOwnerAndAddressGrantee(t *testing.T) {
-	w := newWorld(t)
+func TestOwnerAndAddressGrantee(t *testing.T) { onBackends(t, testOwnerAndAddressGrantee) }
+
+func testOwnerAndAddressGrantee(t *testing.T, dsn string) {
+	w := newWorldOn(t, dsn)
 	w.open()
 
 	// The owner reads its records, byte for byte as stored.
@@ -359,8 +378,10 @@ func TestOwnerAndAddressGrantee(t *testing.T) {
 	}
 }
 
-func TestAnonymousViewer(t *testing.T) {
-	w := newWorld(t)
+func TestAnonymousViewer(t *testing.T) { onBackends(t, testAnonymousViewer) }
+
+func testAnonymousViewer(t *testing.T, dsn string) {
+	w := newWorldOn(t, dsn)
 	w.open()
 	var v, k fr.Element
 	v.SetUint64(4242)
@@ -500,9 +521,11 @@ func TestBadInput(t *testing.T) {
 
 // TestAnchoring anchors the log and the records state, then checks the
 // owner's entries and record-set hash against the roots on chain.
-func TestAnchoring(t *testing.T) {
+func TestAnchoring(t *testing.T) { onBackends(t, testAnchoring) }
+
+func testAnchoring(t *testing.T, dsn string) {
 	ctx := context.Background()
-	w := newWorld(t)
+	w := newWorldOn(t, dsn)
 	w.open()
 	w.get(w.owner, "/fhir/Observation/o1")
 	w.get(simchain.Key("nosy"), "/fhir/Observation/o1") // denied, logged
