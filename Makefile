@@ -162,7 +162,8 @@ lint-contracts: $(NPM_STAMP)
 # --- speed ---------------------------------------------------------------------
 bench:
 	@mkdir -p bench
-	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee bench/raw.txt
+	# -p 1: one package's benchmarks at a time, or they share the 2 cores.
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) ./... | tee bench/raw.txt
 	$(GO) run ./internal/cmd/benchreport -o bench/report.md < bench/raw.txt
 
 # --- keys ----------------------------------------------------------------------
