@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -64,16 +63,7 @@ func newBenchApp(b *testing.B, providers, perProvider int) benchApp {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for p := 1; p <= providers; p++ {
-		enrol := "" // once, at provider 1
-		if p == 1 {
-			enrol = cm
-		}
-		code := n.SeedPatient(b, p, "pat", testnet.ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), perProvider), enrol)
-		if err := w.Connect(ctx, uint32(p), code); err != nil {
-			b.Fatalf("connect %d: %v", p, err)
-		}
-	}
+	n.SeedConnected(b, cm, perProvider, w.Connect)
 	return ba
 }
 

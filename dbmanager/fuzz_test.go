@@ -686,15 +686,7 @@ func FuzzSignedRequest(f *testing.F) {
 	fw := newFuzzWorld(f)
 	w := fw.world
 	// The anonymous viewer: a research grant over Observations, and a session.
-	var v, k fr.Element
-	v.SetUint64(4242)
-	k.SetUint64(777)
-	tagEl, _ := w.keys.Tag(1)
-	gID := zkhash.Grant(zkhash.ViewerCommitment(v), tagEl, k)
-	obsOnly, _ := access.NewScope("Observation")
-	if r := w.grant(2, zkhash.Bytes32(gID), obsOnly, access.Research); r.status != 200 {
-		f.Fatalf("anonymous grant: %d %s", r.status, r.body)
-	}
+	v, k, tagEl, _ := w.researchViewer()
 	var ch struct{ Challenge string }
 	if err := json.Unmarshal(w.post("/auth/challenge", nil).body, &ch); err != nil {
 		f.Fatal(err)

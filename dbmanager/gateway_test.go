@@ -233,6 +233,21 @@ func (w *world) open() {
 	w.tag = zkhash.Big(tag)
 }
 
+// researchViewer grants an anonymous viewer (secret v, grant secret k)
+// research access to the patient's Observations at provider 1.
+func (w *world) researchViewer() (v, k, tag, g fr.Element) {
+	w.t.Helper()
+	v.SetUint64(4242)
+	k.SetUint64(777)
+	tag, _ = w.keys.Tag(1)
+	g = zkhash.Grant(zkhash.ViewerCommitment(v), tag, k)
+	obsOnly, _ := access.NewScope("Observation")
+	if r := w.grant(2, zkhash.Bytes32(g), obsOnly, access.Research); r.status != 200 {
+		w.t.Fatalf("anonymous grant: %d %s", r.status, r.body)
+	}
+	return v, k, tag, g
+}
+
 // claimFor proves ownership at provider for owner, with a path from chain events.
 func (w *world) claimFor(provider uint32, owner common.Address) map[string]string {
 	w.t.Helper()
@@ -383,15 +398,7 @@ func TestAnonymousViewer(t *testing.T) { onBackends(t, testAnonymousViewer) }
 func testAnonymousViewer(t *testing.T, dsn string) {
 	w := newWorldOn(t, dsn)
 	w.open()
-	var v, k fr.Element
-	v.SetUint64(4242)
-	k.SetUint64(777)
-	tagEl, _ := w.keys.Tag(1)
-	gID := zkhash.Grant(zkhash.ViewerCommitment(v), tagEl, k)
-	obsOnly, _ := access.NewScope("Observation")
-	if r := w.grant(2, zkhash.Bytes32(gID), obsOnly, access.Research); r.status != 200 {
-		t.Fatalf("grant: %d %s", r.status, r.body)
-	}
+	v, k, tagEl, gID := w.researchViewer()
 	session := func(challenge string, v fr.Element) resp {
 		ch, err := zkhash.ParseHex(challenge)
 		if err != nil {

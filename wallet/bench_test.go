@@ -2,12 +2,9 @@ package wallet
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/medrec-zk/medrec/internal/testnet"
 )
 
 // BenchmarkRecords5x1000 is the patient's merged timeline: 5 providers with
@@ -23,16 +20,7 @@ func BenchmarkRecords5x1000(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for p := 1; p <= providers; p++ {
-		enrol := "" // once, at provider 1
-		if p == 1 {
-			enrol = cm
-		}
-		code := n.SeedPatient(b, p, "pat", testnet.ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), perProvider), enrol)
-		if err := w.Connect(ctx, uint32(p), code); err != nil {
-			b.Fatalf("connect %d: %v", p, err)
-		}
-	}
+	n.SeedConnected(b, cm, perProvider, w.Connect)
 	for _, cold := range []bool{true, false} {
 		name := "cached"
 		if cold {

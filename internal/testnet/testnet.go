@@ -151,6 +151,23 @@ func (n *Net) SeedPatient(tb testing.TB, p int, patient, bundle, commitment stri
 	return n.ClaimCode(tb, p, patient)
 }
 
+// SeedConnected gives patient "pat" count Observations at every provider
+// (ids p<provider>-obs<i>), enrols commitment once (at provider 1) and
+// connects the patient everywhere through connect (a wallet's Connect).
+func (n *Net) SeedConnected(tb testing.TB, commitment string, count int, connect func(ctx context.Context, p uint32, code string) error) {
+	tb.Helper()
+	for p := 1; p <= len(n.Sites); p++ {
+		enrol := ""
+		if p == 1 {
+			enrol = commitment
+		}
+		code := n.SeedPatient(tb, p, "pat", ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), count), enrol)
+		if err := connect(context.Background(), uint32(p), code); err != nil {
+			tb.Fatalf("connect %d: %v", p, err)
+		}
+	}
+}
+
 // View is a fresh chain view of the deployment.
 func (n *Net) View(tb testing.TB) *chainview.View {
 	tb.Helper()
