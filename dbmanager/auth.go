@@ -55,18 +55,14 @@ func (g *Gateway) authorize(c *fiber.Ctx) (*reader, *denial) {
 	if tok, ok := bearer(c); ok {
 		return g.authorizeSession(c, tok, now)
 	}
-	signed, err := g.sigs.Verify(c.UserContext(), http.Header(c.GetReqHeaders()), c.Method(), string(c.Request().URI().PathOriginal()),
+	signed, err := g.sigs.Check(http.Header(c.GetReqHeaders()), c.Method(), string(c.Request().URI().PathOriginal()),
 		string(c.Request().URI().QueryString()), c.Body(), now)
-	if errors.Is(err, gatewayauth.ErrUnavailable) {
-		g.log.Error("nonce store failed", "err", err)
-		return nil, &denial{err: errf(fiber.StatusServiceUnavailable, "transient", "cannot check the request's nonce; try again")}
-	}
-	if errors.Is(err, gatewayauth.ErrReplay) {
-		return nil, g.replayDenial(c, signed, err)
-	}
 	if err != nil {
 		return nil, &denial{err: unauthorized("%v", err)}
 	}
+	// The nonce is recorded with the request's log entry (persist.go).
+	c.Locals(pendingNonceKey, &pendingNonce{signed: signed})
+	g.prune(c.UserContext(), now)
 	id := signed.Signer.Hex()
 	if signed.Tag == nil {
 		return nil, &denial{err: badRequest("the %s header names the relationship", gatewayauth.HeaderTag), id: id}
@@ -161,10 +157,19 @@ func grantUsable(gr chainview.Grant, ok bool, now time.Time) error {
 	return nil
 }
 
+// patientOf returns the patient a relationship's tag is mapped to. A
+// mapping is made once and never changes (store.Patients.MapTag), so the
+// ones found are kept in memory.
 func (g *Gateway) patientOf(c *fiber.Ctx, tag *big.Int) (string, error) {
 	var t store.Tag
 	tag.FillBytes(t[:])
+	if id, ok := g.tagPatients.Load(t); ok {
+		return id.(string), nil
+	}
 	p, err := g.cfg.Store.PatientByTag(c.UserContext(), t)
+	if err == nil {
+		g.tagPatients.Store(t, p.ID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return "", notFound("this provider holds no records for the relationship (claim not completed)")
 	}
@@ -323,11 +328,23 @@ func parseProof(s string) (prover.Proof, error) {
 // appendLog writes an access-log entry. Allowed reads are logged before any
 // data is sent and fail when the log cannot be written; for refusals the
 // answer is already decided and a logging failure is only reported.
+//
+// The first entry of a signed request records its nonce in the same commit.
 func (g *Gateway) appendLog(c *fiber.Ctx, e store.LogEntry) error {
 	if len(e.Detail) > store.MaxLogString {
 		e.Detail = e.Detail[:store.MaxLogString]
 	}
-	if _, err := g.cfg.Store.AppendLog(c.UserContext(), e); err != nil {
+	var err error
+	if p := pendingNonceOf(c); p != nil {
+		err = g.appendLogWithNonce(c, p, e)
+		var refused *apiError
+		if errors.As(err, &refused) {
+			return err // a replay another process served first: refused and logged
+		}
+	} else {
+		_, err = g.cfg.Store.AppendLog(c.UserContext(), e)
+	}
+	if err != nil {
 		g.log.Error("access log append failed", "action", e.Action, "err", err)
 		return fmt.Errorf("access log: %w", err)
 	}

@@ -76,6 +76,8 @@ type Gateway struct {
 	pruneMu sync.Mutex
 	pruned  time.Time // when expired nonces and claim codes were last pruned
 
+	tagPatients sync.Map // store.Tag → patient id, once mapped (never changes)
+
 	// Short-lived, in memory only: lost on a restart (re-authenticating is cheap).
 	// unchecked, when set, replaces the permission check of reads by a
 	// fixed reader. Only this package's benchmarks set it, to measure what
@@ -129,7 +131,8 @@ func New(cfg Config) (*Gateway, error) {
 		challenges: map[string]time.Time{},
 		sessions:   map[string]*session{},
 	}
-	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider, Nonces: storeNonces{g}}
+	// Nonces are not the Verifier's: the access log records them (persist.go).
+	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider}
 	g.app = fiber.New(fiber.Config{
 		AppName: "medrec-dbmanager",
 		// The hard limit fasthttp enforces (with a bare 413) is twice ours;
@@ -184,7 +187,7 @@ func (g *Gateway) routes() {
 	})
 	app.Get("/fhir/metadata", g.metadata)
 
-	fhir := app.Group("/fhir", public)
+	fhir := app.Group("/fhir", public, g.recordNonce)
 	fhir.Get("/Patient/$everything", g.everything)
 	fhir.Get("/:type/:id", g.read)
 	fhir.Get("/:type", g.search)
@@ -195,7 +198,7 @@ func (g *Gateway) routes() {
 
 	app.Post("/claims", public, g.claimWithCode)
 
-	me := app.Group("/patient", public)
+	me := app.Group("/patient", public, g.recordNonce)
 	me.Get("/changes", g.changes)
 	me.Get("/log", g.patientLog)
 	me.Get("/state", g.patientState)

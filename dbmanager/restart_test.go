@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,27 +147,72 @@ func TestClaimCodeExpires(t *testing.T) {
 // brokenNonces is a store whose nonce table cannot be written.
 type brokenNonces struct{ store.Store }
 
-func (brokenNonces) UseNonce(context.Context, [32]byte, time.Time) error {
-	return errors.New("disk I/O error")
+var errDisk = errors.New("disk I/O error")
+
+func (brokenNonces) UseNonce(context.Context, [32]byte, time.Time) error { return errDisk }
+
+func (brokenNonces) UseNonceWithLog(context.Context, [32]byte, time.Time, ...store.LogEntry) ([]store.LogEntry, error) {
+	return nil, errDisk
 }
 
-// TestNonceStoreDown: when the nonce cannot be recorded, a signed request is
-// refused as a transient failure (503), never served unchecked, and logged.
+// TestNonceStoreDown: when a signed request's nonce cannot be recorded, the
+// request is refused, never answered: a read (whose nonce is recorded with
+// its log entry) and the owner's change feed (which is not logged, and
+// records its nonce after the handler).
 func TestNonceStoreDown(t *testing.T) {
-	ctx := context.Background()
-	w := newWorld(t, func(c *Config) { c.Store = brokenNonces{c.Store} })
-	w.open()
-	r := w.get(w.owner, "/fhir/Observation/o1")
-	if r.status != 503 || bytes.Contains(r.body, []byte(observationJS)) {
-		t.Fatalf("read with the nonce store down: %d %s", r.status, r.body)
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{"/fhir/Observation/o1", 500},
+		{"/patient/changes", 503},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			w := newWorld(t, func(c *Config) { c.Store = brokenNonces{c.Store} })
+			w.open()
+			r := w.get(w.owner, tt.path)
+			if r.status != tt.status || bytes.Contains(r.body, []byte(observationJS)) || bytes.Contains(r.body, []byte(`"changes"`)) {
+				t.Fatalf("read with the nonce store down: %d %s", r.status, r.body)
+			}
+		})
 	}
-	head, err := w.cfg.Store.LogHead(ctx)
+}
+
+// TestReplayToAnotherProcess: two gateway processes on one database; a
+// request read at the first and replayed at the second is refused there,
+// not answered, and logged under the patient. The same for the owner's
+// change feed, which records its nonce after the handler.
+func TestReplayToAnotherProcess(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.open()
+	other, err := New(w.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last, err := w.cfg.Store.LogRange(ctx, head.Next-1, 1)
-	if err != nil || len(last) != 1 || last[0].Outcome != store.Denied || last[0].Action != "read" {
-		t.Fatalf("last log entry %+v %v", last, err)
+	for _, path := range []string{"/fhir/Observation/o1", "/patient/changes"} {
+		req := w.signed(w.owner, path, w.tag, 1)
+		again := httptest.NewRequest("GET", path, nil)
+		again.Header = req.Header.Clone()
+		if r := w.do(req); r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.body)
+		}
+		res, err := other.App().Test(again, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 401 || !bytes.Contains(body, []byte("nonce already used")) {
+			t.Fatalf("%s replayed at the other process: %d %s", path, res.StatusCode, body)
+		}
+		head, err := store.VerifyLog(ctx, w.cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := w.cfg.Store.LogRange(ctx, head.Next-1, 1)
+		if err != nil || len(last) != 1 || last[0].Outcome != store.Denied || last[0].PatientID != "p1" || last[0].ActorKind != store.ActorPatient {
+			t.Fatalf("%s: last log entry %+v %v", path, last, err)
+		}
 	}
 }
 

@@ -76,20 +76,23 @@ type Request struct {
 	Expiry   uint64 // unix seconds
 }
 
+// The EIP-712 type and domain hashes that do not depend on the request.
+var (
+	domainTypeHash  = crypto.Keccak256([]byte(domainType))
+	domainNameHash  = crypto.Keccak256([]byte(domainName))
+	domainVerHash   = crypto.Keccak256([]byte(domainVersion))
+	requestTypeHash = crypto.Keccak256([]byte(requestType))
+)
+
 // Digest returns the EIP-712 digest of r on chain chainID.
 func (r Request) Digest(chainID *big.Int) common.Hash {
-	domain := crypto.Keccak256(
-		crypto.Keccak256([]byte(domainType)),
-		crypto.Keccak256([]byte(domainName)),
-		crypto.Keccak256([]byte(domainVersion)),
-		common.LeftPadBytes(chainID.Bytes(), 32),
-	)
+	domain := crypto.Keccak256(domainTypeHash, domainNameHash, domainVerHash, common.LeftPadBytes(chainID.Bytes(), 32))
 	tag := new(big.Int)
 	if r.Tag != nil {
 		tag = r.Tag
 	}
 	structHash := crypto.Keccak256(
-		crypto.Keccak256([]byte(requestType)),
+		requestTypeHash,
 		crypto.Keccak256([]byte(r.Method)),
 		crypto.Keccak256([]byte(r.Path)),
 		crypto.Keccak256([]byte(r.Query)),
@@ -199,9 +202,10 @@ func (v *Verifier) nonces() NonceStore {
 
 // Signed is a verified request: who signed it, for which relationship.
 type Signed struct {
-	Signer common.Address
-	Tag    *big.Int
-	Nonce  [32]byte
+	Signer  common.Address
+	Tag     *big.Int
+	Nonce   [32]byte
+	Expires time.Time // the request's expiry: its nonce must be remembered until then
 }
 
 // Verify checks the headers of a request against its method, path, raw
@@ -210,6 +214,24 @@ type Signed struct {
 // signature was valid, and the returned Signed names whose request was
 // replayed (for the access log; it authorizes nothing).
 func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
+	signed, err := v.Check(h, method, path, query, body, now)
+	if err != nil {
+		return Signed{}, err
+	}
+	if err := v.nonces().UseNonce(ctx, signed.Nonce, signed.Expires, now); err != nil {
+		if errors.Is(err, ErrReplay) {
+			return signed, err // the signature is genuine: say whose request was replayed
+		}
+		return Signed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return signed, nil
+}
+
+// Check is Verify without the nonce: it checks the headers, expiry and
+// signature but does not consume the nonce. A caller that serves a request
+// after Check alone must itself record the nonce as used, once, before it
+// answers (the gateway does so in the same commit as the access-log entry).
+func (v *Verifier) Check(h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
 	signer, nonceHex, expHex, sigHex := h.Get(HeaderSigner), h.Get(HeaderNonce), h.Get(HeaderExpiry), h.Get(HeaderSignature)
 	if signer == "" && sigHex == "" {
 		return Signed{}, ErrMissing
@@ -258,15 +280,12 @@ func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, quer
 	}
 	d := req.Digest(v.ChainID)
 	pub, err := crypto.SigToPub(d[:], rs)
-	if err != nil || crypto.PubkeyToAddress(*pub) != common.HexToAddress(signer) {
+	if err != nil {
 		return Signed{}, ErrSignature
 	}
-	signed := Signed{Signer: crypto.PubkeyToAddress(*pub), Tag: req.Tag, Nonce: req.Nonce}
-	if err := v.nonces().UseNonce(ctx, req.Nonce, time.Unix(int64(req.Expiry), 0), now); err != nil {
-		if errors.Is(err, ErrReplay) {
-			return signed, err // the signature is genuine: say whose request was replayed
-		}
-		return Signed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	addr := crypto.PubkeyToAddress(*pub)
+	if addr != common.HexToAddress(signer) {
+		return Signed{}, ErrSignature
 	}
-	return signed, nil
+	return Signed{Signer: addr, Tag: req.Tag, Nonce: req.Nonce, Expires: time.Unix(int64(req.Expiry), 0)}, nil
 }

@@ -105,6 +105,12 @@ type Nonces interface {
 	// calls with one nonce, from any number of processes, exactly one
 	// succeeds.
 	UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error
+	// UseNonceWithLog records nonce as used until expires and appends
+	// entries (as AppendLog) in one transaction, so a signed request costs
+	// one durable commit, not two. If the nonce is recorded already it
+	// returns ErrConflict and writes nothing; of concurrent calls with one
+	// nonce exactly one succeeds.
+	UseNonceWithLog(ctx context.Context, nonce [32]byte, expires time.Time, entries ...LogEntry) ([]LogEntry, error)
 	// PruneNonces forgets the nonces that expired at or before before and
 	// returns how many. The caller passes the clock it checks expiries
 	// with: a request that expired by then is refused before its nonce is

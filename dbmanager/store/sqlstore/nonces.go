@@ -29,7 +29,7 @@ func (s *DB) exec(ctx context.Context, query string, args ...any) (int64, error)
 func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error {
 	var n int64
 	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := s.txExec(ctx, tx, `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`, nonce[:], micros(expires))
+		res, err := s.txExec(ctx, tx, insertNonce, nonce[:], micros(expires))
 		if err != nil {
 			return err
 		}
@@ -43,6 +43,39 @@ func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) er
 		return fmt.Errorf("nonce already used: %w", store.ErrConflict)
 	}
 	return nil
+}
+
+const insertNonce = `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`
+
+// UseNonceWithLog implements store.Nonces: the nonce row and the log
+// entries ride in one group commit.
+func (s *DB) UseNonceWithLog(ctx context.Context, nonce [32]byte, expires time.Time, entries ...store.LogEntry) ([]store.LogEntry, error) {
+	for i, e := range entries {
+		if err := store.ValidateEntry(e); err != nil {
+			return nil, fmt.Errorf("use nonce with log: entry %d: %w", i, err)
+		}
+	}
+	out := append([]store.LogEntry(nil), entries...)
+	var used bool
+	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		used = false // fn may run twice (a failed group is retried write by write)
+		res, err := s.txExec(ctx, tx, insertNonce, nonce[:], micros(expires))
+		if err != nil {
+			return dbErr("insert nonce", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			used = err == nil
+			return err
+		}
+		return s.appendLog(ctx, tx, out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("use nonce with log: %w", err)
+	}
+	if used {
+		return nil, fmt.Errorf("nonce already used: %w", store.ErrConflict)
+	}
+	return out, nil
 }
 
 // PruneNonces implements store.Nonces.

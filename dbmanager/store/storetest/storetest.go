@@ -41,6 +41,8 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"Nonces", testNonces},
 		{"ConcurrentNonces", testConcurrentNonces},
+		{"NonceWithLog", testNonceWithLog},
+		{"ConcurrentNonceWithLog", testConcurrentNonceWithLog},
 		{"ClaimCodes", testClaimCodes},
 		{"ConcurrentClaimCodeConsume", testConcurrentConsume},
 	}
@@ -698,6 +700,70 @@ func testNonces(t *testing.T, s store.Store) {
 	wantErr(t, "pruned nonce", s.UseNonce(ctx, a, now.Add(2*time.Minute)), nil)
 	if n := ok(s.PruneNonces(ctx, now.Add(time.Hour)))(t); n != 3 {
 		t.Fatalf("pruned %d nonces at the end, want 3", n)
+	}
+}
+
+// testNonceWithLog: a nonce and its request's log entry are recorded
+// together or not at all.
+func testNonceWithLog(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Minute)
+	a, b := [32]byte{7}, [32]byte{8}
+	entry := store.LogEntry{ActorKind: store.ActorPatient, ActorID: "0xabc", Action: "read", PatientID: "p1", Resources: []string{"Observation/o1"}, Outcome: store.Allowed}
+	got := ok(s.UseNonceWithLog(ctx, a, exp, entry))(t)
+	if len(got) != 1 || got[0].Seq != 0 || got[0].Hash == ([32]byte{}) {
+		t.Fatalf("appended %+v", got)
+	}
+	_, err := s.UseNonceWithLog(ctx, a, exp, entry)
+	wantErr(t, "replay", err, store.ErrConflict)
+	wantErr(t, "replay through UseNonce", s.UseNonce(ctx, a, exp), store.ErrConflict)
+	bad := entry
+	bad.Action = ""
+	_, err = s.UseNonceWithLog(ctx, b, exp, bad)
+	wantErr(t, "invalid entry", err, store.ErrInvalid)
+	if head := ok(store.VerifyLog(ctx, s))(t); head.Next != 1 {
+		t.Fatalf("the log has %d entries, want 1 (a replay or a refused entry was written)", head.Next)
+	}
+	wantErr(t, "UseNonce of an unused nonce", s.UseNonce(ctx, b, exp), nil)
+	_, err = s.UseNonceWithLog(ctx, b, exp, entry)
+	wantErr(t, "nonce recorded alone, then with a log entry", err, store.ErrConflict)
+}
+
+// testConcurrentNonceWithLog: of concurrent requests with one nonce exactly
+// one gets its entry logged, also when they share a group commit.
+func testConcurrentNonceWithLog(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Minute)
+	const workers, nonces = 8, 16
+	wins := make([]atomic.Int32, nonces)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*nonces)
+	for range workers {
+		wg.Go(func() {
+			for i := range nonces {
+				e := store.LogEntry{ActorKind: store.ActorPatient, ActorID: "0xabc", Action: "read", PatientID: "p1", Outcome: store.Allowed, Detail: fmt.Sprint(i)}
+				_, err := s.UseNonceWithLog(ctx, [32]byte{0: 0xbb, 31: byte(i)}, exp, e)
+				switch {
+				case err == nil:
+					wins[i].Add(1)
+				case !errors.Is(err, store.ErrConflict):
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i := range wins {
+		if n := wins[i].Load(); n != 1 {
+			t.Fatalf("nonce %d: %d winners", i, n)
+		}
+	}
+	if head := ok(store.VerifyLog(ctx, s))(t); head.Next != nonces {
+		t.Fatalf("the log has %d entries, want one per nonce (%d)", head.Next, nonces)
 	}
 }
 
