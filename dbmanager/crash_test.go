@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,7 +178,8 @@ type crashRequest struct {
 	resources []string
 	outcome   store.Decision
 	detail    string
-	nonce     [32]byte // a signed read's
+	nonce     [32]byte  // a signed read's, with its expiry
+	expires   time.Time // (nonces are recorded with their signed expiry)
 	writes    []crashWrite
 	// unique: every write carries bytes never sent before, so whether an
 	// unacknowledged request was applied can be told from the database.
@@ -673,7 +675,12 @@ func (cl *crashClient) readRequest(w *crashWorker) (*crashRequest, error) {
 	}
 	err = gatewayauth.Sign(r.header, gatewayauth.Request{Method: r.method, Path: r.path, BodyHash: gatewayauth.BodyHash(nil),
 		Tag: big.NewInt(int64(1_000_000*(w.n+1) + w.next)), Audience: 1, Nonce: r.nonce}, key, cl.chainID, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	w.next++
+	exp, err := strconv.ParseInt(r.header.Get(gatewayauth.HeaderExpiry), 10, 64)
+	r.expires = time.Unix(exp, 0)
 	return r, err
 }
 
@@ -911,7 +918,7 @@ func (v *crashVerifier) request(r *crashRequest) {
 		// The nonce of an acknowledged refusal is recorded: a replay of
 		// the request is refused after the crash too.
 		if r.acked {
-			if err := v.s.UseNonce(v.ctx, r.nonce, time.Now().Add(time.Hour)); !errors.Is(err, store.ErrConflict) {
+			if err := v.s.UseNonce(v.ctx, r.nonce, r.expires); !errors.Is(err, store.ErrConflict) {
 				v.errorf("%v: its nonce is not recorded (UseNonce: %v)", r, err)
 			}
 		}

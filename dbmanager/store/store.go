@@ -100,10 +100,12 @@ type Anchors interface {
 // after the gateway restarts.
 type Nonces interface {
 	// UseNonce records nonce as used until expires. If the nonce is recorded
-	// already — whether or not it has expired since, until PruneNonces
-	// forgets it — it returns ErrConflict and changes nothing. Of concurrent
-	// calls with one nonce, from any number of processes, exactly one
-	// succeeds.
+	// already with this expiry — whether or not it has expired since, until
+	// PruneNonces forgets it — it returns ErrConflict and changes nothing. Of
+	// concurrent calls with one nonce and expiry, from any number of
+	// processes, exactly one succeeds. (A request's expiry is signed with
+	// its nonce, so a replay always carries both; keying by the pair lets a
+	// store keep nonces in expiry order, where new ones are appended.)
 	UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error
 	// UseNonceWithLog records nonce as used until expires and appends
 	// entries (as AppendLog) in one transaction, so a signed request costs

@@ -23,9 +23,10 @@ func (s *DB) exec(ctx context.Context, query string, args ...any) (int64, error)
 	return res.RowsAffected()
 }
 
-// UseNonce implements store.Nonces. The primary key decides: of concurrent
-// inserts of one nonce exactly one adds a row, the others affect none (also
-// within one group commit, where they run one after the other).
+// UseNonce implements store.Nonces. The primary key (expires_us, nonce)
+// decides: of concurrent inserts of one pair exactly one adds a row, the
+// others affect none (also within one group commit, where they run one after
+// the other).
 func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) error {
 	var n int64
 	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error {
@@ -45,7 +46,7 @@ func (s *DB) UseNonce(ctx context.Context, nonce [32]byte, expires time.Time) er
 	return nil
 }
 
-const insertNonce = `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING`
+const insertNonce = `INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?) ON CONFLICT (expires_us, nonce) DO NOTHING`
 
 // UseNonceWithLog implements store.Nonces: the nonce row and the log
 // entries ride in one group commit.

@@ -82,6 +82,42 @@ func TestNoncesAcrossHandles(t *testing.T) {
 
 // TestUpgradeFromV1: a database created by the first migration only, with
 // data, gains the nonce and claim-code tables on open and keeps its data.
+// TestUpgradeFromV2: nonces recorded before version 3 keyed them by
+// (expiry, nonce) are still refused after it; PostgreSQL's migration is run
+// by every PostgreSQL test.
+func TestUpgradeFromV2(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "records.db")
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := fs.Sub(migrations, "migrations/sqlite")
+	p, err := goose.NewProvider(goose.DialectSQLite3, raw, dir, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Minute)
+	if _, err := raw.Exec(`INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?)`, make([]byte, 32), micros(exp)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.UseNonce(ctx, [32]byte{}, exp); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a nonce recorded before the upgrade: %v", err)
+	}
+	if n, err := s.PruneNonces(ctx, exp); err != nil || n != 1 {
+		t.Fatalf("prune after the upgrade: %d %v", n, err)
+	}
+}
+
 func TestUpgradeFromV1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "records.db")

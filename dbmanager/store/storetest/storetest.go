@@ -680,26 +680,33 @@ func testNonces(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0)
 	a, b, c := [32]byte{1}, [32]byte{2}, [32]byte{31: 3}
-	wantErr(t, "first use", s.UseNonce(ctx, a, now.Add(time.Minute)), nil)
-	wantErr(t, "replay", s.UseNonce(ctx, a, now.Add(time.Minute)), store.ErrConflict)
-	wantErr(t, "replay with another expiry", s.UseNonce(ctx, a, now.Add(5*time.Minute)), store.ErrConflict)
-	wantErr(t, "another nonce", s.UseNonce(ctx, b, now.Add(5*time.Minute)), nil)
-	wantErr(t, "a third nonce", s.UseNonce(ctx, c, now.Add(time.Minute+time.Microsecond)), nil)
+	aExp, bExp, cExp := now.Add(time.Minute), now.Add(5*time.Minute), now.Add(time.Minute+time.Microsecond)
+	wantErr(t, "first use", s.UseNonce(ctx, a, aExp), nil)
+	wantErr(t, "replay", s.UseNonce(ctx, a, aExp), store.ErrConflict)
+	// The pair is what is recorded: a request's expiry is signed with its
+	// nonce, so the same nonce with another expiry is another request.
+	wantErr(t, "the nonce with another expiry", s.UseNonce(ctx, a, bExp), nil)
+	wantErr(t, "another nonce", s.UseNonce(ctx, b, bExp), nil)
+	wantErr(t, "a third nonce", s.UseNonce(ctx, c, cExp), nil)
 	// Nothing has expired yet: nothing is pruned.
 	if n := ok(s.PruneNonces(ctx, now))(t); n != 0 {
 		t.Fatalf("pruned %d before any expiry", n)
 	}
 	// An expired nonce is still refused until it is pruned …
-	wantErr(t, "expired, not pruned", s.UseNonce(ctx, a, now.Add(10*time.Minute)), store.ErrConflict)
+	if n := ok(s.PruneNonces(ctx, now.Add(time.Minute-time.Microsecond)))(t); n != 0 {
+		t.Fatalf("pruned %d before any expiry", n)
+	}
+	wantErr(t, "expired, not pruned", s.UseNonce(ctx, a, aExp), store.ErrConflict)
 	// … and pruning forgets exactly the nonces expired at or before the instant.
-	if n := ok(s.PruneNonces(ctx, now.Add(time.Minute)))(t); n != 1 {
+	if n := ok(s.PruneNonces(ctx, aExp))(t); n != 1 {
 		t.Fatalf("pruned %d nonces at a's expiry, want 1", n)
 	}
-	wantErr(t, "unexpired after prune", s.UseNonce(ctx, b, now.Add(5*time.Minute)), store.ErrConflict)
-	wantErr(t, "unexpired after prune", s.UseNonce(ctx, c, now.Add(5*time.Minute)), store.ErrConflict)
-	wantErr(t, "pruned nonce", s.UseNonce(ctx, a, now.Add(2*time.Minute)), nil)
-	if n := ok(s.PruneNonces(ctx, now.Add(time.Hour)))(t); n != 3 {
-		t.Fatalf("pruned %d nonces at the end, want 3", n)
+	wantErr(t, "unexpired after prune", s.UseNonce(ctx, b, bExp), store.ErrConflict)
+	wantErr(t, "unexpired after prune", s.UseNonce(ctx, c, cExp), store.ErrConflict)
+	wantErr(t, "unexpired after prune", s.UseNonce(ctx, a, bExp), store.ErrConflict)
+	wantErr(t, "pruned nonce", s.UseNonce(ctx, a, aExp), nil)
+	if n := ok(s.PruneNonces(ctx, now.Add(time.Hour)))(t); n != 4 {
+		t.Fatalf("pruned %d nonces at the end, want 4", n)
 	}
 }
 
