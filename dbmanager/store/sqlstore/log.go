@@ -19,8 +19,7 @@ func (s *DB) AppendLog(ctx context.Context, entries ...store.LogEntry) ([]store.
 		}
 	}
 	out := append([]store.LogEntry(nil), entries...)
-	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error { return s.appendLog(ctx, tx, out) })
-	if err != nil {
+	if _, err := s.groupLog(ctx, nil, time.Time{}, out); err != nil {
 		return nil, fmt.Errorf("append log: %w", err)
 	}
 	return out, nil

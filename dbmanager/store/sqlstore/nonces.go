@@ -57,23 +57,11 @@ func (s *DB) UseNonceWithLog(ctx context.Context, nonce [32]byte, expires time.T
 		}
 	}
 	out := append([]store.LogEntry(nil), entries...)
-	var used bool
-	err := s.group(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		used = false // fn may run twice (a failed group is retried write by write)
-		res, err := s.txExec(ctx, tx, insertNonce, nonce[:], micros(expires))
-		if err != nil {
-			return dbErr("insert nonce", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			used = err == nil
-			return err
-		}
-		return s.appendLog(ctx, tx, out)
-	})
+	taken, err := s.groupLog(ctx, &nonce, expires, out)
 	if err != nil {
 		return nil, fmt.Errorf("use nonce with log: %w", err)
 	}
-	if used {
+	if taken {
 		return nil, fmt.Errorf("nonce already used: %w", store.ErrConflict)
 	}
 	return out, nil

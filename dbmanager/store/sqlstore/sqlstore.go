@@ -231,21 +231,42 @@ func (s *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 }
 
-// groupOp is one small write waiting for a group commit.
+// groupOp is one small write waiting for a group commit: either fn, or log
+// entries to append, after recording a nonce if one is given.
 type groupOp struct {
-	fn   func(ctx context.Context, tx *sql.Tx) error
+	fn func(ctx context.Context, tx *sql.Tx) error
+
+	log     []store.LogEntry // chained and filled in in place
+	nonce   *[32]byte        // recorded first; if it is taken, the op writes nothing
+	expires time.Time        // the nonce's
+	taken   bool             // result: the nonce was recorded already
+
 	done chan error
 }
 
 // group commits fn durably, sharing one transaction — and so one fsync —
 // with the other small writes queued meanwhile, and returns once it is
-// committed (or failed). Each caller queues its write and then takes turns
-// at committing: whoever commits takes the whole queue, so a write waits for
-// at most the group in progress and its own. When a group's transaction
-// fails, its writes are retried one by one, so one write's failure never
-// fails another's. fn must be idempotent on retry within its transaction.
+// committed (or failed). fn must be idempotent on retry within its
+// transaction. See enqueue.
 func (s *DB) group(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	op := &groupOp{fn: fn, done: make(chan error, 1)}
+	return s.enqueue(ctx, &groupOp{fn: fn})
+}
+
+// groupLog appends entries through a group commit, recording nonce first
+// if it is not nil; it reports whether the nonce was taken (and then
+// nothing was written). The entries of one group are chained in one go.
+func (s *DB) groupLog(ctx context.Context, nonce *[32]byte, expires time.Time, entries []store.LogEntry) (taken bool, err error) {
+	op := &groupOp{log: entries, nonce: nonce, expires: expires}
+	err = s.enqueue(ctx, op)
+	return op.taken, err
+}
+
+// enqueue queues op and then takes turns at committing: whoever commits
+// takes the whole queue, so a write waits for at most the group in progress
+// and its own. When a group's transaction fails, its writes are retried one
+// by one, so one write's failure never fails another's.
+func (s *DB) enqueue(ctx context.Context, op *groupOp) error {
+	op.done = make(chan error, 1)
 	s.qmu.Lock()
 	s.queue = append(s.queue, op)
 	s.qmu.Unlock()
@@ -268,14 +289,7 @@ func (s *DB) commitGroup(ctx context.Context, ops []*groupOp) {
 	if s.grouped != nil {
 		s.grouped(len(ops))
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		for _, op := range ops {
-			if err := op.fn(ctx, tx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.write(ctx, func(tx *sql.Tx) error { return s.runOps(ctx, tx, ops) })
 	if err == nil || len(ops) == 1 {
 		for _, op := range ops {
 			op.done <- err
@@ -283,8 +297,50 @@ func (s *DB) commitGroup(ctx context.Context, ops []*groupOp) {
 		return
 	}
 	for _, op := range ops {
-		op.done <- s.write(ctx, func(tx *sql.Tx) error { return op.fn(ctx, tx) })
+		op.done <- s.write(ctx, func(tx *sql.Tx) error { return s.runOps(ctx, tx, []*groupOp{op}) })
 	}
+}
+
+// runOps performs a group's writes in tx: each fn, each nonce, and then all
+// log entries as one append (one head update for the group, not one per op).
+func (s *DB) runOps(ctx context.Context, tx *sql.Tx, ops []*groupOp) error {
+	var (
+		batch []store.LogEntry
+		spans = make([][2]int, len(ops))
+	)
+	for i, op := range ops {
+		op.taken = false // a failed group is retried op by op
+		if op.fn != nil {
+			if err := op.fn(ctx, tx); err != nil {
+				return err
+			}
+			continue
+		}
+		if op.nonce != nil {
+			res, err := s.txExec(ctx, tx, insertNonce, op.nonce[:], micros(op.expires))
+			if err != nil {
+				return dbErr("insert nonce", err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return dbErr("insert nonce", err)
+			}
+			if op.taken = n == 0; op.taken {
+				continue
+			}
+		}
+		spans[i] = [2]int{len(batch), len(batch) + len(op.log)}
+		batch = append(batch, op.log...)
+	}
+	if err := s.appendLog(ctx, tx, batch); err != nil {
+		return err
+	}
+	for i, op := range ops {
+		if op.fn == nil && !op.taken {
+			copy(op.log, batch[spans[i][0]:spans[i][1]])
+		}
+	}
+	return nil
 }
 
 // read runs fn in a read-only transaction that sees one snapshot.

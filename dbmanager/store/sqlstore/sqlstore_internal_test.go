@@ -222,6 +222,10 @@ func TestGroupCommit(t *testing.T) {
 	t.Logf("%d writes in %d commits (largest group %d)", 2*workers*each, groups.Load(), largest.Load())
 
 	// A write that fails inside a group fails alone.
+	exp := time.Now().Add(time.Minute)
+	if err := s.UseNonce(ctx, [32]byte{0xfe}, exp); err != nil {
+		t.Fatal(err)
+	}
 	bad := errors.New("this write fails")
 	var hold sync.Mutex
 	hold.Lock()
@@ -231,31 +235,42 @@ func TestGroupCommit(t *testing.T) {
 		sizes = append(sizes, n)
 		hold.Unlock()
 	}
-	results := make(chan error, 3)
+	results := make(chan error, 5)
 	go func() { results <- s.group(ctx, func(context.Context, *sql.Tx) error { return nil }) }()
 	time.Sleep(50 * time.Millisecond) // the first caller is committing (held)
 	go func() { results <- s.group(ctx, func(context.Context, *sql.Tx) error { return bad }) }()
+	entry := store.LogEntry{ActorKind: store.ActorSystem, Action: "read", Outcome: store.Allowed}
 	go func() {
-		_, err := s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "read", Outcome: store.Allowed})
+		_, err := s.AppendLog(ctx, entry)
+		results <- err
+	}()
+	go func() { // a nonce used above: taken, nothing written
+		_, err := s.UseNonceWithLog(ctx, [32]byte{0xfe}, exp, entry)
+		results <- err
+	}()
+	go func() {
+		_, err := s.UseNonceWithLog(ctx, [32]byte{0: 0xff}, exp, entry)
 		results <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
 	hold.Unlock()
-	var failed, ok int
-	for range 3 {
+	var failed, taken, ok int
+	for range 5 {
 		switch err := <-results; {
 		case errors.Is(err, bad):
 			failed++
+		case errors.Is(err, store.ErrConflict):
+			taken++
 		case err == nil:
 			ok++
 		default:
 			t.Fatal(err)
 		}
 	}
-	if failed != 1 || ok != 2 || len(sizes) != 2 || sizes[1] != 2 {
-		t.Fatalf("%d failed, %d succeeded, groups %v", failed, ok, sizes)
+	if failed != 1 || taken != 1 || ok != 3 || len(sizes) != 2 || sizes[1] != 4 {
+		t.Fatalf("%d failed, %d nonces taken, %d succeeded, groups %v", failed, taken, ok, sizes)
 	}
-	if head, err := store.VerifyLog(ctx, s); err != nil || head.Next != workers*each+1 {
+	if head, err := store.VerifyLog(ctx, s); err != nil || head.Next != workers*each+2 {
 		t.Fatalf("log after the failed group: %+v %v", head, err)
 	}
 }
