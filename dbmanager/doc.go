@@ -22,8 +22,10 @@
 // replayed after a restart is refused and the refusal logged), and the
 // claim codes staff issued (their SHA-256 only, 24 hours, used up by the
 // claim they allow). Expired nonces and codes are deleted about once a
-// minute, by the gateway's clock. If the database cannot record a nonce, the
-// request is refused (503), never served unchecked.
+// minute, by the gateway's clock. A request's nonce is recorded in the same
+// commit as its access-log entry (or, for the owner's unlogged requests,
+// after the handler), before anything is answered; if the database cannot
+// record it, the request is refused (5xx), never served.
 //
 // Kept in memory only, and lost on a restart: anonymous viewers' challenges
 // (2 minutes) and sessions (SessionTTL, 10 minutes by default) — a viewer

@@ -174,8 +174,7 @@ func (g *Gateway) routes() {
 		if len(c.Body()) > g.cfg.BodyLimit {
 			return errf(fiber.StatusRequestEntityTooLarge, "too-costly", "request body larger than %d bytes", g.cfg.BodyLimit)
 		}
-		c.Set("X-Content-Type-Options", "nosniff")
-		c.Set("Cache-Control", "no-store")
+		secureHeaders(c)
 		return c.Next()
 	})
 	public := limiter.New(limiter.Config{
@@ -217,6 +216,19 @@ func (g *Gateway) routes() {
 	admin.Post("/import", g.importBundle)
 
 	app.Use(func(c *fiber.Ctx) error { return notFound("no route %s %s", c.Method(), c.Path()) })
+}
+
+// secureHeaders are set on every answer.
+func secureHeaders(c *fiber.Ctx) {
+	c.Set("X-Content-Type-Options", "nosniff")
+	c.Set("Cache-Control", "no-store")
+}
+
+// discardAnswer drops the answer a handler built (status, headers, body),
+// keeping the headers every answer carries, so an error can replace it.
+func discardAnswer(c *fiber.Ctx) {
+	c.Response().Reset()
+	secureHeaders(c)
 }
 
 // decodeStrict decodes a JSON body: unknown fields and trailing data are errors.

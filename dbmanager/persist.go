@@ -88,14 +88,14 @@ func (g *Gateway) recordNonce(c *fiber.Ctx) error {
 		if !ok {
 			return err // refused anyway
 		}
-		c.Response().Reset()
+		discardAnswer(c)
 		return g.refuseReplay(c, p, strings.TrimPrefix(c.Path(), "/patient/"), nil)
 	default:
 		g.log.Error("recording a request's nonce failed", "err", uerr)
 		if !ok {
 			return err
 		}
-		c.Response().Reset()
+		discardAnswer(c)
 		return errf(fiber.StatusServiceUnavailable, "transient", "cannot record the request's nonce; try again")
 	}
 }

@@ -202,8 +202,8 @@ func TestReplayToAnotherProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(res.Body)
-		if res.StatusCode != 401 || !bytes.Contains(body, []byte("nonce already used")) {
-			t.Fatalf("%s replayed at the other process: %d %s", path, res.StatusCode, body)
+		if res.StatusCode != 401 || !bytes.Contains(body, []byte("nonce already used")) || res.Header.Get("Cache-Control") != "no-store" || res.Header.Get("ETag") != "" {
+			t.Fatalf("%s replayed at the other process: %d %v %s", path, res.StatusCode, res.Header, body)
 		}
 		head, err := store.VerifyLog(ctx, w.cfg.Store)
 		if err != nil {
