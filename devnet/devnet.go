@@ -80,8 +80,10 @@ func LoadDeployment(dir string) (*contracts.Deployment, error) {
 
 // Deploy deploys the contracts on a running network, once: when the
 // directory already records a deployment it is checked against the chain
-// and returned. Each provider's gateway URL is a free loopback port.
-func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet) (*contracts.Deployment, error) {
+// and returned. The registry records ks' hash and v must be the verifiers
+// compiled from ks (contracts.DevVerifiers for the dev keys). Each
+// provider's gateway URL is a free loopback port.
+func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet, v contracts.Verifiers) (*contracts.Deployment, error) {
 	st := n.State()
 	if len(st.Nodes) == 0 {
 		return nil, errors.New("devnet: the network has no nodes")
@@ -123,7 +125,7 @@ func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet) (*contract
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	d, txs, err := contracts.Deploy(ctx, client, bind.NewKeyedTransactor(deployer, id), providers, ks.RegistryHash())
+	d, txs, err := contracts.Deploy(ctx, client, bind.NewKeyedTransactor(deployer, id), providers, ks.RegistryHash(), v)
 	if err != nil {
 		return nil, err
 	}

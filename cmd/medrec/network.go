@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
 )
@@ -201,7 +202,7 @@ func networkUp(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := devnet.Deploy(c, n, ks)
+	d, err := devnet.Deploy(c, n, ks, contracts.DevVerifiers())
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/medrec-zk/medrec/chain"
 	"github.com/medrec-zk/medrec/client"
+	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
 )
@@ -131,7 +132,7 @@ func runAll(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := devnet.Deploy(c, n, ks)
+	d, err := devnet.Deploy(c, n, ks, contracts.DevVerifiers())
 	if err != nil {
 		return err
 	}
