@@ -343,6 +343,24 @@ func TestDevKeysAreMarked(t *testing.T) {
 	}
 }
 
+// TestExportSolidityOrigin: a manifest's origin lands in the verifier's
+// header as one comment line, whatever line breaks it holds.
+func TestExportSolidityOrigin(t *testing.T) {
+	dev, err := DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := *dev
+	ks.Manifest.Origin = "local ceremony\ncontract Evil {}\r\n  NOT FOR PRODUCTION"
+	var buf bytes.Buffer
+	if err := ks.ExportSolidity(Ownership, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("\n// Keys: local ceremony contract Evil {} NOT FOR PRODUCTION\n")) || bytes.Contains(buf.Bytes(), []byte("\ncontract Evil")) {
+		t.Fatalf("header:\n%s", buf.Bytes()[:300])
+	}
+}
+
 func BenchmarkProveOwnership(b *testing.B) {
 	p, w := devProver(b), ownershipWitness(b)
 	comp, _ := Compile(Ownership)
