@@ -423,3 +423,39 @@ func BenchmarkLoadKeys(b *testing.B) {
 		}
 	}
 }
+
+// TestCopyKeyDir: a copy loads as the same keys, holds only the key files,
+// and a source whose files do not match its manifest is refused before
+// the copy gets a manifest.
+func TestCopyKeyDir(t *testing.T) {
+	src := copyDevKeys(t)
+	os.WriteFile(filepath.Join(src, "README.md"), []byte("not a key"), 0o644)
+	dst := filepath.Join(t.TempDir(), "keys")
+	if err := CopyKeyDir(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := LoadKeyDir(dst, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := DevKeys()
+	if ks.RegistryHash() != dev.RegistryHash() || ks.Manifest.Transcript != dev.Manifest.Transcript {
+		t.Fatal("the copy holds other keys")
+	}
+	if _, err := os.Stat(filepath.Join(dst, "README.md")); err == nil {
+		t.Fatal("a file the manifest does not name was copied")
+	}
+
+	bad := copyDevKeys(t)
+	os.WriteFile(filepath.Join(bad, "entitlement.vk"), []byte("tampered"), 0o644)
+	dst = filepath.Join(t.TempDir(), "keys")
+	if err := CopyKeyDir(bad, dst); !errors.Is(err, ErrKeyFiles) {
+		t.Fatalf("tampered source: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ManifestFile)); err == nil {
+		t.Fatal("a refused copy has a manifest")
+	}
+	if err := CopyKeyDir(t.TempDir(), dst); !errors.Is(err, ErrKeyFiles) {
+		t.Fatalf("no manifest: %v", err)
+	}
+}
