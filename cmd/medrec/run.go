@@ -124,11 +124,7 @@ func runSystem(ctx *cli.Context, c context.Context, dir string) error {
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
 	contractsDir := ctx.String(contractsFlag.Name)
 
-	geth, err := findGeth(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = devnet.LoadDeployment(dir)
+	_, err := devnet.LoadDeployment(dir)
 	deployed := err == nil
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -138,6 +134,10 @@ func runSystem(ctx *cli.Context, c context.Context, dir string) error {
 		if err := verifiers.Check(contractsDir); err != nil {
 			return err
 		}
+	}
+	geth, err := findGeth(ctx)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	var n *chain.Network

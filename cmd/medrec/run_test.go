@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consensys/gnark/backend/groth16"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
 
@@ -324,4 +325,114 @@ func TestRunBadInput(t *testing.T) {
 	if _, err := os.Stat(fresh); err == nil {
 		t.Fatal("a refused run created the directory")
 	}
+}
+
+// TestRunOnDevKeysNetwork: a directory deployed with the dev keys and no
+// keys/ — what `medrec network up` without --keys makes, and what `medrec
+// run` made before networks had their own keys — keeps running on the dev
+// keys: no ceremony.
+func TestRunOnDevKeysNetwork(t *testing.T) {
+	needGeth(t)
+	contractsDir := needSolc(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	t.Cleanup(func() { killNetwork(dir) })
+	if r := medrec(t, "", "network", "up", "--dir", dir, "--providers", "2", "--period", "1"); r.code != 0 || !strings.Contains(r.stdout, "Keys: MedRec-ZK local dev ceremony") {
+		t.Fatalf("up: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := medrec(t, "", "network", "down", "--dir", dir); r.code != 0 {
+		t.Fatalf("down: %s", r.stderr)
+	}
+	r := startRun(t, dir, contractsDir)
+	r.waitFor(t, "Everything is up", 3*time.Minute)
+	if out := r.output(); strings.Contains(out, "==> ceremony") || !strings.Contains(out, "keys: MedRec-ZK local dev ceremony") {
+		t.Fatalf("run on a dev-keys network:\n%s", out)
+	}
+	r.interrupt(t)
+	if has, _ := devnet.HasKeys(dir); has {
+		t.Fatal("keys/ appeared")
+	}
+}
+
+// TestNetworkUpKeys: `network up --keys DIR` deploys with those keys —
+// copied into the network's keys/, the registry recording them, verifiers
+// compiled from them — and refuses other keys afterwards.
+func TestNetworkUpKeys(t *testing.T) {
+	needGeth(t)
+	contractsDir := needSolc(t)
+	src := setupKeys(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	t.Cleanup(func() { killNetwork(dir) })
+	r := medrec(t, "", "network", "up", "--dir", dir, "--providers", "1", "--period", "1", "--keys", src, "--contracts", contractsDir)
+	if r.code != 0 || !strings.Contains(r.stdout, "Keys: "+setupOrigin) {
+		t.Fatalf("up --keys: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	ks, err := devnet.Keys(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := prover.LoadKeyDir(src, false)
+	if ks.RegistryHash() != want.RegistryHash() {
+		t.Fatal("keys/ holds other keys than --keys")
+	}
+	ns, err := chain.LoadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, err := ethclient.DialContext(t.Context(), ns.Nodes[0].RPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	d, err := devnet.LoadDeployment(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := devnet.CheckKeys(t.Context(), ec, d, ks); err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := verifiers.Compile(t.Context(), contractsDir, ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := ec.CodeAt(t.Context(), d.OwnershipVerifier, nil); err != nil || len(code) == 0 || !bytes.HasSuffix(compiled.Ownership, code) {
+		t.Fatalf("OwnershipVerifier: %d bytes (%v), not compiled from --keys", len(code), err)
+	}
+	// The same keys again change nothing; other keys are refused.
+	if r := medrec(t, "", "network", "up", "--dir", dir, "--keys", src); r.code != 0 {
+		t.Fatalf("up with the same --keys: exit %d: %s", r.code, r.stderr)
+	}
+	if r := medrec(t, "", "network", "up", "--dir", dir, "--keys", "../../prover/devkeys"); r.code != 1 || !strings.Contains(r.stderr, "deployed with the keys") {
+		t.Fatalf("up with other --keys: exit %d: %s", r.code, r.stderr)
+	}
+	if r := medrec(t, "", "network", "up", "--dir", filepath.Join(t.TempDir(), "x"), "--providers", "1", "--keys", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, "--keys") {
+		t.Fatalf("up with a --keys directory without keys: exit %d: %s", r.code, r.stderr)
+	}
+	if r := medrec(t, "", "network", "down", "--dir", dir); r.code != 0 {
+		t.Fatalf("down: %s", r.stderr)
+	}
+}
+
+const setupOrigin = "cmd/medrec test keys (single-party groth16.Setup): NOT FOR PRODUCTION"
+
+// setupKeys writes keys that are not the dev keys, from gnark's
+// single-party setup (fine for a test, never for a network).
+func setupKeys(t *testing.T) string {
+	t.Helper()
+	keys := map[prover.Circuit]*prover.Keys{}
+	for _, c := range prover.Circuits() {
+		comp, err := prover.Compile(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pk, vk, err := groth16.Setup(comp.CS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[c] = &prover.Keys{Compiled: comp, PK: pk, VK: vk}
+	}
+	dir := t.TempDir()
+	if _, err := prover.WriteKeyDir(dir, setupOrigin, "", keys); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
