@@ -177,15 +177,20 @@ func networkUp(ctx *cli.Context) error {
 		if err != nil {
 			return fmt.Errorf("--keys %s: %w", src, err)
 		}
-		if deployed {
+		has, err := devnet.HasKeys(dir)
+		if err != nil {
+			return err
+		}
+		if deployed || has {
 			cur, err := devnet.Keys(dir, false)
 			if err != nil {
 				return err
 			}
 			if cur.RegistryHash() != ks.RegistryHash() {
-				return fmt.Errorf("%w: --keys %s, but the network in %s is deployed with the keys %q", devnet.ErrKeysConflict, src, dir, cur.Manifest.Origin)
+				return fmt.Errorf("%w: --keys %s, but the network in %s already has the keys %q", devnet.ErrKeysConflict, src, dir, cur.Manifest.Origin)
 			}
-		} else if !devnet.IsDev(ks) {
+		}
+		if !deployed && !devnet.IsDev(ks) {
 			if err := verifiers.Check(ctx.String(contractsFlag.Name)); err != nil {
 				return err
 			}

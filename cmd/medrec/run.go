@@ -139,7 +139,6 @@ func runSystem(ctx *cli.Context, c context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	var n *chain.Network
 	if _, err := chain.LoadState(dir); err == nil {
 		step("resuming the network in %s", dir)
@@ -207,7 +206,7 @@ func runSystem(ctx *cli.Context, c context.Context, dir string) error {
 		}
 	}
 
-	start = time.Now()
+	start := time.Now()
 	if err := n.Up(c); err != nil {
 		return err
 	}

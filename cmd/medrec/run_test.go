@@ -401,7 +401,7 @@ func TestNetworkUpKeys(t *testing.T) {
 	if r := medrec(t, "", "network", "up", "--dir", dir, "--keys", src); r.code != 0 {
 		t.Fatalf("up with the same --keys: exit %d: %s", r.code, r.stderr)
 	}
-	if r := medrec(t, "", "network", "up", "--dir", dir, "--keys", "../../prover/devkeys"); r.code != 1 || !strings.Contains(r.stderr, "deployed with the keys") {
+	if r := medrec(t, "", "network", "up", "--dir", dir, "--keys", "../../prover/devkeys"); r.code != 1 || !strings.Contains(r.stderr, "already has the keys") {
 		t.Fatalf("up with other --keys: exit %d: %s", r.code, r.stderr)
 	}
 	if r := medrec(t, "", "network", "up", "--dir", filepath.Join(t.TempDir(), "x"), "--providers", "1", "--keys", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, "--keys") {
