@@ -10,6 +10,8 @@ SHELL := /bin/bash
 GO    ?= go
 GOTEST_FLAGS ?= -count=1 -timeout 25m
 BENCH_COUNT  ?= 5
+# contracts/' pinned npm packages (solc-js, solhint), installed by npm ci (rule below).
+NPM_STAMP := contracts/node_modules/.installed-stamp
 
 .PHONY: all build run test vet test-go gas fuzz generate check-generated lint-contracts bench dev-keys clean
 all: build
@@ -18,9 +20,11 @@ build:
 	$(GO) build -o bin/medrec ./cmd/medrec
 
 # The whole system on this machine: 3 provider authorities (geth Clique),
-# their gateways, demo data, and the web app. Ctrl-C stops; run again resumes.
-run: bin/geth build
-	bin/medrec run --dir .medrec --geth $(CURDIR)/bin/geth
+# their own local ceremony's keys (the first run; verifiers compiled from
+# them with contracts/' solc-js), their gateways, demo data, and the web app.
+# Ctrl-C stops; run again resumes.
+run: bin/geth build $(NPM_STAMP)
+	bin/medrec run --dir .medrec --geth $(CURDIR)/bin/geth --contracts $(CURDIR)/contracts
 
 vet:
 	$(GO) vet ./...
@@ -82,7 +86,8 @@ GETH_VERSION := v1.13.15
 bin/geth:
 	GOBIN=$(CURDIR)/bin $(GO) install -ldflags=-checklinkname=0 github.com/ethereum/go-ethereum/cmd/geth@$(GETH_VERSION)
 
-test-go: bin/geth
+# The tests compile verifiers with contracts/' solc-js (contracts/verifiers, `medrec run`).
+test-go: bin/geth $(NPM_STAMP)
 	MEDREC_GETH=$(CURDIR)/bin/geth MEDREC_REQUIRE_GETH=1 $(GO) test $(GOTEST_FLAGS) ./...
 
 # --- Chromium for the web app's browser test ------------------------------------
@@ -122,9 +127,13 @@ test-go: export MEDREC_REQUIRE_POSTGRES ?= 1
 # output (contracts/build/combined.json) and the abigen v2 bindings. Every
 # generator writes into a directory given on its command line, so
 # check-generated can rebuild everything in a scratch directory and compare.
-NPM_STAMP := contracts/node_modules/.installed-stamp
+# Debian's nodejs and npm (installed with apt when missing) run solc-js and solhint.
+.PHONY: nodejs
+nodejs:
+	@command -v node >/dev/null && command -v npm >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
 
-$(NPM_STAMP): contracts/package.json contracts/package-lock.json
+$(NPM_STAMP): contracts/package.json contracts/package-lock.json | nodejs
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -32,7 +32,10 @@ import (
 //
 // A coordinate with leading zero bytes is pushed with a shorter PUSH by solc,
 // shifting every later offset; the alignment accepts any PUSH size in a key
-// slot and a jump target that differs only by that shift.
+// slot, and a constant that differs only by that shift when it is a jump
+// target or the offset of the constants solc stores after the code (the
+// field moduli, which the code CODECOPYs), those stored constants being
+// byte for byte the template's.
 
 // slot says which word of a verifying key's raw layout a PUSH32 carries.
 type slot struct {
@@ -46,12 +49,14 @@ type verifierTemplate struct {
 	slots   map[int]slot // instruction offset → key word
 	words   int
 	devHash [32]byte // VerifyingKeyHash of the dev key the template carries
+	data    int      // offset of the constants stored after the code; len(code) if none
 }
 
 const (
 	opPUSH1    = 0x60
 	opPUSH32   = 0x7f
 	opJUMPDEST = 0x5b
+	opINVALID  = 0xfe
 )
 
 func pushLen(op byte) int {
@@ -160,7 +165,31 @@ func newTemplate(c prover.Circuit, creationHex string, vk *groth16bn254.Verifyin
 			return nil, fmt.Errorf("audit: the %s verifier template does not carry key word %d as a constant (gnark template changed?)", c, i)
 		}
 	}
+	t.data = dataOffset(code)
 	return t, nil
+}
+
+// dataOffset returns where the constants solc stores after the code begin:
+// the smallest pushed offset that follows an INVALID instruction and is no
+// jump target (the code CODECOPYs from there), or len(code) if none is.
+func dataOffset(code []byte) int {
+	boundary := map[int]bool{}
+	for i := 0; i < len(code); i += 1 + pushLen(code[i]) {
+		boundary[i] = true
+	}
+	data := len(code)
+	for i := 0; i < len(code); i += 1 + pushLen(code[i]) {
+		n := pushLen(code[i])
+		if n == 0 || n > 4 {
+			continue
+		}
+		imm := operand(code, i)
+		v := int(new(big.Int).SetBytes(imm[:]).Int64())
+		if v > 0 && v < data && boundary[v-1] && code[v-1] == opINVALID && code[v] != opJUMPDEST {
+			data = v
+		}
+	}
+	return data
 }
 
 // extract aligns code with the template and returns the verifying-key words
@@ -216,10 +245,26 @@ func (t *verifierTemplate) extract(code []byte) ([][32]byte, error) {
 		return nil, fmt.Errorf("code has %d bytes beyond the template", len(code)-di)
 	}
 	offset[len(tc)] = di
-	// A differing constant is accepted only as a jump target moved by a shorter key push.
+	// The stored constants are the template's, at the same distance from the end.
+	dataAt := len(code) - (len(tc) - t.data)
+	if offset[t.data] != dataAt || !bytes.Equal(tc[t.data:], code[dataAt:]) {
+		return nil, fmt.Errorf("the %d bytes of constants after the code differ from the template's", len(tc)-t.data)
+	}
+	// A differing constant is accepted only as a jump target or the stored
+	// constants' offset, moved by a shorter key push.
 	for _, m := range moved {
 		tv, dv := new(big.Int).SetBytes(tc[m.at+1:m.at+1+pushLen(tc[m.at])]), new(big.Int).SetBytes(code[m.dAt+1:min(m.dAt+1+pushLen(code[m.dAt]), len(code))])
-		if !tv.IsInt64() || tv.Int64() >= int64(len(tc)) || tc[tv.Int64()] != opJUMPDEST || offset[tv.Int64()] < 0 || !dv.IsInt64() || int64(offset[tv.Int64()]) != dv.Int64() {
+		ok := tv.IsInt64() && dv.IsInt64() && tv.Int64() < int64(len(tc))
+		if ok {
+			to, want := int(tv.Int64()), int(dv.Int64())
+			switch {
+			case to < t.data:
+				ok = tc[to] == opJUMPDEST && offset[to] >= 0 && offset[to] == want
+			default:
+				ok = want == dataAt+(to-t.data)
+			}
+		}
+		if !ok {
 			return nil, fmt.Errorf("byte %d: constant 0x%x, the template has 0x%x", m.dAt, dv, tv)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	groth16bn254 "github.com/consensys/gnark/backend/groth16/bn254"
 
+	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/prover"
 )
 
@@ -128,8 +129,9 @@ func TestExtractOtherKey(t *testing.T) {
 }
 
 // TestExtractShortPush: a key word with a leading zero byte is pushed by solc
-// with PUSH31, which moves every later jump target by one byte; the alignment
-// still reads the key, and still refuses any other change.
+// with PUSH31, which moves every later jump target, and the offset of the
+// constants stored after the code, by one byte; the alignment still reads
+// the key, and still refuses any other change.
 func TestExtractShortPush(t *testing.T) {
 	tpls, err := templates()
 	if err != nil {
@@ -155,7 +157,8 @@ func TestExtractShortPush(t *testing.T) {
 		stored = short
 		ws[s.word] = negate(short)
 	}
-	// Assemble: every slot gets its word; the first as PUSH31; jump targets after it move by −1.
+	// Assemble: every slot gets its word; the first as PUSH31; jump targets
+	// and the stored constants' offset after it move by −1.
 	code := tpl.code
 	var out []byte
 	shift := func(off int) int {
@@ -180,7 +183,7 @@ func TestExtractShortPush(t *testing.T) {
 			out = append(out, w[:]...)
 		case n == 2:
 			v := int(code[i+1])<<8 | int(code[i+2])
-			if v < len(code) && code[v] == opJUMPDEST && v > first {
+			if v < len(code) && v > first && (code[v] == opJUMPDEST || v == tpl.data) {
 				v = shift(v)
 			}
 			out = append(out, op, byte(v>>8), byte(v))
@@ -206,6 +209,56 @@ func TestExtractShortPush(t *testing.T) {
 	}
 	if _, err := tpl.extract(bad); err == nil {
 		t.Fatal("a changed byte outside the key slots was accepted")
+	}
+	if tpl.data >= len(tpl.code) {
+		t.Fatal("the template stores no constants after its code (solc changed?)")
+	}
+	bad = append([]byte(nil), out...)
+	bad[len(bad)-1] ^= 1 // the last stored constant (a field modulus)
+	if _, err := tpl.extract(bad); err == nil {
+		t.Fatal("a changed stored constant was accepted")
+	}
+}
+
+// TestExtractCompiledShortPush: the verifiers solc really compiles for keys
+// from a `medrec run` ceremony (testdata/shortpush-keys, verifying keys
+// only) whose ownership key has a word with a leading zero byte, so its
+// verifier is shorter than the template, still give back their keys.
+func TestExtractCompiledShortPush(t *testing.T) {
+	if err := verifiers.Check("../contracts"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI has no Solidity toolchain: %v", err)
+		}
+		t.Skipf("%v (make test installs it)", err)
+	}
+	ks, err := prover.LoadKeyDir("testdata/shortpush-keys", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verifiers.Compile(t.Context(), "../contracts", ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpls, err := templates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, bin := range map[prover.Circuit][]byte{prover.Ownership: v.Ownership, prover.Entitlement: v.Entitlement} {
+		code, err := runtimeCode(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c == prover.Ownership && len(code) >= len(tpls[c].code) {
+			t.Fatalf("the testdata's ownership verifier is %d bytes, not shorter than the template's %d", len(code), len(tpls[c].code))
+		}
+		words, err := tpls[c].extract(code)
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		k, _ := ks.Keys(c)
+		if hashWords(words) != prover.VerifyingKeyHash(k.VK) {
+			t.Fatalf("%s: extracted key hash differs from the keys'", c)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/accounts/keystore"
 
 	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
@@ -104,7 +105,7 @@ func TestBrowserJourney(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := devnet.Deploy(ctx, n, ks)
+	d, err := devnet.Deploy(ctx, n, ks, contracts.DevVerifiers())
 	if err != nil {
 		t.Fatal(err)
 	}

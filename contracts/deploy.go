@@ -44,6 +44,24 @@ type Deployment struct {
 	EntitlementVerifier common.Address `json:"entitlementVerifier"`
 }
 
+// Verifiers is the creation bytecode of the two Groth16 verifier contracts
+// a network deploys. It must be compiled from the keys whose registry hash
+// the AgentRegistry records (package contracts/verifiers compiles it from
+// any key set); DevVerifiers is the bindings' code, from the dev keys.
+type Verifiers struct {
+	Ownership   []byte
+	Entitlement []byte
+}
+
+// DevVerifiers returns the verifiers compiled from the dev ceremony's keys
+// (prover.DevKeys), as generated into the bindings by `make generate`.
+func DevVerifiers() Verifiers {
+	return Verifiers{
+		Ownership:   common.FromHex(bindings.OwnershipVerifierMetaData.Bin),
+		Entitlement: common.FromHex(bindings.EntitlementVerifierMetaData.Bin),
+	}
+}
+
 // Deployment order: the registry is told, in its constructor, the addresses
 // of the contracts deployed after it (CREATE addresses follow from the
 // deployer's nonce), so the set is linked without any admin step.
@@ -59,10 +77,15 @@ const (
 
 // Deploy sends the six deployment transactions of a new network from auth,
 // with consecutive nonces, and returns the addresses they will have and the
-// transactions. Call Wait once they are mined.
-func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers []Provider, verifyingKeyHash [32]byte) (*Deployment, []*types.Transaction, error) {
+// transactions. Call Wait once they are mined. The registry records
+// verifyingKeyHash (prover.KeySet.RegistryHash); v must be the verifiers
+// compiled from those same keys, or no proof made with them will verify.
+func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers []Provider, verifyingKeyHash [32]byte, v Verifiers) (*Deployment, []*types.Transaction, error) {
 	if len(providers) == 0 {
 		return nil, nil, errors.New("contracts: a network needs at least one provider")
+	}
+	if len(v.Ownership) == 0 || len(v.Entitlement) == 0 {
+		return nil, nil, errors.New("contracts: no verifier bytecode to deploy")
 	}
 	chainID, err := b.ChainID(ctx)
 	if err != nil {
@@ -103,22 +126,22 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 	agentArgs := bindings.NewAgentRegistry().PackConstructor(initial, verifyingKeyHash, links)
 	steps := [slots]struct {
 		name string
-		bin  string
+		bin  []byte
 		args []byte
 	}{
-		slotOwnershipVerifier:   {"OwnershipVerifier", bindings.OwnershipVerifierMetaData.Bin, nil},
-		slotEntitlementVerifier: {"EntitlementVerifier", bindings.EntitlementVerifierMetaData.Bin, nil},
-		slotAgentRegistry:       {"AgentRegistry", bindings.AgentRegistryMetaData.Bin, agentArgs},
-		slotPatientRegistry:     {"PatientRegistry", bindings.PatientRegistryMetaData.Bin, bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry)},
-		slotRelationships:       {"Relationships", bindings.RelationshipsMetaData.Bin, bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
-		slotAnchors:             {"Anchors", bindings.AnchorsMetaData.Bin, bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
+		slotOwnershipVerifier:   {"OwnershipVerifier", v.Ownership, nil},
+		slotEntitlementVerifier: {"EntitlementVerifier", v.Entitlement, nil},
+		slotAgentRegistry:       {"AgentRegistry", common.FromHex(bindings.AgentRegistryMetaData.Bin), agentArgs},
+		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry)},
+		slotRelationships:       {"Relationships", common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
+		slotAnchors:             {"Anchors", common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
 	}
 	txs := make([]*types.Transaction, 0, slots)
 	for i, s := range steps {
 		opts := *auth
 		opts.Context = ctx
 		opts.Nonce = new(big.Int).SetUint64(nonce + uint64(i))
-		got, tx, err := bind.DeployContract(&opts, common.FromHex(s.bin), b, s.args)
+		got, tx, err := bind.DeployContract(&opts, s.bin, b, s.args)
 		if err != nil {
 			return nil, nil, fmt.Errorf("contracts: deploy %s: %w", s.name, err)
 		}

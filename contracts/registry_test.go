@@ -1,10 +1,12 @@
 package contracts
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,6 +188,24 @@ func TestRegistryRecords(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: %s, want %s", name, got, c.want)
 		}
+	}
+	// The verifiers are the code Deploy was given: a verifier's creation code
+	// ends with its runtime code.
+	v := DevVerifiers()
+	for name, c := range map[string]struct {
+		at       common.Address
+		creation []byte
+	}{
+		"OwnershipVerifier":   {e.d.OwnershipVerifier, v.Ownership},
+		"EntitlementVerifier": {e.d.EntitlementVerifier, v.Entitlement},
+	} {
+		code, err := e.client.CodeAt(context.Background(), c.at, nil)
+		if err != nil || len(code) == 0 || !bytes.HasSuffix(c.creation, code) {
+			t.Errorf("%s: %d bytes of code (%v), not the given verifier", name, len(code), err)
+		}
+	}
+	if _, _, err := Deploy(context.Background(), e.client, e.auth(e.deployer), []Provider{{Authority: addr(key("a")), Gateway: addr(key("g")), Name: "X", GatewayURL: "http://x"}}, ks.RegistryHash(), Verifiers{}); err == nil || !strings.Contains(err.Error(), "no verifier bytecode") {
+		t.Fatalf("deploy without verifiers: %v", err)
 	}
 	p1 := e.providers[0]
 	taken := addr(e.providers[1].gateway)

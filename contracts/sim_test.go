@@ -111,7 +111,7 @@ func newEnv(t *testing.T, n int) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, txs, err := Deploy(context.Background(), e.client, e.auth(e.deployer), initial, ks.RegistryHash())
+	d, txs, err := Deploy(context.Background(), e.client, e.auth(e.deployer), initial, ks.RegistryHash(), DevVerifiers())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@
 // the network directory's deployment.json, and the accessors the other
 // commands need (keys, chain clients, each provider's gateway settings).
 //
-// Everything here uses the network directory's dev password and the dev
-// ceremony's keys: it is for development and tests, never for production.
+// Everything here uses the network directory's dev password, and either the
+// dev ceremony's keys or the network's own keys from a ceremony run on one
+// machine (RunCeremony, `medrec run`): it is for development and tests,
+// never for production.
 package devnet
 
 import (
@@ -78,10 +80,13 @@ func LoadDeployment(dir string) (*contracts.Deployment, error) {
 	return contracts.LoadDeployment(DeploymentPath(dir))
 }
 
-// Deploy deploys the contracts on a running network, once: when the
-// directory already records a deployment it is checked against the chain
-// and returned. Each provider's gateway URL is a free loopback port.
-func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet) (*contracts.Deployment, error) {
+// Deploy deploys the contracts on a running network, once, with ks: the
+// registry records ks' hash and v must be the verifiers compiled from ks
+// (Verifiers). When the directory already records a deployment, it is
+// checked against the chain — code at every address, the registry
+// recording ks' hash — and returned; v is not used then and may be empty.
+// Each provider's gateway URL is a free loopback port.
+func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet, v contracts.Verifiers) (*contracts.Deployment, error) {
 	st := n.State()
 	if len(st.Nodes) == 0 {
 		return nil, errors.New("devnet: the network has no nodes")
@@ -94,6 +99,9 @@ func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet) (*contract
 	if d, err := LoadDeployment(n.Dir()); err == nil {
 		if err := d.Check(ctx, client); err != nil {
 			return nil, fmt.Errorf("devnet: %s does not match the chain: %w", DeploymentPath(n.Dir()), err)
+		}
+		if err := CheckKeys(ctx, client, d, ks); err != nil {
+			return nil, err
 		}
 		return d, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -123,7 +131,7 @@ func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet) (*contract
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	d, txs, err := contracts.Deploy(ctx, client, bind.NewKeyedTransactor(deployer, id), providers, ks.RegistryHash())
+	d, txs, err := contracts.Deploy(ctx, client, bind.NewKeyedTransactor(deployer, id), providers, ks.RegistryHash(), v)
 	if err != nil {
 		return nil, err
 	}

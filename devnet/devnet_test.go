@@ -75,11 +75,11 @@ func TestRealNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Deploy(ctx, n, ks)
+	d, err := Deploy(ctx, n, ks, contracts.DevVerifiers())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := Deploy(ctx, n, ks); err != nil || again.Relationships != d.Relationships {
+	if again, err := Deploy(ctx, n, ks, contracts.DevVerifiers()); err != nil || again.Relationships != d.Relationships {
 		t.Fatalf("second deploy: %v", err)
 	}
 	ec, err := Dial(ctx, n, 2)
@@ -186,7 +186,7 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Deploy(ctx, n, ks)
+	d, err := Deploy(ctx, n, ks, contracts.DevVerifiers())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,13 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	if err := d.Check(ctx, ec); err != nil {
 		return nil, err
 	}
+	ks, err := Keys(n.Dir(), false)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckKeys(ctx, ec, d, ks); err != nil {
+		return nil, err
+	}
 	key, err := GatewayKey(n, p)
 	if err != nil {
 		return nil, err
@@ -119,10 +126,6 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 		}
 	}
 	tokens, err := ReadStaffTokens(opt.StaffTokenFile)
-	if err != nil {
-		return nil, err
-	}
-	ks, err := prover.DevKeys()
 	if err != nil {
 		return nil, err
 	}

@@ -127,32 +127,70 @@ func LoadKeyDir(dir string, withProving bool) (*KeySet, error) {
 // binary compiles, so stale or corrupted keys are refused with ErrKeyFiles or
 // ErrKeyMismatch instead of producing proofs that fail later.
 func LoadKeys(fsys fs.FS, withProving bool) (*KeySet, error) {
-	raw, err := fs.ReadFile(fsys, ManifestFile)
+	m, _, err := readManifest(fsys)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFiles, err)
-	}
-	var m Manifest
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrKeyFiles, ManifestFile, err)
-	}
-	if m.Version != manifestVersion {
-		return nil, fmt.Errorf("%w: manifest version %d", ErrKeyFiles, m.Version)
+		return nil, err
 	}
 	ks := &KeySet{Manifest: m, keys: map[Circuit]*Keys{}}
 	for _, c := range Circuits() {
-		entry, ok := m.Circuits[c]
-		if !ok {
-			return nil, fmt.Errorf("%w: manifest has no %s keys", ErrKeyFiles, c)
-		}
-		k, err := loadCircuitKeys(fsys, c, entry, withProving)
+		k, err := loadCircuitKeys(fsys, c, m.Circuits[c], withProving)
 		if err != nil {
 			return nil, err
 		}
 		ks.keys[c] = k
 	}
 	return ks, nil
+}
+
+// readManifest reads and decodes a key directory's manifest, which must
+// name keys for every circuit; raw is the file as read.
+func readManifest(fsys fs.FS) (m Manifest, raw []byte, err error) {
+	raw, err = fs.ReadFile(fsys, ManifestFile)
+	if err != nil {
+		return m, nil, fmt.Errorf("%w: %v", ErrKeyFiles, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return m, nil, fmt.Errorf("%w: %s: %v", ErrKeyFiles, ManifestFile, err)
+	}
+	if m.Version != manifestVersion {
+		return m, nil, fmt.Errorf("%w: manifest version %d", ErrKeyFiles, m.Version)
+	}
+	for _, c := range Circuits() {
+		if m.Circuits[c] == nil {
+			return m, nil, fmt.Errorf("%w: manifest has no %s keys", ErrKeyFiles, c)
+		}
+	}
+	return m, raw, nil
+}
+
+// CopyKeyDir copies the key directory src to dst byte for byte: every key
+// file is checked against src's manifest on the way, and the manifest is
+// written last, so dst is complete once it has one. Files of other names
+// (a README) are not copied.
+func CopyKeyDir(src, dst string) error {
+	fsys := os.DirFS(src)
+	m, raw, err := readManifest(fsys)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("prover: %w", err)
+	}
+	for _, c := range Circuits() {
+		e := m.Circuits[c]
+		for name, sum := range map[string]string{pkFile(c): e.ProvingKey, vkFile(c): e.VerifyingKey} {
+			data, err := readChecked(fsys, name, sum)
+			if err != nil {
+				return fmt.Errorf("%s: %w", src, err)
+			}
+			if err := atomicfile.Write(filepath.Join(dst, name), data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return atomicfile.Write(filepath.Join(dst, ManifestFile), raw, 0o644)
 }
 
 func readChecked(fsys fs.FS, name, wantSHA string) ([]byte, error) {

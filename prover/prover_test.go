@@ -343,6 +343,24 @@ func TestDevKeysAreMarked(t *testing.T) {
 	}
 }
 
+// TestExportSolidityOrigin: a manifest's origin lands in the verifier's
+// header as one comment line, whatever line breaks it holds.
+func TestExportSolidityOrigin(t *testing.T) {
+	dev, err := DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := *dev
+	ks.Manifest.Origin = "local ceremony\ncontract Evil {}\r\n  NOT FOR PRODUCTION"
+	var buf bytes.Buffer
+	if err := ks.ExportSolidity(Ownership, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("\n// Keys: local ceremony contract Evil {} NOT FOR PRODUCTION\n")) || bytes.Contains(buf.Bytes(), []byte("\ncontract Evil")) {
+		t.Fatalf("header:\n%s", buf.Bytes()[:300])
+	}
+}
+
 func BenchmarkProveOwnership(b *testing.B) {
 	p, w := devProver(b), ownershipWitness(b)
 	comp, _ := Compile(Ownership)
@@ -403,5 +421,41 @@ func BenchmarkLoadKeys(b *testing.B) {
 		if _, err := LoadKeyDir(dir, true); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCopyKeyDir: a copy loads as the same keys, holds only the key files,
+// and a source whose files do not match its manifest is refused before
+// the copy gets a manifest.
+func TestCopyKeyDir(t *testing.T) {
+	src := copyDevKeys(t)
+	os.WriteFile(filepath.Join(src, "README.md"), []byte("not a key"), 0o644)
+	dst := filepath.Join(t.TempDir(), "keys")
+	if err := CopyKeyDir(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := LoadKeyDir(dst, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := DevKeys()
+	if ks.RegistryHash() != dev.RegistryHash() || ks.Manifest.Transcript != dev.Manifest.Transcript {
+		t.Fatal("the copy holds other keys")
+	}
+	if _, err := os.Stat(filepath.Join(dst, "README.md")); err == nil {
+		t.Fatal("a file the manifest does not name was copied")
+	}
+
+	bad := copyDevKeys(t)
+	os.WriteFile(filepath.Join(bad, "entitlement.vk"), []byte("tampered"), 0o644)
+	dst = filepath.Join(t.TempDir(), "keys")
+	if err := CopyKeyDir(bad, dst); !errors.Is(err, ErrKeyFiles) {
+		t.Fatalf("tampered source: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ManifestFile)); err == nil {
+		t.Fatal("a refused copy has a manifest")
+	}
+	if err := CopyKeyDir(t.TempDir(), dst); !errors.Is(err, ErrKeyFiles) {
+		t.Fatalf("no manifest: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -120,7 +121,7 @@ var ceremonyCommand = &cli.Command{
 			Usage:  "run the documented local dev ceremony (three dev providers, public beacons): keys NOT for production",
 			Flags:  []cli.Flag{ceremonyDirFlag, keyOutFlag},
 			Action: func(ctx *cli.Context) error {
-				return devCeremony(ctx.App.Writer, ctx.String("dir"), ctx.String("out"))
+				return devCeremony(ctx.Context, ctx.App.Writer, ctx.String("dir"), ctx.String("out"))
 			},
 		},
 	},
@@ -144,31 +145,17 @@ func printReport(w io.Writer, r ceremony.Report, asJSON bool, keys string) error
 	return nil
 }
 
-// devCeremony runs the whole ceremony locally with three dev contributors.
-// Every step is the real one; only the secrecy is missing, since one machine
-// ran all contributors.
-func devCeremony(w io.Writer, dir, out string) error {
-	c, err := ceremony.Init(dir)
-	if err != nil {
-		return err
-	}
-	names := []string{"dev-provider-1", "dev-provider-2", "dev-provider-3"}
-	for _, phase := range []string{"1", "2"} {
-		for _, n := range names {
-			fmt.Fprintf(w, "phase %s: %s contributes\n", phase, n)
-			if _, err := c.Contribute(n); err != nil {
-				return err
-			}
-		}
-		if phase == "1" {
-			fmt.Fprintln(w, "sealing phase 1")
-			if err := c.Seal(hex.EncodeToString([]byte(devBeacon1))); err != nil {
-				return err
-			}
-		}
-	}
-	fmt.Fprintln(w, "finalizing")
-	m, err := c.Finalize(hex.EncodeToString([]byte(devBeacon2)), out, devOrigin)
+// devCeremony runs the whole ceremony locally with three dev contributors
+// and the public dev beacons. Every step is the real one; only the secrecy
+// is missing, since one machine ran all contributors.
+func devCeremony(ctx context.Context, w io.Writer, dir, out string) error {
+	m, err := ceremony.RunLocal(ctx, dir, out, ceremony.Local{
+		Contributors: []string{"dev-provider-1", "dev-provider-2", "dev-provider-3"},
+		Beacon1:      hex.EncodeToString([]byte(devBeacon1)),
+		Beacon2:      hex.EncodeToString([]byte(devBeacon2)),
+		Origin:       devOrigin,
+		Progress:     func(step string) { fmt.Fprintln(w, step) },
+	})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,6 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/medrec-zk/medrec/chain"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
 )
@@ -24,6 +27,7 @@ var (
 	networkDirFlag = &cli.StringFlag{Name: "dir", Usage: "network `DIR`ectory (network.json, keys, node data)"}
 	gethFlag       = &cli.StringFlag{Name: "geth", Usage: "geth v" + chain.GethVersion + " binary (default $" + chain.GethEnv + ", then geth on $PATH)"}
 	timeoutFlag    = &cli.DurationFlag{Name: "timeout", Value: 3 * time.Minute, Usage: "give up after this long"}
+	contractsFlag  = &cli.StringFlag{Name: "contracts", Value: "contracts", Usage: "the repository's contracts `DIR`ectory (compile.js, node_modules): compiles the verifiers of keys other than the dev keys"}
 )
 
 var networkCommand = &cli.Command{
@@ -39,7 +43,8 @@ var networkCommand = &cli.Command{
 				&cli.Uint64Flag{Name: "period", Value: chain.DefaultPeriod, Usage: "seconds between blocks"},
 				&cli.Uint64Flag{Name: "chain-id", Value: chain.DefaultChainID, Usage: "chain id"},
 				&cli.IntFlag{Name: "base-port", Usage: "fixed ports: provider p uses BASE+3(p-1) (P2P), +1 (RPC), +2 (engine API); 0 picks free ports"},
-				gethFlag, timeoutFlag,
+				&cli.StringFlag{Name: "keys", Usage: "deploy with the keys in this `DIR`ectory (a ceremony's output; copied into the network's keys/, verifiers compiled from them) instead of the dev keys"},
+				gethFlag, timeoutFlag, contractsFlag,
 			},
 			Before: required("dir"),
 			Action: networkUp,
@@ -160,6 +165,37 @@ func networkUp(ctx *cli.Context) error {
 	if !exists && !ctx.IsSet("providers") {
 		return exitError{2, fmt.Errorf("missing --providers: %s holds no network yet", dir)}
 	}
+	_, err = devnet.LoadDeployment(dir)
+	deployed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	// --keys is checked before anything is written: keys that load, that the
+	// directory does not contradict, and a compiler for their verifiers.
+	if src := ctx.String("keys"); src != "" {
+		ks, err := prover.LoadKeyDir(src, false)
+		if err != nil {
+			return fmt.Errorf("--keys %s: %w", src, err)
+		}
+		has, err := devnet.HasKeys(dir)
+		if err != nil {
+			return err
+		}
+		if deployed || has {
+			cur, err := devnet.Keys(dir, false)
+			if err != nil {
+				return err
+			}
+			if cur.RegistryHash() != ks.RegistryHash() {
+				return fmt.Errorf("%w: --keys %s, but the network in %s already has the keys %q", devnet.ErrKeysConflict, src, dir, cur.Manifest.Origin)
+			}
+		}
+		if !deployed && !devnet.IsDev(ks) {
+			if err := verifiers.Check(ctx.String(contractsFlag.Name)); err != nil {
+				return err
+			}
+		}
+	}
 	geth, err := findGeth(ctx)
 	if err != nil {
 		return err
@@ -196,12 +232,24 @@ func networkUp(ctx *cli.Context) error {
 	if err := n.Up(c); err != nil {
 		return err
 	}
-	// The contracts, deployed once with the dev ceremony's keys.
-	ks, err := prover.DevKeys()
+	// The contracts, deployed once with the network's keys: those of --keys,
+	// else those it already has, else the dev ceremony's.
+	if src := ctx.String("keys"); src != "" {
+		if _, err := devnet.InstallKeys(n.Dir(), src); err != nil {
+			return err
+		}
+	}
+	ks, err := devnet.Keys(n.Dir(), false)
 	if err != nil {
 		return err
 	}
-	d, err := devnet.Deploy(c, n, ks)
+	var v contracts.Verifiers
+	if !deployed {
+		if v, err = devnet.Verifiers(c, ks, ctx.String(contractsFlag.Name)); err != nil {
+			return err
+		}
+	}
+	d, err := devnet.Deploy(c, n, ks, v)
 	if err != nil {
 		return err
 	}
@@ -211,6 +259,7 @@ func networkUp(ctx *cli.Context) error {
 	}
 	fmt.Fprintf(ctx.App.Writer, "Network %s in %.1f s: %s\n", verb, time.Since(start).Seconds(), n.Dir())
 	fmt.Fprintf(ctx.App.Writer, "Contracts: AgentRegistry %s, Relationships %s (%s)\n", d.AgentRegistry, d.Relationships, devnet.DeploymentPath(n.Dir()))
+	fmt.Fprintf(ctx.App.Writer, "Keys: %s\n", ks.Manifest.Origin)
 	return printStatus(ctx.App.Writer, s, false)
 }
 

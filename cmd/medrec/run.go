@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os/signal"
 	"path/filepath"
@@ -14,19 +15,22 @@ import (
 
 	"github.com/medrec-zk/medrec/chain"
 	"github.com/medrec-zk/medrec/client"
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
 )
 
 var runCommand = &cli.Command{
 	Name:  "run",
-	Usage: "the whole system on this machine: provider authorities, their gateways, demo data and the web app (Ctrl-C stops; running again resumes)",
+	Usage: "the whole system on this machine: provider authorities, their own local ceremony's keys, their gateways, demo data and the web app (Ctrl-C stops; running again resumes)",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "dir", Value: ".medrec", Usage: "state `DIR`ectory (network, databases, demo keystores)"},
 		&cli.IntFlag{Name: "providers", Value: 3, Usage: "providers of a new network"},
 		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7600", Usage: "the patient's web app"},
 		&cli.StringFlag{Name: "viewer-listen", Value: "127.0.0.1:7601", Usage: "the demo viewer's web app"},
-		gethFlag,
+		&cli.Uint64Flag{Name: "period", Value: chain.DefaultPeriod, Usage: "seconds between blocks (new network only)"},
+		gethFlag, contractsFlag,
 	},
 	Action: runAll,
 }
@@ -47,7 +51,7 @@ var clientCommand = &cli.Command{
 		Action: func(ctx *cli.Context) error {
 			c, stop := signal.NotifyContext(ctx.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			app, err := newClientApp(ctx.String("dir"), ctx.String("keystore"), ctx.Int("node"))
+			app, err := newClientApp(c, ctx.String("dir"), ctx.String("keystore"), ctx.Int("node"))
 			if err != nil {
 				return err
 			}
@@ -57,16 +61,14 @@ var clientCommand = &cli.Command{
 	}},
 }
 
-func newClientApp(dir, keystorePath string, node int) (*client.App, error) {
+// newClientApp assembles the web app for a keystore against the network in
+// dir, with the network's keys, refused if the chain's registry records others.
+func newClientApp(ctx context.Context, dir, keystorePath string, node int) (*client.App, error) {
 	n, err := chain.Open(dir, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	d, err := devnet.LoadDeployment(dir)
-	if err != nil {
-		return nil, err
-	}
-	ks, err := prover.DevKeys()
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +81,18 @@ func newClientApp(dir, keystorePath string, node int) (*client.App, error) {
 	if rpc == "" {
 		return nil, exitError{2, fmt.Errorf("--node %d: no such provider node", node)}
 	}
+	ks, err := devnet.Keys(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	ec, err := devnet.Dial(ctx, n, node)
+	if err != nil {
+		return nil, err
+	}
+	defer ec.Close()
+	if err := devnet.CheckKeys(ctx, ec, d, ks); err != nil {
+		return nil, err
+	}
 	return client.New(client.Config{Keystore: keystorePath, RPC: rpc, Deployment: d, Prover: prover.New(ks)})
 }
 
@@ -90,17 +104,41 @@ func runAll(ctx *cli.Context) error {
 	if ctx.Int("providers") < 2 {
 		return exitError{2, errors.New("--providers: the demo needs at least 2")}
 	}
+	if ctx.Uint64("period") < 1 {
+		return exitError{2, errors.New("--period must be at least 1 second")}
+	}
+	c, stop := signal.NotifyContext(ctx.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = runSystem(ctx, c, dir)
+	if err != nil && c.Err() != nil && errors.Is(err, context.Canceled) {
+		fmt.Fprintln(ctx.App.Writer, "==> interrupted")
+		return nil
+	}
+	return err
+}
+
+// runSystem is runAll once the flags are checked; c ends at Ctrl-C.
+func runSystem(ctx *cli.Context, c context.Context, dir string) error {
 	out := ctx.App.Writer
 	log := stderrLog(ctx)
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
-	c, stop := signal.NotifyContext(ctx.Context, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	contractsDir := ctx.String(contractsFlag.Name)
 
+	_, err := devnet.LoadDeployment(dir)
+	deployed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if !deployed {
+		// A network not deployed yet gets its own keys, and verifiers compiled from them.
+		if err := verifiers.Check(contractsDir); err != nil {
+			return err
+		}
+	}
 	geth, err := findGeth(ctx)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
 	var n *chain.Network
 	if _, err := chain.LoadState(dir); err == nil {
 		step("resuming the network in %s", dir)
@@ -109,12 +147,66 @@ func runAll(ctx *cli.Context) error {
 		}
 	} else if errors.Is(err, chain.ErrNoNetwork) {
 		step("creating a network of %d providers in %s", ctx.Int("providers"), dir)
-		if n, err = chain.Create(c, dir, geth, chain.Options{Providers: ctx.Int("providers")}, log); err != nil {
+		if n, err = chain.Create(c, dir, geth, chain.Options{Providers: ctx.Int("providers"), Period: ctx.Uint64("period")}, log); err != nil {
 			return err
 		}
 	} else {
 		return err
 	}
+
+	var ks *prover.KeySet
+	var v contracts.Verifiers
+	switch has, err := devnet.HasKeys(dir); {
+	case err != nil:
+		return err
+	case deployed:
+		if ks, err = devnet.Keys(dir, true); err != nil {
+			return err
+		}
+	case has:
+		if ks, err = devnet.Keys(dir, true); err != nil {
+			return err
+		}
+		step("this network's keys, from its ceremony in an earlier run: %s", devnet.KeysDir(dir))
+	default:
+		providers := 0
+		for _, ns := range n.State().Nodes {
+			if ns.Signer {
+				providers++
+			}
+		}
+		t0 := time.Now()
+		step("ceremony: this network's own trusted setup, %d providers contributing (about a minute; all of them run here, so the keys are NOT for production)", providers)
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-c.Done():
+				step("interrupted: the ceremony stops after its current step")
+			case <-done:
+			}
+		}()
+		ks, err = devnet.RunCeremony(c, dir, providers, func(s string) { step("ceremony: %s", s) })
+		close(done)
+		if err != nil {
+			if c.Err() != nil {
+				step("the unfinished ceremony in %s is discarded and run again at the next start", devnet.CeremonyDir(dir))
+				return nil
+			}
+			return err
+		}
+		step("ceremony done in %.1f s: keys in %s, transcript in %s", time.Since(t0).Seconds(), devnet.KeysDir(dir), devnet.CeremonyDir(dir))
+	}
+	if !deployed {
+		if err := c.Err(); err != nil {
+			return err
+		}
+		step("compiling this network's verifiers from its keys (solc-js in %s)", contractsDir)
+		if v, err = devnet.Verifiers(c, ks, contractsDir); err != nil {
+			return err
+		}
+	}
+
+	start := time.Now()
 	if err := n.Up(c); err != nil {
 		return err
 	}
@@ -126,12 +218,8 @@ func runAll(ctx *cli.Context) error {
 			fmt.Fprintln(ctx.App.ErrWriter, "network down:", err)
 		}
 	}()
-	step("network up in %.1f s; the dev ceremony's keys (NOT for production)", time.Since(start).Seconds())
-	ks, err := prover.DevKeys()
-	if err != nil {
-		return err
-	}
-	d, err := devnet.Deploy(c, n, ks)
+	step("network up in %.1f s; keys: %s", time.Since(start).Seconds(), ks.Manifest.Origin)
+	d, err := devnet.Deploy(c, n, ks, v)
 	if err != nil {
 		return err
 	}
@@ -166,7 +254,7 @@ func runAll(ctx *cli.Context) error {
 	for _, app := range []struct {
 		keystore, listen, who, password string
 	}{{patientKS, ctx.String("listen"), "patient", devnet.DemoPatientPassword}, {viewerKS, ctx.String("viewer-listen"), "viewer", devnet.DemoViewerPassword}} {
-		a, err := newClientApp(dir, app.keystore, 1)
+		a, err := newClientApp(c, dir, app.keystore, 1)
 		if err != nil {
 			return err
 		}

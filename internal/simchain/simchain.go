@@ -84,7 +84,7 @@ func (a autoMine) SendTransaction(ctx context.Context, tx *types.Transaction) er
 }
 
 // New starts a chain with n providers (ids 1..n, named "Provider i", gateway
-// URLs from urls when given) and deploys the contracts with the dev keys' hash.
+// URLs from urls when given) and deploys the contracts with the dev keys' hash and verifiers.
 // extra accounts are funded too.
 func New(tb testing.TB, n int, urls []string, extra ...common.Address) *Chain {
 	tb.Helper()
@@ -119,7 +119,7 @@ func New(tb testing.TB, n int, urls []string, extra ...common.Address) *Chain {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), initial, ks.RegistryHash())
+	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), initial, ks.RegistryHash(), contracts.DevVerifiers())
 	if err != nil {
 		tb.Fatal(err)
 	}

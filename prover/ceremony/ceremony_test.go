@@ -1,11 +1,15 @@
 package ceremony
 
 import (
+	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -249,5 +253,54 @@ func TestDevTranscriptProducesDevKeys(t *testing.T) {
 	}
 	if ks.Manifest.Transcript != r.Transcript {
 		t.Fatal("embedded dev keys name another transcript")
+	}
+}
+
+// TestRunLocalStopsBetweenSteps: a local ceremony cancelled during a step
+// finishes that step, stops before the next and writes no key; its
+// unfinished transcript stays for the caller to discard.
+func TestRunLocalStopsBetweenSteps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ceremony")
+	keyDir := filepath.Join(t.TempDir(), "keys")
+	for name, l := range map[string]Local{
+		"no contributor": {Origin: "test"},
+		"bad name":       {Contributors: []string{"provider 1"}, Origin: "test"},
+		"no origin":      {Contributors: []string{"a"}},
+	} {
+		if _, err := RunLocal(t.Context(), dir, keyDir, l); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("refused input left %s: %v", dir, err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var steps []string
+	_, err := RunLocal(ctx, dir, keyDir, Local{Contributors: []string{"a", "b"}, Origin: "test", Progress: func(s string) {
+		steps = append(steps, s)
+		if s == "phase 1, a contributes" {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "before phase 1, b contributes") {
+		t.Fatalf("cancelled ceremony: %v", err)
+	}
+	if want := []string{"starting in " + dir, "phase 1, a contributes"}; !slices.Equal(steps, want) {
+		t.Fatalf("steps %q, want %q", steps, want)
+	}
+	if _, err := os.Stat(filepath.Join(keyDir, prover.ManifestFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a cancelled ceremony wrote keys: %v", err)
+	}
+	c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.State(); st.Phase != Phase1 || len(st.Phase1) != 1 || st.Phase1[0].Contributor != "a" {
+		t.Fatalf("transcript after cancel: %+v", st)
+	}
+	if _, err := RunLocal(t.Context(), dir, keyDir, Local{Contributors: []string{"a"}, Origin: "test"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second local ceremony in the same directory: %v", err)
 	}
 }
