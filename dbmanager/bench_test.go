@@ -46,7 +46,7 @@ func BenchmarkSignedRead(b *testing.B) {
 	const (
 		target = "/fhir/Observation/o1"
 		conc   = 64
-		batch  = 1000
+		batch  = 250
 	)
 	sign := func(n int) []*fasthttp.Request {
 		reqs := make([]*fasthttp.Request, n)
