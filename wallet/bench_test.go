@@ -38,7 +38,7 @@ func BenchmarkRecords5x1000(b *testing.B) {
 				recs, results, err := w.Records(ctx)
 				took = append(took, time.Since(start))
 				if err != nil || len(recs) != providers*perProvider {
-					b.Fatalf("records: %d, %v", len(recs), err)
+					b.Fatalf("records: %d, %v; providers: %+v", len(recs), err, results)
 				}
 				for _, r := range results {
 					if r.Err != nil || r.Cached == cold {
