@@ -8,38 +8,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/consensys/gnark/backend/groth16"
-
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/internal/simchain"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/prover/provertest"
 )
 
 const otherOrigin = "devnet test keys (single-party groth16.Setup): NOT FOR PRODUCTION"
-
-// otherKeys writes a key directory that is not the dev keys, from gnark's
-// single-party setup (fine for a test, never for a network).
-func otherKeys(t *testing.T) string {
-	t.Helper()
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range prover.Circuits() {
-		comp, err := prover.Compile(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pk, vk, err := groth16.Setup(comp.CS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[c] = &prover.Keys{Compiled: comp, PK: pk, VK: vk}
-	}
-	dir := t.TempDir()
-	if _, err := prover.WriteKeyDir(dir, otherOrigin, "", keys); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // TestNetworkKeys: which keys a network directory has, installing keys,
 // the registry check, and which verifiers deploy with them.
@@ -64,7 +40,7 @@ func TestNetworkKeys(t *testing.T) {
 		t.Fatalf("keys of an unfinished keys/: %v", err)
 	}
 
-	src := otherKeys(t)
+	src := provertest.SetupKeys(t, otherOrigin)
 	want, err := prover.LoadKeyDir(src, false)
 	if err != nil {
 		t.Fatal(err)

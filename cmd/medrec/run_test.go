@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/consensys/gnark/backend/groth16"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/medrec-zk/medrec/devnet"
 	"github.com/medrec-zk/medrec/prover"
 	"github.com/medrec-zk/medrec/prover/ceremony"
+	"github.com/medrec-zk/medrec/prover/provertest"
 )
 
 // needSolc returns the repository's contracts directory, skipping the test
@@ -359,7 +359,7 @@ func TestRunOnDevKeysNetwork(t *testing.T) {
 func TestNetworkUpKeys(t *testing.T) {
 	needGeth(t)
 	contractsDir := needSolc(t)
-	src := setupKeys(t)
+	src := provertest.SetupKeys(t, setupOrigin)
 	dir := filepath.Join(t.TempDir(), "net")
 	t.Cleanup(func() { killNetwork(dir) })
 	r := medrec(t, "", "network", "up", "--dir", dir, "--providers", "1", "--period", "1", "--keys", src, "--contracts", contractsDir)
@@ -413,26 +413,3 @@ func TestNetworkUpKeys(t *testing.T) {
 }
 
 const setupOrigin = "cmd/medrec test keys (single-party groth16.Setup): NOT FOR PRODUCTION"
-
-// setupKeys writes keys that are not the dev keys, from gnark's
-// single-party setup (fine for a test, never for a network).
-func setupKeys(t *testing.T) string {
-	t.Helper()
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range prover.Circuits() {
-		comp, err := prover.Compile(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pk, vk, err := groth16.Setup(comp.CS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[c] = &prover.Keys{Compiled: comp, PK: pk, VK: vk}
-	}
-	dir := t.TempDir()
-	if _, err := prover.WriteKeyDir(dir, setupOrigin, "", keys); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}

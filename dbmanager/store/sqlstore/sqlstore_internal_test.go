@@ -82,11 +82,10 @@ func TestNoncesAcrossHandles(t *testing.T) {
 
 // TestUpgradeFromV1: a database created by the first migration only, with
 // data, gains the nonce and claim-code tables on open and keeps its data.
-// TestUpgradeFromV2: nonces recorded before version 3 keyed them by
-// (expiry, nonce) are still refused after it; PostgreSQL's migration is run
-// by every PostgreSQL test.
-func TestUpgradeFromV2(t *testing.T) {
-	ctx := context.Background()
+// sqliteAt creates an SQLite database migrated up to version and returns
+// its path and a plain handle on it.
+func sqliteAt(t *testing.T, version int64) (string, *sql.DB) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "records.db")
 	raw, err := sql.Open("sqlite", path)
 	if err != nil {
@@ -97,9 +96,18 @@ func TestUpgradeFromV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.UpTo(ctx, 2); err != nil {
+	if _, err := p.UpTo(context.Background(), version); err != nil {
 		t.Fatal(err)
 	}
+	return path, raw
+}
+
+// TestUpgradeFromV2: nonces recorded before version 3 keyed them by
+// (expiry, nonce) are still refused after it; PostgreSQL's migration is run
+// by every PostgreSQL test.
+func TestUpgradeFromV2(t *testing.T) {
+	ctx := context.Background()
+	path, raw := sqliteAt(t, 2)
 	exp := time.Now().Add(time.Minute)
 	if _, err := raw.Exec(`INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?)`, make([]byte, 32), micros(exp)); err != nil {
 		t.Fatal(err)
@@ -120,19 +128,7 @@ func TestUpgradeFromV2(t *testing.T) {
 
 func TestUpgradeFromV1(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "records.db")
-	raw, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, _ := fs.Sub(migrations, "migrations/sqlite")
-	p, err := goose.NewProvider(goose.DialectSQLite3, raw, dir, goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	path, raw := sqliteAt(t, 1)
 	if _, err := raw.Exec(`INSERT INTO patients (id, created_us) VALUES ('p1', 1)`); err != nil {
 		t.Fatal(err)
 	}

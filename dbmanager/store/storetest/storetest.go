@@ -741,34 +741,12 @@ func testNonceWithLog(t *testing.T, s store.Store) {
 func testConcurrentNonceWithLog(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	exp := time.Now().Add(time.Minute)
-	const workers, nonces = 8, 16
-	wins := make([]atomic.Int32, nonces)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*nonces)
-	for range workers {
-		wg.Go(func() {
-			for i := range nonces {
-				e := store.LogEntry{ActorKind: store.ActorPatient, ActorID: "0xabc", Action: "read", PatientID: "p1", Outcome: store.Allowed, Detail: fmt.Sprint(i)}
-				_, err := s.UseNonceWithLog(ctx, [32]byte{0: 0xbb, 31: byte(i)}, exp, e)
-				switch {
-				case err == nil:
-					wins[i].Add(1)
-				case !errors.Is(err, store.ErrConflict):
-					errs <- err
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for i := range wins {
-		if n := wins[i].Load(); n != 1 {
-			t.Fatalf("nonce %d: %d winners", i, n)
-		}
-	}
+	const nonces = 16
+	race(t, 8, nonces, func(_, i int) error {
+		e := store.LogEntry{ActorKind: store.ActorPatient, ActorID: "0xabc", Action: "read", PatientID: "p1", Outcome: store.Allowed, Detail: fmt.Sprint(i)}
+		_, err := s.UseNonceWithLog(ctx, [32]byte{0: 0xbb, 31: byte(i)}, exp, e)
+		return err
+	})
 	if head := ok(store.VerifyLog(ctx, s))(t); head.Next != nonces {
 		t.Fatalf("the log has %d entries, want one per nonce (%d)", head.Next, nonces)
 	}
@@ -787,15 +765,23 @@ func RaceNonces(t testing.TB, stores []store.Nonces, workers, nonces int, prefix
 	t.Helper()
 	ctx := context.Background()
 	exp := time.Now().Add(time.Minute)
-	wins := make([]atomic.Int32, nonces)
+	race(t, workers, nonces, func(w, i int) error {
+		return stores[w%len(stores)].UseNonce(ctx, [32]byte{0: prefix, 30: byte(i >> 8), 31: byte(i)}, exp)
+	})
+}
+
+// race has workers call use(worker, i) for every i < n at once, and fails
+// unless each i has exactly one winner (nil) and every loser got
+// store.ErrConflict.
+func race(t testing.TB, workers, n int, use func(w, i int) error) {
+	t.Helper()
+	wins := make([]atomic.Int32, n)
 	var wg sync.WaitGroup
-	errs := make(chan error, workers*nonces)
+	errs := make(chan error, workers*n)
 	for w := range workers {
-		s := stores[w%len(stores)]
 		wg.Go(func() {
-			for i := range nonces {
-				err := s.UseNonce(ctx, [32]byte{0: prefix, 30: byte(i >> 8), 31: byte(i)}, exp)
-				switch {
+			for i := range n {
+				switch err := use(w, i); {
 				case err == nil:
 					wins[i].Add(1)
 				case !errors.Is(err, store.ErrConflict):
@@ -810,8 +796,8 @@ func RaceNonces(t testing.TB, stores []store.Nonces, workers, nonces int, prefix
 		t.Fatal(err)
 	}
 	for i := range wins {
-		if n := wins[i].Load(); n != 1 {
-			t.Fatalf("nonce %d: %d winners", i, n)
+		if got := wins[i].Load(); got != 1 {
+			t.Fatalf("%d: %d winners", i, got)
 		}
 	}
 }
