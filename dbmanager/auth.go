@@ -339,7 +339,7 @@ func (g *Gateway) appendLog(c *fiber.Ctx, e store.LogEntry) error {
 		err = g.appendLogWithNonce(c, p, e)
 		var refused *apiError
 		if errors.As(err, &refused) {
-			return err // a replay another process served first: refused and logged
+			return err // a replay (its nonce was taken): refused, and logged as one
 		}
 	} else {
 		_, err = g.cfg.Store.AppendLog(c.UserContext(), e)
