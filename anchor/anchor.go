@@ -1,10 +1,13 @@
 // Package anchor owns the Merkle trees a provider's gateway anchors on chain
 // (contract Anchors): the tree of an access-log batch (leaves: the entries'
 // chain hashes, in sequence order) and the records-state tree (leaves: tag →
-// hash of that patient's record set, sorted by tag). A patient's client
-// checks its log entries and its record set against the anchored roots with
-// the inclusion proofs the gateway serves, so a provider cannot silently
-// rewrite history.
+// that patient's state hash, sorted by tag), and the tree of one patient's
+// records history (leaves: the patient's record versions in change order;
+// its size and root are part of the state hash, see dbmanager/store). A
+// patient's client checks its log entries and its records against the
+// anchored roots with the inclusion proofs the gateway serves, and checks
+// with consistency proofs that a history anchored later only extends the one
+// it verified before, so a provider cannot silently rewrite history.
 //
 // The tree is RFC 6962's (Certificate Transparency) over keccak256: leaf
 // hash H(0x00 ‖ data), node H(0x01 ‖ left ‖ right), a tree of n leaves split
@@ -16,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sort"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -51,21 +55,58 @@ func split(n int) int { return 1 << (bits.Len(uint(n-1)) - 1) }
 
 // Proof returns the inclusion proof (audit path) of leaf i.
 func Proof(leaves []common.Hash, i int) ([]common.Hash, error) {
-	if i < 0 || i >= len(leaves) {
-		return nil, fmt.Errorf("anchor: leaf %d of %d", i, len(leaves))
-	}
-	return path(leaves, i), nil
+	return NewTree(leaves).Proof(i)
 }
 
-func path(l []common.Hash, i int) []common.Hash {
-	if len(l) == 1 {
-		return nil
+// Tree answers inclusion proofs of many leaves of the same tree, hashing
+// each inner node once: a proof alone rehashes most of the tree (its
+// siblings' subtrees), so a page of proofs from one batch would rehash it
+// once per leaf. It is not safe for concurrent use.
+type Tree struct {
+	leaves []common.Hash
+	nodes  map[[2]int]common.Hash // the root of leaves[lo:hi], for the subtrees met so far
+}
+
+// NewTree returns the tree over leaf hashes (kept, not copied).
+func NewTree(leaves []common.Hash) *Tree {
+	return &Tree{leaves: leaves, nodes: map[[2]int]common.Hash{}}
+}
+
+// Len is the number of leaves.
+func (t *Tree) Len() int { return len(t.leaves) }
+
+// Proof returns the inclusion proof (audit path) of leaf i.
+func (t *Tree) Proof(i int) ([]common.Hash, error) {
+	if i < 0 || i >= len(t.leaves) {
+		return nil, fmt.Errorf("anchor: leaf %d of %d", i, len(t.leaves))
 	}
-	k := split(len(l))
-	if i < k {
-		return append(path(l[:k], i), root(l[k:]))
+	var out []common.Hash
+	for lo, hi := 0, len(t.leaves); hi-lo > 1; {
+		k := lo + split(hi-lo)
+		if i < k {
+			out = append(out, t.root(k, hi))
+			hi = k
+		} else {
+			out = append(out, t.root(lo, k))
+			lo = k
+		}
 	}
-	return append(path(l[k:], i-k), root(l[:k]))
+	slices.Reverse(out) // leaf level first
+	return out, nil
+}
+
+// root is the root of leaves[lo:hi] (hi > lo).
+func (t *Tree) root(lo, hi int) common.Hash {
+	if hi-lo == 1 {
+		return t.leaves[lo]
+	}
+	if h, ok := t.nodes[[2]int{lo, hi}]; ok {
+		return h
+	}
+	k := lo + split(hi-lo)
+	h := nodeHash(t.root(lo, k), t.root(k, hi))
+	t.nodes[[2]int{lo, hi}] = h
+	return h
 }
 
 // Verify checks that leaf (a leaf hash) is leaf i of n under root.

@@ -39,10 +39,14 @@ func TestProofs(t *testing.T) {
 	for n := 1; n <= 40; n++ {
 		l := leaves(n)
 		r := Root(l)
+		tree := NewTree(l) // one tree for every leaf's proof: its nodes reused
 		for i := 0; i < n; i++ {
 			p, err := Proof(l, i)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if q, err := tree.Proof(i); err != nil || fmt.Sprint(q) != fmt.Sprint(p) {
+				t.Fatalf("n=%d i=%d: the shared tree's proof %v differs from %v (%v)", n, i, q, p, err)
 			}
 			if err := Verify(r, l[i], i, n, p); err != nil {
 				t.Fatalf("n=%d i=%d: %v", n, i, err)

@@ -20,8 +20,8 @@ import (
 // (log), then the range's transactions in any order (tx), then the delegates'
 // state at the audited head (delegateState), and turns what it saw into the
 // checks that need no further chain access (finish). Memory grows with
-// providers, enrolments, relationships, delegates and findings — not with
-// events or blocks.
+// providers, enrolments, relationships, delegates, grants and findings — not
+// with other events or blocks.
 
 type providerState struct {
 	authority, gateway common.Address
@@ -33,6 +33,25 @@ type relation struct {
 	tag      [32]byte
 	provider uint32 // 0: opened before the audited range and not resolved
 	owner    common.Address
+}
+
+// grantRec is one Granted event, for the grant-times check.
+type grantRec struct {
+	provider uint32
+	rel      int32
+	block    uint64
+}
+
+// expiryAt is an expiry at one provider; expiryRels says which
+// relationships there hold a grant ending then.
+type expiryAt struct {
+	expiry   uint64
+	provider uint32
+}
+
+type expiryRels struct {
+	rel  int32 // the first
+	many bool  // another relationship too
 }
 
 type openRec struct {
@@ -110,7 +129,9 @@ type analyzer struct {
 	grantees map[common.Address][]int32 // address grantees (kind 1)
 	opens    []openRec
 	openByTx map[common.Hash][]int32
-	times    map[uint64]uint64 // block → timestamp, for blocks with opens or enrolments
+	times    map[uint64]uint64 // block → timestamp, for blocks with opens, enrolments or grants
+	grants   []grantRec        // grants on relationships whose provider is known
+	expiries map[expiryAt]expiryRels
 
 	stats                           Stats
 	perPatient, delegateEth, relays findings
@@ -128,7 +149,7 @@ func newAnalyzer(d *contracts.Deployment, cfg Config) (*analyzer, error) {
 		cfg: cfg, d: d, abi: a, regs: bindings.NewAgentRegistry(),
 		providers: map[uint32]*providerState{}, rootSize: map[[32]byte]uint32{},
 		relByTag: map[[32]byte]int32{}, owners: map[common.Address][]int32{}, grantees: map[common.Address][]int32{},
-		openByTx: map[common.Hash][]int32{}, times: map[uint64]uint64{},
+		openByTx: map[common.Hash][]int32{}, times: map[uint64]uint64{}, expiries: map[expiryAt]expiryRels{},
 		perPatient: fl(), delegateEth: fl(), relays: fl(), badDelegates: map[common.Address]bool{},
 	}, nil
 }
@@ -313,6 +334,18 @@ func (a *analyzer) open(l *types.Log) error {
 
 func (a *analyzer) grant(l *types.Log, e grantedEvent, revoke bool) error {
 	i := a.relation(e.tag)
+	if p := a.rels[i].provider; p != 0 && !revoke {
+		// Opened in range (an open precedes its grants), so its provider is final.
+		a.grants = append(a.grants, grantRec{provider: p, rel: i, block: l.BlockNumber})
+		a.noteTime(l)
+		k := expiryAt{e.expiry, p}
+		if x, ok := a.expiries[k]; !ok {
+			a.expiries[k] = expiryRels{rel: i}
+		} else if x.rel != i && !x.many {
+			x.many = true
+			a.expiries[k] = x
+		}
+	}
 	switch e.kind {
 	case 1:
 		if !zeroPrefix(e.grantee[:], 12) {
@@ -633,16 +666,18 @@ func (a *analyzer) checkLinks() (Check, []Cluster) {
 	return f.check(CheckGranteeLinks, s), clusters
 }
 
-// checkCloseOpens counts pairs of opens at different providers within the
-// window (a sliding window over opens sorted by time: O(n)) and lists the
-// first ones.
-func (a *analyzer) checkCloseOpens() Check {
-	f := findings{max: a.cfg.MaxFindings}
-	order := make([]int32, len(a.opens))
+// closePairs counts pairs of events at different providers less than the
+// window apart, with a sliding window over the events sorted by block time
+// (O(n log n)), and adds a warning for each event's nearest earlier event at
+// another provider while f has room. event(i) is event i's provider and
+// block; finding(i, j, dt) describes event i close to earlier event j.
+func (a *analyzer) closePairs(n int, event func(int32) (uint32, uint64), f *findings, finding func(i, j int32, dt time.Duration) Finding) int {
+	order := make([]int32, n)
 	for i := range order {
 		order[i] = int32(i)
 	}
-	tm := func(i int32) uint64 { return a.times[a.opens[i].block] }
+	tm := func(i int32) uint64 { _, b := event(i); return a.times[b] }
+	prov := func(i int32) uint32 { p, _ := event(i); return p }
 	slices.SortStableFunc(order, func(x, y int32) int {
 		if tx, ty := tm(x), tm(y); tx != ty {
 			if tx < ty {
@@ -658,32 +693,100 @@ func (a *analyzer) checkCloseOpens() Check {
 	for hi, i := range order {
 		t := tm(i)
 		for lo < hi && tm(order[lo])+w < t {
-			inWindow[a.opens[order[lo]].provider]--
+			inWindow[prov(order[lo])]--
 			lo++
 		}
-		p := a.opens[i].provider
-		n := (hi - lo) - inWindow[p]
-		pairs += n
-		if n > 0 && len(f.list) < f.max {
-			// List the nearest earlier open at another provider.
-			for k := hi - 1; k >= lo; k-- {
-				j := order[k]
-				if a.opens[j].provider == p {
-					continue
+		p := prov(i)
+		k := (hi - lo) - inWindow[p]
+		pairs += k
+		if k > 0 && len(f.list) < f.max {
+			// List the nearest earlier event at another provider.
+			for m := hi - 1; m >= lo; m-- {
+				if j := order[m]; prov(j) != p {
+					f.add(finding(i, j, time.Duration(t-tm(j))*time.Second))
+					break
 				}
-				o, q := a.opens[i], a.opens[j]
-				f.add(Finding{Severity: SeverityWarn, Block: o.block, Providers: []uint32{q.provider, p},
-					Tags:    []string{tagHex(a.rels[q.rel].tag), tagHex(a.rels[o.rel].tag)},
-					Message: fmt.Sprintf("opens at providers %d (block %d) and %d (block %d) %s apart", q.provider, q.block, p, o.block, time.Duration(t-tm(j))*time.Second)})
-				break
 			}
-		} else if n > 0 {
+		} else if k > 0 {
 			f.warns++
 			f.omitted++
 		}
 		inWindow[p]++
 	}
+	return pairs
+}
+
+// checkCloseOpens counts pairs of opens at different providers within the
+// window and lists the first ones.
+func (a *analyzer) checkCloseOpens() Check {
+	f := findings{max: a.cfg.MaxFindings}
+	pairs := a.closePairs(len(a.opens), func(i int32) (uint32, uint64) { return a.opens[i].provider, a.opens[i].block }, &f,
+		func(i, j int32, dt time.Duration) Finding {
+			o, q := a.opens[i], a.opens[j]
+			return Finding{Severity: SeverityWarn, Block: o.block, Providers: []uint32{q.provider, o.provider},
+				Tags:    []string{tagHex(a.rels[q.rel].tag), tagHex(a.rels[o.rel].tag)},
+				Message: fmt.Sprintf("opens at providers %d (block %d) and %d (block %d) %s apart", q.provider, q.block, o.provider, o.block, dt)}
+		})
 	return f.check(CheckCloseOpens, fmt.Sprintf("%d pairs of opens at different providers within %s", pairs, a.cfg.Window))
+}
+
+// checkGrantTimes warns on grants whose times could tie relationships at
+// different providers together: grants made within the window of each other
+// (a patient sharing at several providers in one sitting), and grants ending
+// at the same moment — to the second (the same "now + N days", or a chosen
+// end), or at the same rounded 00:00 UTC where each of two providers holds
+// exactly one relationship with that end, so the pairing is unambiguous.
+// Warnings only: unrelated patients coincide too, more so on a busy network.
+func (a *analyzer) checkGrantTimes() Check {
+	f := findings{max: a.cfg.MaxFindings}
+	pairs := a.closePairs(len(a.grants), func(i int32) (uint32, uint64) { return a.grants[i].provider, a.grants[i].block }, &f,
+		func(i, j int32, dt time.Duration) Finding {
+			g, q := a.grants[i], a.grants[j]
+			return Finding{Severity: SeverityWarn, Block: g.block, Providers: []uint32{q.provider, g.provider},
+				Tags:    []string{tagHex(a.rels[q.rel].tag), tagHex(a.rels[g.rel].tag)},
+				Message: fmt.Sprintf("grants at providers %d (block %d) and %d (block %d) %s apart", q.provider, q.block, g.provider, g.block, dt)}
+		})
+	// Group the expiries by value, in order, for stable findings.
+	byExpiry := map[uint64][]uint32{}
+	for k := range a.expiries {
+		byExpiry[k.expiry] = append(byExpiry[k.expiry], k.provider)
+	}
+	values := make([]uint64, 0, len(byExpiry))
+	for e, ps := range byExpiry {
+		if len(ps) > 1 {
+			values = append(values, e)
+		}
+	}
+	slices.Sort(values)
+	const day = 24 * 60 * 60
+	shared, toSecond, unambiguous := len(values), 0, 0
+	for _, e := range values {
+		ps := byExpiry[e]
+		slices.Sort(ps)
+		rounded := e%day == 0
+		var single []uint32 // providers with exactly one relationship ending then
+		var tags []string
+		for _, p := range ps {
+			x := a.expiries[expiryAt{e, p}]
+			if !x.many {
+				single = append(single, p)
+				tags = append(tags, tagHex(a.rels[x.rel].tag))
+			}
+		}
+		end := time.Unix(int64(e), 0).UTC().Format(time.RFC3339)
+		switch {
+		case !rounded:
+			toSecond++
+			f.add(Finding{Severity: SeverityWarn, Providers: ps, Tags: tags,
+				Message: fmt.Sprintf("grants at providers %v end in the same second, %s", ps, end)})
+		case len(single) > 1:
+			unambiguous++
+			f.add(Finding{Severity: SeverityWarn, Providers: single, Tags: tags,
+				Message: fmt.Sprintf("the only grants ending at %s at providers %v: one relationship each", end, single)})
+		}
+	}
+	return f.check(CheckGrantTimes, fmt.Sprintf("%d pairs of grants at different providers within %s; %d expiries shared across providers (%d to the second, %d unambiguous at 00:00 UTC)",
+		pairs, a.cfg.Window, shared, toSecond, unambiguous))
 }
 
 func (a *analyzer) checkPerPatient() Check {

@@ -114,7 +114,7 @@ func (w *world) open(b uint64, sender common.Address, provider uint32, t, owner 
 
 func (w *world) grant(b uint64, t string, grantee common.Address) {
 	w.at(b, addr("relayer"), nil, eventLog(&bindings.RelationshipsMetaData, w.d.Relationships, 0, "Granted",
-		tag(t), uint8(1), [32]byte(common.LeftPadBytes(grantee[:], 32)), uint64(5), uint8(1), uint64(2_000_000_000)))
+		tag(t), uint8(1), [32]byte(common.LeftPadBytes(grantee[:], 32)), uint64(5), uint8(1), uint64(2_000_000_000), uint32(0)))
 }
 
 func (w *world) chain(head uint64) *synthChain {

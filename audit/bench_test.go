@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,11 +52,11 @@ func benchChain(n int) *synthChain {
 		exp := uint64(2_000_000_000)
 		emit(gw(p), d.PatientRegistry, eventLog(patients, d.PatientRegistry, 0, "Enrolled", num(5, i), uint32(i), num(6, i), p))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Opened", tag, p, owner, num(6, i)))
-		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(2), hash(7, i), uint64(5), uint8(1), exp))
-		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(1), [32]byte(g), uint64(5), uint8(1), exp))
+		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(2), hash(7, i), uint64(5), uint8(1), exp, uint32(0)))
+		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(1), [32]byte(g), uint64(5), uint8(1), exp, uint32(0)))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Revoked", tag, uint8(1), [32]byte(g)))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Rotated", tag, rotated, uint32(1)))
-		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(2), hash(8, i), uint64(5), uint8(2), exp))
+		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(2), hash(8, i), uint64(5), uint8(2), exp, uint32(1)))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Revoked", tag, uint8(2), hash(7, i)))
 		emit(gw(p), d.Anchors, eventLog(anchors, d.Anchors, 0, "Anchored", p, uint64(i), hash(9, i), uint64(2*i), uint64(2), hash(10, i)))
 		emit(gw(p), d.Anchors, eventLog(anchors, d.Anchors, 0, "Anchored", p, uint64(i)+1, hash(11, i), uint64(2*i+2), uint64(2), hash(12, i)))
@@ -82,6 +83,10 @@ func runBench(tb testing.TB, n int) *Report {
 		if c, _ := r.Check(name); c.Status != StatusPass {
 			tb.Fatalf("%s: %s %s", name, c.Status, c.Summary)
 		}
+	}
+	// Grants every 5 s at rotating providers, all ending in the same second.
+	if c, _ := r.Check(CheckGrantTimes); c.Status != StatusWarn || !strings.Contains(c.Summary, "1 expiries shared across providers (1 to the second") {
+		tb.Fatalf("grant times: %+v", c)
 	}
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"reflect"
 	"strings"
@@ -108,8 +109,14 @@ func (s *sim) open(provider uint32, label string, owner *ecdsa.PrivateKey) *big.
 
 func (s *sim) grant(relayer uint32, tag *big.Int, owner *ecdsa.PrivateKey, kind uint8, grantee [32]byte, nonce uint32) {
 	s.t.Helper()
+	s.grantUntil(relayer, tag, owner, kind, grantee, nonce, s.c.Now(s.t)+3600)
+}
+
+// grantUntil is grant with the expiry given.
+func (s *sim) grantUntil(relayer uint32, tag *big.Int, owner *ecdsa.PrivateKey, kind uint8, grantee [32]byte, nonce uint32, expiry uint64) {
+	s.t.Helper()
 	g := contracts.GrantRequest{Tag: tag, GranteeKind: kind, Grantee: grantee, Scope: 5, Purpose: 1,
-		Expiry: s.c.Now(s.t) + 3600, Nonce: nonce, Deadline: s.c.Now(s.t) + 600}
+		Expiry: expiry, Nonce: nonce, Deadline: s.c.Now(s.t) + 600}
 	sig, err := contracts.Sign(owner, contracts.GrantDigest(contracts.DomainSeparator(s.c.ChainID, s.c.D.Relationships), g))
 	if err != nil {
 		s.t.Fatal(err)
@@ -130,9 +137,7 @@ func (s *sim) revoke(relayer uint32, tag *big.Int, owner *ecdsa.PrivateKey, kind
 // later moves the chain's clock.
 func (s *sim) later(d time.Duration) {
 	s.t.Helper()
-	if err := s.c.Sim.AdjustTime(d); err != nil {
-		s.t.Fatal(err)
-	}
+	s.c.Later(s.t, d)
 }
 
 // source is the chain as an RPC client sees it, with raw calls, as Dial
@@ -254,7 +259,7 @@ func TestCleanChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Report
-	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Checks) != 9 || !back.Passed {
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Checks) != 10 || !back.Passed {
 		t.Fatalf("JSON: %v %+v", err, back)
 	}
 	var text bytes.Buffer
@@ -283,6 +288,7 @@ func TestDecodeMatchesBindings(t *testing.T) {
 	s.revoke(1, tag, key("alice-1"), 1, contracts.AddressGrantee(simchain.Addr(key("doctor"))), 1)
 	proof, pub := s.proof(1, "alice", circuits.ActionRotate, simchain.Addr(key("alice-1b")), 1)
 	s.wait(s.c.Client.Rotate(context.Background(), s.c.Auth(s.provider(1).Gateway), tag, simchain.Addr(key("alice-1b")), zkhash.Big(pub.Root), proof))
+	s.grant(1, tag, key("alice-1b"), 2, anonGrantee("viewer"), 2) // epoch 1
 	logs, err := s.c.Backend.FilterLogs(context.Background(), ethereumQuery(s.c.D))
 	if err != nil {
 		t.Fatal(err)
@@ -311,6 +317,8 @@ func TestDecodeMatchesBindings(t *testing.T) {
 			got, err1 := decodeGranted(l, l.Topics[0] == a.revoked)
 			var kind uint8
 			var grantee [32]byte
+			var expiry uint64
+			var epoch uint32
 			var err2 error
 			if l.Topics[0] == a.revoked {
 				var e *bindings.RelationshipsRevoked
@@ -320,10 +328,10 @@ func TestDecodeMatchesBindings(t *testing.T) {
 			} else {
 				var e *bindings.RelationshipsGranted
 				e, err2 = rels.UnpackGrantedEvent(l)
-				kind, grantee = e.GranteeKind, e.Grantee
+				kind, grantee, expiry, epoch = e.GranteeKind, e.Grantee, e.Expiry, e.Epoch
 				seen["Granted"] = true
 			}
-			if err1 != nil || err2 != nil || got.kind != kind || got.grantee != grantee {
+			if err1 != nil || err2 != nil || got.kind != kind || got.grantee != grantee || got.expiry != expiry || got.epoch != epoch {
 				t.Fatalf("grant event: %+v %v %v", got, err1, err2)
 			}
 		case a.enrolled:
@@ -549,4 +557,77 @@ func TestMismatchedVerifier(t *testing.T) {
 
 func ethereumQuery(d *contracts.Deployment) ethereum.FilterQuery {
 	return ethereum.FilterQuery{FromBlock: new(big.Int).SetUint64(d.Block), Addresses: []common.Address{d.PatientRegistry, d.Relationships}}
+}
+
+// TestGrantTimesWarn: a patient who shares at two providers in one sitting
+// is tied together by the grants' times: grants minutes apart warn (within
+// --window), and so do grants ending in the same second, or at the same
+// rounded 00:00 UTC when each provider holds just one relationship ending
+// then. A rounded end shared by several relationships at a provider is the
+// crowd the rounding is for: no warning.
+func TestGrantTimesWarn(t *testing.T) {
+	s := newSim(t, 2)
+	s.enrol(1, "alice", "bob", "carol", "dave", "erin")
+	tags := map[string]*big.Int{}
+	for _, o := range []struct {
+		label    string
+		provider uint32
+	}{{"alice", 1}, {"alice", 2}, {"bob", 1}, {"carol", 2}, {"dave", 1}, {"erin", 1}, {"erin", 2}} {
+		name := fmt.Sprintf("%s-%d", o.label, o.provider)
+		tags[name] = s.open(o.provider, o.label, key(name))
+		s.later(11 * time.Minute) // no close opens
+	}
+	const day = 24 * 60 * 60
+	midnight := (s.c.Now(t)/day + 3) * day
+	viewer := anonGrantee("viewer")
+
+	// Alice shares at 1, then at 2 three minutes later, ending an hour apart.
+	s.grantUntil(1, tags["alice-1"], key("alice-1"), 2, viewer, 0, s.c.Now(t)+5*day+17)
+	s.later(3 * time.Minute)
+	s.grantUntil(2, tags["alice-2"], key("alice-2"), 2, viewer, 0, s.c.Now(t)+5*day+3600)
+	r := s.audit(Config{})
+	c := expect(t, r, CheckGrantTimes, StatusWarn, "grants at providers 1")
+	if len(c.Findings) != 1 || !strings.Contains(c.Findings[0].Message, ") 3m") || len(c.Findings[0].Tags) != 2 {
+		t.Fatalf("%+v", c)
+	}
+	if r.Failed() {
+		t.Fatal("a warning failed the audit")
+	}
+	expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusPass)
+
+	// Hours apart, but ending in the same second: bob at 1, carol at 2.
+	s.later(2 * time.Hour)
+	end := s.c.Now(t) + 7*day + 5
+	s.grantUntil(1, tags["bob-1"], key("bob-1"), 2, viewer, 0, end)
+	s.later(2 * time.Hour)
+	s.grantUntil(2, tags["carol-2"], key("carol-2"), 2, viewer, 0, end)
+	c = expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusWarn, "end in the same second")
+	if len(c.Findings) != 1 {
+		t.Fatalf("%+v", c)
+	}
+
+	// The same 00:00 UTC at two providers, one relationship each: erin.
+	s.later(2 * time.Hour)
+	s.grantUntil(1, tags["erin-1"], key("erin-1"), 2, viewer, 0, midnight)
+	s.later(2 * time.Hour)
+	s.grantUntil(2, tags["erin-2"], key("erin-2"), 2, viewer, 0, midnight)
+	c = expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusWarn, "the only grants ending at")
+	if len(c.Findings) != 2 || !strings.Contains(c.Summary, "2 expiries shared across providers (1 to the second, 1 unambiguous") {
+		t.Fatalf("%+v", c)
+	}
+	// Granting again on the same relationship (a re-issue) is still one
+	// relationship ending then.
+	s.later(2 * time.Hour)
+	s.grantUntil(1, tags["erin-1"], key("erin-1"), 2, anonGrantee("other viewer"), 1, midnight)
+	if c := expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusWarn, "the only grants ending at"); len(c.Findings) != 2 {
+		t.Fatalf("%+v", c)
+	}
+	// Dave at 1 ends then too: provider 1 now has two relationships ending
+	// at that midnight, so erin's grants no longer pair up.
+	s.later(2 * time.Hour)
+	s.grantUntil(1, tags["dave-1"], key("dave-1"), 2, viewer, 0, midnight)
+	c = expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusWarn)
+	if len(c.Findings) != 1 || strings.Contains(c.Findings[0].Message, "the only grants") {
+		t.Fatalf("%+v", c)
+	}
 }

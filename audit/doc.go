@@ -16,8 +16,11 @@
 //	per-patient     logs or calls beyond open/rotate/grant/revoke
 //	verifiers       verifier code whose verifying key is not the ceremony's
 //	signers         registry signer set versus the Clique signer set
+//	grant-times     grants at different providers close in time, or ending
+//	                at the same moment (warning)
 //
-// The analysis is streaming: memory grows with relationships, enrolments and
-// delegates, not with events or blocks. docs/audit.md says what each check
+// The analysis is streaming: memory grows with relationships, enrolments,
+// delegates and grants (16 bytes each, for grant-times), not with other
+// events or blocks. docs/audit.md says what each check
 // means and what it cannot see.
 package audit

@@ -153,12 +153,14 @@ type grantedEvent struct {
 	tag     [32]byte
 	kind    uint8
 	grantee [32]byte
+	expiry  uint64 // Granted only
+	epoch   uint32 // Granted only
 }
 
-// decodeGranted decodes Granted (scope, purpose and expiry are checked, not kept)
+// decodeGranted decodes Granted (scope and purpose are checked, not kept)
 // and Revoked (revoke true), which share their indexed layout.
 func decodeGranted(l *types.Log, revoke bool) (e grantedEvent, err error) {
-	n := 4
+	n := 5
 	if revoke {
 		n = 1
 	}
@@ -170,14 +172,17 @@ func decodeGranted(l *types.Log, revoke bool) (e grantedEvent, err error) {
 	if err != nil {
 		return e, err
 	}
+	e = grantedEvent{tag: l.Topics[1], kind: uint8(k), grantee: l.Topics[2]}
 	if !revoke {
-		for i, bits := range []int{64, 8, 64} {
-			if _, err := asUint(w[1+i], bits); err != nil {
+		var v [4]uint64
+		for i, bits := range []int{64, 8, 64, 32} {
+			if v[i], err = asUint(w[1+i], bits); err != nil {
 				return e, err
 			}
 		}
+		e.expiry, e.epoch = v[2], uint32(v[3])
 	}
-	return grantedEvent{tag: l.Topics[1], kind: uint8(k), grantee: l.Topics[2]}, nil
+	return e, nil
 }
 
 type enrolledEvent struct {

@@ -56,6 +56,7 @@ const (
 	CheckPerPatient   = "per-patient"
 	CheckVerifiers    = "verifiers"
 	CheckSigners      = "signers"
+	CheckGrantTimes   = "grant-times"
 )
 
 var checkTitles = map[string]string{
@@ -68,6 +69,7 @@ var checkTitles = map[string]string{
 	CheckPerPatient:   "nothing per patient beyond open/rotate/grant/revoke",
 	CheckVerifiers:    "verifiers carry the ceremony's verifying keys",
 	CheckSigners:      "registry signers equal consensus signers",
+	CheckGrantTimes:   "grants at different providers close in time or ending together",
 }
 
 // Finding is one observation of a check.

@@ -44,7 +44,8 @@ type Config struct {
 	From *uint64
 	// MinAnonymity: an open whose anonymity set is smaller fails (default 2).
 	MinAnonymity uint32
-	// Window: opens at different providers closer than this warn (default 10m).
+	// Window: opens, and grants, at different providers closer than this
+	// warn (default 10m).
 	Window time.Duration
 	// MaxRange caps the audited block range (default 5,000,000).
 	MaxRange uint64
@@ -226,7 +227,7 @@ func Run(ctx context.Context, src Source, d *contracts.Deployment, cfg Config) (
 		return nil, err
 	}
 	checks, clusters, stats, tl := s.a.finish()
-	checks = append(checks, s.checkVerifiers(ctx), s.checkSigners(ctx))
+	checks = append(checks, s.checkVerifiers(ctx), s.checkSigners(ctx), s.a.checkGrantTimes())
 	stats.Blocks = s.to - s.from + 1
 	r := &Report{
 		ChainID: id.String(), FromBlock: s.from, ToBlock: s.to, HeadTime: time.Unix(int64(head.Time), 0).UTC(),

@@ -16,9 +16,11 @@
 // Clique but speaks the protocol's RPC. Admin calls go over the node's IPC
 // socket; HTTP serves eth, net, web3 and clique only.
 //
-// Governance: the AgentRegistry contract says which providers are active; a
-// Mirror makes one authority vote (clique_propose) until the Clique signer
-// set equals a SignerSource's set, and reports the Drift. Every authority
+// Governance: the AgentRegistry contract says which providers are active
+// (`medrec governance` proposes and votes there); a Mirror makes one
+// authority vote (clique_propose) until the Clique signer set equals a
+// SignerSource's set — the registry's, read by a package above this one —
+// and reports the Drift. Every authority
 // runs its own mirror, since Clique counts one vote per signer per sealed
 // block and changes the set once more than half voted. Network.Watch runs
 // them for the local nodes and heals Clique's forked-signer stall (Heal).

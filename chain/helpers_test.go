@@ -3,7 +3,6 @@ package chain
 import (
 	"context"
 	"fmt"
-	"github.com/ethereum/go-ethereum/common"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ethereum/go-ethereum/common"
 )
 
 // testGeth is the geth the tests run: $MEDREC_GETH. Without it the test is
@@ -215,8 +216,14 @@ var keepLogs string
 // waitChain is eventually for conditions that need new blocks: when the
 // network's top height stalls (stallAfter), it heals a fork, as the
 // supervisor's Watch loop does, and says so in the test log.
+//
+// A heal may wait up to 30 s for a rewound node to sync (geth, with fewer
+// than five peers, syncs on its 10 s forced cycle; slower on a loaded
+// machine), so d is at least long enough for a stall, a heal that times out
+// and a second one: 90 s. A passing wait returns as soon as cond holds.
 func waitChain(t *testing.T, n *Network, d time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
+	d = max(d, 90*time.Second)
 	var (
 		top      uint64
 		progress = time.Now()

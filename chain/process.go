@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +30,13 @@ func alive(pid int, datadir string) bool {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	// A process in the middle of execve — `ip netns exec` becoming geth —
+	// shows an empty command line for a moment: look again before calling
+	// it gone (a busy machine made a just-started node look dead).
+	for try := 0; err == nil && len(cmdline) == 0 && try < 20; try++ {
+		time.Sleep(5 * time.Millisecond)
+		cmdline, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	}
 	if err != nil {
 		return false
 	}
@@ -42,8 +50,10 @@ func alive(pid int, datadir string) bool {
 }
 
 // spawn starts geth detached in its own session (it outlives the medrec
-// command that started it), output appended to logPath.
-func spawn(gethPath string, args []string, logPath string) (int, error) {
+// command that started it), output appended to logPath; in network
+// namespace netns when given (`ip netns exec` execs geth, so the pid is
+// geth's).
+func spawn(gethPath string, args []string, logPath string, netns string) (int, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
@@ -51,6 +61,9 @@ func spawn(gethPath string, args []string, logPath string) (int, error) {
 	defer logf.Close()
 	fmt.Fprintf(logf, "---- medrec: starting geth at %s\n", time.Now().UTC().Format(time.RFC3339))
 	cmd := exec.Command(gethPath, args...)
+	if netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netns, gethPath}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -142,13 +155,45 @@ func freePorts(n int) ([]int, error) {
 			return nil, fmt.Errorf("no free loopback ports in %d–%d", lo, hi)
 		}
 		p := lo + mrand.IntN(hi-lo)
-		if seen[p] || checkPort(p, "") != nil {
+		if seen[p] || checkPort(p, "") != nil || !claimPort(p) {
 			continue
 		}
 		seen[p] = true
 		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+// portClaimTTL is how long a port freePorts picked stays claimed against
+// other processes: long enough for the network to start and its node to
+// bind it.
+const portClaimTTL = 5 * time.Minute
+
+// claimPort claims port p for this process among those that pick ports with
+// freePorts on this machine: a port free now is bound by its geth only
+// seconds later, and two networks created at once (test packages run in
+// parallel) could otherwise both pick it. A claim is a file created
+// exclusively under the temporary directory; one older than portClaimTTL is
+// stale and taken over (its port is free again, or checkPort says not).
+func claimPort(p int) bool {
+	dir := filepath.Join(os.TempDir(), "medrec-port-claims")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true // no claims here: checkPort alone decides
+	}
+	path := filepath.Join(dir, strconv.Itoa(p))
+	for try := 0; try < 2; try++ {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		fi, serr := os.Stat(path)
+		if !os.IsExist(err) || serr != nil || time.Since(fi.ModTime()) < portClaimTTL {
+			return false
+		}
+		os.Remove(path) // stale
+	}
+	return false
 }
 
 // portRange is where freePorts looks: from 20000 up to the start of the

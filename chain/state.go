@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -36,6 +37,9 @@ type State struct {
 	Deployer     common.Address `json:"deployer"`
 	DeployerKey  string         `json:"deployer_key"` // keystore file, relative
 	Nodes        []NodeState    `json:"nodes"`
+	// Net is the network the nodes' hosts share (Options.Net); empty on
+	// loopback.
+	Net string `json:"net,omitempty"`
 }
 
 // NodeState is one provider's node. Paths are relative to the network
@@ -58,6 +62,27 @@ type NodeState struct {
 	IPC         string `json:"ipc"` // absolute: kept short for the unix socket limit
 	PID         int    `json:"pid"` // 0 when stopped
 	Dir         string `json:"dir"`
+	// NetNS and IP: where the node runs when it has a Host (fault tests).
+	NetNS string `json:"netns,omitempty"`
+	IP    string `json:"ip,omitempty"`
+}
+
+// wsOrigin is the only browser origin geth's WebSocket accepts: a name
+// under .invalid, which no page can be served from (RFC 2606).
+const wsOrigin = "https://no-browser.invalid"
+
+// WS is the node's WebSocket endpoint: its HTTP RPC address with the ws
+// scheme (geth serves both on one port). Nodes started before WebSocket was
+// enabled answer it only once restarted; a client that cannot subscribe
+// there falls back to polling.
+func (ns NodeState) WS() string {
+	if rest, ok := strings.CutPrefix(ns.RPC, "http://"); ok {
+		return "ws://" + rest
+	}
+	if rest, ok := strings.CutPrefix(ns.RPC, "https://"); ok {
+		return "wss://" + rest
+	}
+	return ns.RPC
 }
 
 // LoadState reads dir/network.json.

@@ -8,6 +8,22 @@
 // view applied is no longer canonical its changes are undone before the new
 // branch is applied. A gateway that syncs before each decision (or once per
 // block) therefore enforces a revocation within one block.
+//
+// # Revocation finality
+//
+// Clique's finality is probabilistic: a block, and the revocation in it,
+// can be replaced by a reorg (a partition healing, two signers sealing the
+// same height). A revocation this view has applied is honoured until the
+// chain includes it again or the owner grants again (a grant signed with a
+// nonce not below the revocation's): if a reorg takes it away, the grant
+// stays revoked in this view, marked RevokeReorged, even though the chain
+// now says it is in force. The revoked reader is never let back in by a
+// reorg alone; the owner's wallet re-submits the revocation so the chain
+// agrees again. The memory of lost revocations is this view's: a gateway
+// restarted before the re-submission is mined reads the chain afresh (see
+// docs/chain.md). Grants and opens have no such memory: one a reorg
+// removes is simply gone from the view, which refuses what it allowed —
+// the safe side.
 package chainview
 
 import (
@@ -24,6 +40,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/contracts/bindings"
 	"github.com/medrec-zk/medrec/merkle"
@@ -56,28 +73,35 @@ type Relationship struct {
 	Nonce    uint32 // the owner's next signature nonce (one per grant or revocation)
 }
 
-// GranteeKind says how a grantee is named.
-type GranteeKind uint8
-
-// Grantee kinds, as in Relationships.sol.
-const (
-	GranteeAddress   GranteeKind = 1
-	GranteeAnonymous GranteeKind = 2
-)
-
 // Grant is a grant as last recorded on chain.
 type Grant struct {
 	Tag     *big.Int
-	Kind    GranteeKind
+	Kind    access.GranteeKind
 	Grantee [32]byte
-	Scope   uint64
-	Purpose uint8
+	Scope   access.Scope
+	Purpose access.Purpose
 	Expiry  uint64
 	Revoked bool
+	// Epoch is the relationship's rotation counter when the grant was made.
+	Epoch uint32
+	// Ended: the relationship was rotated since (Epoch is below its
+	// rotation), which ends every grant of the replaced owner for good. The
+	// view fills it in when it answers a query, from the relationship as it
+	// is then, so no caller can forget it and a reorg that undoes the
+	// rotation brings the grant back.
+	Ended bool
+	// RevokeReorged: this view applied a revocation of the grant that a
+	// reorg then took off the chain, and the chain has neither included it
+	// again nor seen the owner grant again since. Revoked is true for such
+	// a grant: a revocation once seen is honoured (see Revocation finality
+	// in the package comment). The owner's wallet re-submits it.
+	RevokeReorged bool
 }
 
-// Active reports whether the grant allows access at unix time now.
-func (g Grant) Active(now uint64) bool { return !g.Revoked && now < g.Expiry }
+// Active reports whether the grant allows access at unix time now: not
+// revoked (on chain, or by a revocation a reorg removed), not ended by a
+// rotation, not expired.
+func (g Grant) Active(now uint64) bool { return !g.Revoked && !g.Ended && now < g.Expiry }
 
 // Anchor is one anchored batch of a provider.
 type Anchor struct {
@@ -92,7 +116,7 @@ type Anchor struct {
 
 type grantKey struct {
 	tag     string // decimal tag
-	kind    GranteeKind
+	kind    access.GranteeKind
 	grantee [32]byte
 }
 
@@ -122,8 +146,13 @@ type View struct {
 	leaves    []fr.Element
 	tree      *merkle.Tree
 	rels      map[string]*Relationship
+	owners    map[common.Address]map[string]struct{} // owner → its relationships' tags
 	grants    map[grantKey]*Grant
 	anchors   map[uint32][]Anchor
+	// lost holds the revocations a reorg removed, by grant, with the
+	// signature nonce each used; kept outside the undo lists, so that a
+	// reorg does not forget them (revokeApplied, grantApplied).
+	lost map[grantKey]uint32
 
 	handlers map[common.Address]map[common.Hash]func(*View, *types.Log, *appliedBlock) error
 }
@@ -140,8 +169,10 @@ func New(src Source, d *contracts.Deployment) (*View, error) {
 		providers: map[uint32]*Provider{},
 		tree:      tree,
 		rels:      map[string]*Relationship{},
+		owners:    map[common.Address]map[string]struct{}{},
 		grants:    map[grantKey]*Grant{},
 		anchors:   map[uint32][]Anchor{},
+		lost:      map[grantKey]uint32{},
 	}
 	v.handlers, err = handlers(d)
 	if err != nil {
@@ -375,7 +406,9 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			if err != nil {
 				return err
 			}
-			v.setGrant(b, &Grant{Tag: e.Tag, Kind: GranteeKind(e.GranteeKind), Grantee: e.Grantee, Scope: e.Scope, Purpose: e.Purpose, Expiry: e.Expiry})
+			g := &Grant{Tag: e.Tag, Kind: access.GranteeKind(e.GranteeKind), Grantee: e.Grantee, Scope: access.Scope(e.Scope), Purpose: access.Purpose(e.Purpose), Expiry: e.Expiry, Epoch: e.Epoch}
+			v.setGrant(b, g)
+			v.grantApplied(b, grantKey{e.Tag.String(), g.Kind, g.Grantee}, e.Tag)
 			return v.bumpNonce(b, e.Tag)
 		}},
 		{d.Relationships, &bindings.RelationshipsMetaData, "Revoked", func(v *View, l *types.Log, b *appliedBlock) error {
@@ -383,7 +416,7 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			if err != nil {
 				return err
 			}
-			k := grantKey{e.Tag.String(), GranteeKind(e.GranteeKind), e.Grantee}
+			k := grantKey{e.Tag.String(), access.GranteeKind(e.GranteeKind), e.Grantee}
 			g, ok := v.grants[k]
 			if !ok {
 				return fmt.Errorf("revocation of unknown grant")
@@ -391,6 +424,7 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			ng := *g
 			ng.Revoked = true
 			v.setGrant(b, &ng)
+			v.revokeApplied(b, k, e.Tag)
 			return v.bumpNonce(b, e.Tag)
 		}},
 		{d.Anchors, &bindings.AnchorsMetaData, "Anchored", func(v *View, l *types.Log, b *appliedBlock) error {
@@ -437,13 +471,33 @@ func (v *View) setRelationship(b *appliedBlock, tag *big.Int, r *Relationship) {
 	k := tag.String()
 	old, had := v.rels[k]
 	v.rels[k] = r
+	if had {
+		v.unindexOwner(old.Owner, k)
+	}
+	v.indexOwner(r.Owner, k)
 	b.undo = append(b.undo, func() {
+		v.unindexOwner(r.Owner, k)
 		if had {
 			v.rels[k] = old
+			v.indexOwner(old.Owner, k)
 		} else {
 			delete(v.rels, k)
 		}
 	})
+}
+
+func (v *View) indexOwner(owner common.Address, tag string) {
+	if v.owners[owner] == nil {
+		v.owners[owner] = map[string]struct{}{}
+	}
+	v.owners[owner][tag] = struct{}{}
+}
+
+func (v *View) unindexOwner(owner common.Address, tag string) {
+	delete(v.owners[owner], tag)
+	if len(v.owners[owner]) == 0 {
+		delete(v.owners, owner)
+	}
 }
 
 // bumpNonce counts a used signature nonce of the relationship.
@@ -456,6 +510,37 @@ func (v *View) bumpNonce(b *appliedBlock, tag *big.Int) error {
 	nr.Nonce++
 	v.setRelationship(b, tag, &nr)
 	return nil
+}
+
+// usedNonce is the signature nonce the owner's grant or revocation being
+// applied used: the relationship's count of them so far (bumpNonce follows).
+func (v *View) usedNonce(tag *big.Int) uint32 {
+	if r, ok := v.rels[tag.String()]; ok {
+		return r.Nonce
+	}
+	return 0
+}
+
+// revokeApplied: the chain has the revocation of k (again), so it is not
+// lost; if a reorg undoes this block, it is lost from then on, with the
+// nonce it used.
+func (v *View) revokeApplied(b *appliedBlock, k grantKey, tag *big.Int) {
+	nonce := v.usedNonce(tag)
+	delete(v.lost, k)
+	b.undo = append(b.undo, func() { v.lost[k] = nonce })
+}
+
+// grantApplied: a grant of k signed at or after a lost revocation (a nonce
+// not below the revocation's) is the owner granting again, which lifts the
+// lost revocation. A grant with an older nonce is the revoked grant itself,
+// included again by the new branch: the revocation still holds.
+func (v *View) grantApplied(b *appliedBlock, k grantKey, tag *big.Int) {
+	lost, ok := v.lost[k]
+	if !ok || v.usedNonce(tag) < lost {
+		return
+	}
+	delete(v.lost, k)
+	b.undo = append(b.undo, func() { v.lost[k] = lost })
 }
 
 func (v *View) setGrant(b *appliedBlock, g *Grant) {
@@ -519,15 +604,41 @@ func (v *View) Relationship(tag *big.Int) (Relationship, bool) {
 	return *r, true
 }
 
+// OwnedBy returns the relationships whose current owner is addr, by tag. A
+// delegate belongs to one relationship: one address owning two links them.
+func (v *View) OwnedBy(addr common.Address) []Relationship {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var out []Relationship
+	for k := range v.owners[addr] {
+		out = append(out, *v.rels[k])
+	}
+	slices.SortFunc(out, func(a, b Relationship) int { return a.Tag.Cmp(b.Tag) })
+	return out
+}
+
+// grantLocked returns a copy of g with Ended filled in from its
+// relationship, and a revocation a reorg removed applied.
+func (v *View) grantLocked(g *Grant) Grant {
+	out := *g
+	if r, ok := v.rels[g.Tag.String()]; ok && g.Epoch < r.Rotation {
+		out.Ended = true
+	}
+	if _, ok := v.lost[grantKey{g.Tag.String(), g.Kind, g.Grantee}]; ok && !g.Revoked {
+		out.Revoked, out.RevokeReorged = true, true
+	}
+	return out
+}
+
 // Grant returns the grant of tag to grantee.
-func (v *View) Grant(tag *big.Int, kind GranteeKind, grantee [32]byte) (Grant, bool) {
+func (v *View) Grant(tag *big.Int, kind access.GranteeKind, grantee [32]byte) (Grant, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	g, ok := v.grants[grantKey{tag.String(), kind, grantee}]
 	if !ok {
 		return Grant{}, false
 	}
-	return *g, true
+	return v.grantLocked(g), true
 }
 
 // Nonce returns the next signature nonce of the relationship tag.
@@ -547,7 +658,7 @@ func (v *View) GrantsOf(tag *big.Int) []Grant {
 	var out []Grant
 	for k, g := range v.grants {
 		if k.tag == tag.String() {
-			out = append(out, *g)
+			out = append(out, v.grantLocked(g))
 		}
 	}
 	slices.SortFunc(out, func(a, b Grant) int {
@@ -560,13 +671,13 @@ func (v *View) GrantsOf(tag *big.Int) []Grant {
 }
 
 // GrantsTo returns every grant to grantee, across relationships.
-func (v *View) GrantsTo(kind GranteeKind, grantee [32]byte) []Grant {
+func (v *View) GrantsTo(kind access.GranteeKind, grantee [32]byte) []Grant {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []Grant
 	for k, g := range v.grants {
 		if k.kind == kind && k.grantee == grantee {
-			out = append(out, *g)
+			out = append(out, v.grantLocked(g))
 		}
 	}
 	slices.SortFunc(out, func(a, b Grant) int { return a.Tag.Cmp(b.Tag) })

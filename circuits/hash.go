@@ -6,7 +6,6 @@ import (
 	"github.com/consensys/gnark/frontend"
 	"github.com/consensys/gnark/std/permutation/poseidon2"
 
-	"github.com/medrec-zk/medrec/merkle"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -43,10 +42,10 @@ func (h *hasher) hash(d zkhash.Domain, inputs ...frontend.Variable) frontend.Var
 }
 
 // merkleRoot returns the root reached from leaf by the path with the given
-// siblings; index is decomposed into exactly merkle.Depth bits, which also
-// proves index < 2^Depth.
+// siblings; index is decomposed into exactly len(siblings) bits (merkle.Depth
+// in the circuits), which also proves index < 2^len(siblings).
 func (h *hasher) merkleRoot(leaf, index frontend.Variable, siblings []frontend.Variable) frontend.Variable {
-	bits := h.api.ToBinary(index, merkle.Depth)
+	bits := h.api.ToBinary(index, len(siblings))
 	node := leaf
 	for level, sibling := range siblings {
 		// With b the path bit: left = node + b·(sibling − node), right = sibling − b·(sibling − node).

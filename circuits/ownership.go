@@ -34,14 +34,21 @@ type Ownership struct {
 
 // Define declares the circuit's constraints.
 func (c *Ownership) Define(api frontend.API) error {
+	return ownership(api, c.Secret, c.LeafIndex, c.Siblings[:], c.Root, c.Scope, c.Tag, c.Signal)
+}
+
+// ownership declares Ownership's constraints for a tree of len(siblings)
+// levels (merkle.Depth for Ownership; other depths are measured in
+// BenchmarkOwnershipDepth).
+func ownership(api frontend.API, secret, leafIndex frontend.Variable, siblings []frontend.Variable, root, scope, tag, signal frontend.Variable) error {
 	h, err := newHasher(api)
 	if err != nil {
 		return err
 	}
-	commitment := h.hash(zkhash.DomainCommit, c.Secret)
-	api.AssertIsEqual(h.merkleRoot(commitment, c.LeafIndex, c.Siblings[:]), c.Root)
-	api.AssertIsEqual(h.hash(zkhash.DomainTag, c.Secret, c.Scope), c.Tag)
-	bindSignal(api, c.Signal)
+	commitment := h.hash(zkhash.DomainCommit, secret)
+	api.AssertIsEqual(h.merkleRoot(commitment, leafIndex, siblings), root)
+	api.AssertIsEqual(h.hash(zkhash.DomainTag, secret, scope), tag)
+	bindSignal(api, signal)
 	return nil
 }
 

@@ -9,7 +9,10 @@
 // restore, unlock), home (identity commitment as text and QR code, provider
 // directory, connect, notifications), records (one merged timeline, filter,
 // charts, export), sharing (grants per provider, revoke, who can see what),
-// access log (verified against the chain), viewer mode.
+// access log (verified against the chain), viewer mode. Records and access
+// log are checked against each provider's anchor on chain and against what
+// this device verified before (kept encrypted beside the keystore); what
+// contradicts either is shown as a warning.
 package client
 
 import (
@@ -22,8 +25,8 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
-	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +37,10 @@ import (
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/devstore"
+	"github.com/medrec-zk/medrec/internal/localweb"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/smartauth"
 	"github.com/medrec-zk/medrec/wallet"
 )
 
@@ -47,9 +53,11 @@ type Config struct {
 	// Dial connects to the chain when the app unlocks; nil dials RPC with
 	// ethclient. The returned func closes the connection.
 	Dial func(ctx context.Context) (chainview.Source, func(), error)
-	// LightKDF uses a cheap scrypt for the keystore (tests only).
-	LightKDF bool
-	Log      *slog.Logger
+	// TestKeystores writes keystores with the cheap test scrypt cost and
+	// opens such keystores (tests and the make run demo only). Without it,
+	// a keystore of the test cost is refused: it must not hold real words.
+	TestKeystores bool
+	Log           *slog.Logger
 }
 
 // App is the running web app.
@@ -62,11 +70,21 @@ type App struct {
 	// apart by port, and two apps (patient, viewer) may share 127.0.0.1.
 	cookie string
 
+	// ctx lives as long as the app serves: chain writes run under it, not
+	// under the request that started them (ops.go).
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu      sync.Mutex
 	session string         // cookie value once unlocked
 	w       *wallet.Wallet // nil while locked
-	pending string         // mnemonic shown once, awaiting confirmation
-	seen    map[uint32]uint64
+	pending string         // the 12 words shown once, awaiting confirmation
+	// rotations are finished rotations by id, for their done pages (rotate.go).
+	rotations map[string]rotationOutcome
+	// ops are chain writes (shares, revocations) by id, and the form key
+	// that started each: a form submitted twice starts one (ops.go).
+	ops     map[string]*op
+	opByKey map[string]string
 	closeFn func()
 }
 
@@ -92,9 +110,10 @@ func New(cfg Config) (*App, error) {
 	if _, err := rand.Read(tok); err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, csrf: hex.EncodeToString(tok), seen: map[uint32]uint64{}}
+	a := &App{cfg: cfg, csrf: hex.EncodeToString(tok), rotations: map[string]rotationOutcome{}, ops: map[string]*op{}, opByKey: map[string]string{}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.cookie = "medrec_" + a.csrf[:12]
-	t, err := template.New("pages").Funcs(funcs).Parse(pageTemplates)
+	t, err := template.New("pages").Funcs(funcs).ParseFS(templates, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -111,78 +130,48 @@ func New(cfg Config) (*App, error) {
 // Fiber returns the fiber app (tests).
 func (a *App) Fiber() *fiber.App { return a.app }
 
-// Listen serves on addr (which must be a loopback address) until ctx ends.
+// Listen serves on addr (which must be a loopback address: the app holds
+// keys) until ctx ends, then locks the keys.
 func (a *App) Listen(ctx context.Context, addr string) error {
-	host, _, err := net.SplitHostPort(addr)
+	err := localweb.Serve(ctx, a.app, addr, func() { a.cancel(); a.lock() })
 	if err != nil {
-		return fmt.Errorf("client: listen address %q: %w", addr, err)
+		return fmt.Errorf("client: %w", err)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("client: refusing to listen on %s: the app holds keys and serves 127.0.0.1 only", addr)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- a.app.Listen(addr) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		a.lock()
-		return a.app.ShutdownWithTimeout(5 * time.Second)
-	}
+	return nil
 }
 
 func (a *App) routes() {
-	a.app.Use(a.sameOrigin)
+	// same origin, form token, headers; apps' requests land from a gateway
+	a.app.Use(localweb.Guard(a.csrf, smartauth.ApprovePath))
+	a.app.Get(smartauth.ApprovePath, a.smartLanding)
 	a.app.Get("/", a.index)
 	a.app.Post("/create", a.create)
+	a.app.Get("/create/words", a.words)
 	a.app.Post("/create/confirm", a.confirm)
 	a.app.Post("/restore", a.restore)
 	a.app.Post("/unlock", a.unlock)
+	a.app.Post("/lock", a.lockNow)
 	u := a.app.Group("", a.unlocked)
-	u.Post("/lock", func(c *fiber.Ctx) error { a.lock(); return c.Redirect("/", fiber.StatusSeeOther) })
 	u.Get("/home", a.home)
+	u.Get("/connect", a.connectPage)
 	u.Post("/connect", a.connect)
-	u.Post("/rotate", a.rotate)
+	u.Get("/rotate", a.rotateConfirm)
+	u.Post("/rotate", a.doRotate)
+	u.Get("/rotate/done/:id", a.rotateDone)
 	u.Get("/records", a.records)
 	u.Get("/records/export", a.export)
 	u.Get("/share", a.share)
+	u.Post("/share/review", a.reviewShare)
 	u.Post("/share", a.doShare)
-	u.Post("/revoke", a.revoke)
+	u.Get("/revoke", a.revokeConfirm)
+	u.Post("/revoke", a.doRevoke)
+	u.Get("/op/:id", a.opPage)
 	u.Get("/log", a.accessLog)
 	u.Get("/viewer", a.viewer)
-	u.Post("/viewer/read", a.viewerRead)
-	u.Post("/viewer/read-grant", a.viewerReadGrant)
-}
-
-// sameOrigin refuses anything another web origin could send: a foreign
-// Origin or Sec-Fetch-Site, a Host that is not loopback (DNS rebinding), and
-// state-changing requests without this process's form token.
-func (a *App) sameOrigin(c *fiber.Ctx) error {
-	host := c.Hostname()
-	h, _, err := net.SplitHostPort(host)
-	if err != nil {
-		h = host
-	}
-	if h != "127.0.0.1" && h != "localhost" && h != "[::1]" && h != "::1" {
-		return fiber.NewError(fiber.StatusForbidden, "this app answers on 127.0.0.1 only")
-	}
-	if site := c.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return fiber.NewError(fiber.StatusForbidden, "requests from other web pages are refused")
-	}
-	if o := c.Get(fiber.HeaderOrigin); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host != host {
-			return fiber.NewError(fiber.StatusForbidden, "requests from other web pages are refused")
-		}
-	}
-	if c.Method() == fiber.MethodPost && subtle.ConstantTimeCompare([]byte(c.FormValue("csrf")), []byte(a.csrf)) != 1 {
-		return fiber.NewError(fiber.StatusForbidden, "the form is stale or came from elsewhere; reload the page")
-	}
-	c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
-	c.Set("X-Frame-Options", "DENY")
-	c.Set("Cache-Control", "no-store")
-	c.Set("Referrer-Policy", "same-origin") // "no-referrer" makes form posts send Origin: null
-	return c.Next()
+	u.Post("/viewer/read", a.viewerSave)
+	u.Get("/viewer/read/:id", a.viewerRead)
+	u.Get("/smart/review", a.smartReview)
+	u.Post("/smart/answer", a.smartAnswer)
 }
 
 // signedIn reports whether the request carries this process's session.
@@ -192,11 +181,29 @@ func (a *App) signedIn(c *fiber.Ctx) bool {
 	return a.w != nil && a.session != "" && subtle.ConstantTimeCompare([]byte(c.Cookies(a.cookie)), []byte(a.session)) == 1
 }
 
+// unlocked lets only the signed-in session through; anyone else is sent
+// to unlock, and comes back to the page they asked for.
 func (a *App) unlocked(c *fiber.Ctx) error {
 	if !a.signedIn(c) {
+		if c.Method() == fiber.MethodGet {
+			return c.Redirect("/?next="+url.QueryEscape(c.OriginalURL()), fiber.StatusSeeOther)
+		}
 		return c.Redirect("/", fiber.StatusSeeOther)
 	}
 	return c.Next()
+}
+
+// localPath returns next if it is a path of this app ("/log?page=2"),
+// else "/home": an unlock never sends anyone elsewhere.
+func localPath(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") || next == "/" {
+		return "/home"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" {
+		return "/home"
+	}
+	return next
 }
 
 func (a *App) wallet() *wallet.Wallet {
@@ -209,7 +216,8 @@ func (a *App) wallet() *wallet.Wallet {
 func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 	src, closeSrc, err := a.cfg.Dial(c.UserContext())
 	if err != nil {
-		return err
+		a.cfg.Log.Error("Cannot reach the chain", "err", err)
+		return errNoChain
 	}
 	v, err := chainview.New(src, a.cfg.Deployment)
 	if err != nil {
@@ -218,18 +226,28 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 	}
 	if err := v.Sync(c.UserContext()); err != nil {
 		closeSrc()
-		return fmt.Errorf("cannot read the chain: %w", err)
+		a.cfg.Log.Error("Cannot read the chain", "err", err)
+		return errNoChain
 	}
 	tok := make([]byte, 32)
 	if _, err := rand.Read(tok); err != nil {
 		closeSrc()
 		return err
 	}
+	mem, err := a.deviceStore(keys)
+	if err != nil {
+		closeSrc()
+		a.cfg.Log.Error("Cannot open the device store", "err", err)
+		return errors.New("what this app remembers on this computer cannot be opened (see the app's log); nothing was changed")
+	}
 	a.mu.Lock()
 	if a.closeFn != nil {
 		a.closeFn()
 	}
 	a.w = wallet.New(keys, v, a.cfg.Deployment, a.cfg.Prover)
+	a.w.Remember(mem)
+	clear(a.ops)
+	clear(a.opByKey)
 	a.session = hex.EncodeToString(tok)
 	a.closeFn = closeSrc
 	a.mu.Unlock()
@@ -237,14 +255,60 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 	return nil
 }
 
+// DeviceStorePath is where the app keeps, beside the keystore, what it
+// verified at each provider (encrypted; package devstore).
+func DeviceStorePath(keystore string) string { return keystore + ".device" }
+
+// deviceStore opens the device store of keys. One that this seed cannot
+// read (another seed's, or damaged) is set aside, not deleted, and the app
+// starts remembering afresh: it then checks against the chain alone, as a
+// new device does.
+func (a *App) deviceStore(keys *delegate.Keys) (*devstore.Store, error) {
+	key, err := keys.DeviceStoreKey()
+	if err != nil {
+		return nil, err
+	}
+	path := DeviceStorePath(a.cfg.Keystore)
+	s, err := devstore.Open(path, key)
+	if errors.Is(err, devstore.ErrUnreadable) {
+		aside := fmt.Sprintf("%s.unreadable-%d", path, time.Now().Unix())
+		a.cfg.Log.Warn("Device store unreadable with these keys; set aside", "path", path, "moved to", aside)
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("the device store %s cannot be read with these keys and cannot be set aside: %w", path, rerr)
+		}
+		s, err = devstore.Open(path, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the device store: %w", err)
+	}
+	return s, nil
+}
+
+// errNoChain: the chain node the app reads cannot be reached.
+var errNoChain = errors.New("the network cannot be reached right now (its node does not answer); try again in a moment")
+
+// lock ends the session: the keys, the wallet, the chain connection and
+// every finished operation's page (a share's bundle) are dropped.
 func (a *App) lock() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.w, a.session, a.pending = nil, "", ""
+	clear(a.ops)
+	clear(a.opByKey)
+	clear(a.rotations)
 	if a.closeFn != nil {
 		a.closeFn()
 		a.closeFn = nil
 	}
+}
+
+// lockNow locks and drops the session cookie, so the browser holds nothing
+// that opens a page again.
+func (a *App) lockNow(c *fiber.Ctx) error {
+	a.lock()
+	c.Cookie(&fiber.Cookie{Name: a.cookie, Value: "", HTTPOnly: true, SameSite: "Strict", Path: "/", Expires: time.Unix(1, 0), MaxAge: -1})
+	c.Set("Clear-Site-Data", `"cache"`)
+	return c.Redirect("/?locked=1", fiber.StatusSeeOther)
 }
 
 // render executes a page template into the response.
@@ -254,9 +318,10 @@ func (a *App) render(c *fiber.Ctx, page string, data fiber.Map) error {
 	}
 	data["CSRF"] = a.csrf
 	data["Page"] = page
-	a.mu.Lock()
-	data["Unlocked"] = a.w != nil
-	a.mu.Unlock()
+	data["Unlocked"] = a.signedIn(c)
+	if _, ok := data["Title"]; !ok {
+		data["Title"] = titles[page]
+	}
 	var b bytes.Buffer
 	if err := a.pages.ExecuteTemplate(&b, page, data); err != nil {
 		return err
@@ -279,9 +344,14 @@ func (a *App) errorPage(c *fiber.Ctx, err error) error {
 	c.Status(status)
 	msg := err.Error()
 	if status == fiber.StatusInternalServerError {
-		a.cfg.Log.Error("page failed", "path", c.Path(), "err", err)
+		a.cfg.Log.Error("Page failed", "path", c.Path(), "err", err)
+		msg = plain(err)
 	}
-	return a.render(c, "message", fiber.Map{"Title": "Something went wrong", "Message": msg, "Back": c.Get(fiber.HeaderReferer, "/")})
+	back := "/"
+	if ref, perr := url.Parse(c.Get(fiber.HeaderReferer)); perr == nil && ref.Host == c.Hostname() {
+		back = localPath(ref.RequestURI())
+	}
+	return a.render(c, "message", fiber.Map{"Title": "Something went wrong", "Message": msg, "Back": back})
 }
 
 // userError is a mistake in what the user entered.

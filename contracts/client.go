@@ -115,6 +115,13 @@ func (c *Client) Vote(ctx context.Context, auth *bind.TransactOpts, proposal *bi
 	return c.transact(ctx, auth, c.agentsC, c.agents.PackVote(proposal))
 }
 
+// Execute carries out a proposal that has a strict majority of the providers
+// active now but was not executed by its last vote (the active set shrank
+// since). Anyone may send it.
+func (c *Client) Execute(ctx context.Context, auth *bind.TransactOpts, proposal *big.Int) (*types.Transaction, error) {
+	return c.transact(ctx, auth, c.agentsC, c.agents.PackExecute(proposal))
+}
+
 // --- reads ------------------------------------------------------------------------
 
 func callAt[T any](ctx context.Context, bc *bind.BoundContract, data []byte, unpack func([]byte) (T, error)) (T, error) {

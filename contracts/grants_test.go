@@ -2,6 +2,7 @@ package contracts
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"fmt"
 	"math/big"
@@ -15,6 +16,7 @@ import (
 	"github.com/ethereum/go-ethereum/signer/core/apitypes"
 
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -285,4 +287,126 @@ func TestRevoke(t *testing.T) {
 	// Its signature, once expired, cannot be submitted again either.
 	_, err = e.send(e.stranger, e.relsC, e.rels.PackGrant(g2, e.signGrant(o.owner, g2)))
 	wantRevert(t, err, "InvalidExpiry")
+}
+
+// TestRotationEndsGrants tells the lost-phone story: a thief holding the old
+// delegate grants a stranger ten years of everything; the patient rotates.
+// Every grant made under the replaced owner (both kinds) ends with it; the
+// new owner can grant again, to the same grantee, and revoke what it made.
+func TestRotationEndsGrants(t *testing.T) {
+	e := newEnv(t, 1)
+	p := e.providers[0]
+	alice := e.enrol(p, "alice")
+	o, _ := e.open(alice, p, key("alice-d0"))
+
+	thiefGrant := e.grantRequest(o, addr(key("thief-friend")))
+	thiefGrant.Scope, thiefGrant.Expiry = uint64(access.AllTypes), e.now()+10*365*86400
+	rcpt := e.mustSend(e.stranger, e.relsC, e.rels.PackGrant(thiefGrant, e.signGrant(o.owner, thiefGrant)))
+	if ev, err := e.rels.UnpackGrantedEvent(rcpt.Logs[0]); err != nil || ev.Epoch != 0 {
+		t.Fatalf("Granted event of epoch 0: %+v %v", ev, err)
+	}
+	cv := zkhash.ViewerCommitment(newSecret("viewer"))
+	anon := e.grantRequest(o, common.Address{})
+	anon.GranteeKind, anon.Grantee = 2, zkhash.Bytes32(zkhash.Grant(cv, zkhash.FromUint64(1), newSecret("k")))
+	e.mustSend(e.stranger, e.relsC, e.rels.PackGrant(anon, e.signGrant(o.owner, anon)))
+	grants := []struct {
+		name    string
+		kind    uint8
+		grantee [32]byte
+	}{{"address", 1, thiefGrant.Grantee}, {"anonymous", 2, anon.Grantee}}
+	for _, g := range grants {
+		if !e.inForce(o.tag, g.kind, g.grantee) {
+			t.Fatalf("%s grant not in force before the rotation", g.name)
+		}
+	}
+
+	d1 := key("alice-d1")
+	proof, _ := e.ownership(alice, p.id, circuits.ActionRotate, addr(d1), 1)
+	e.mustSend(e.stranger, e.relsC, e.rels.PackRotate(o.tag, addr(d1), e.root(), proof[:]))
+	for _, g := range grants {
+		t.Run(g.name, func(t *testing.T) {
+			if e.inForce(o.tag, g.kind, g.grantee) {
+				t.Fatal("a grant of the replaced owner is still in force")
+			}
+			// The record stays (its epoch says why it ended); it is neither
+			// revoked nor expired.
+			if st := e.grantOf(o.tag, g.kind, g.grantee); st.Epoch != 0 || st.Revoked || st.Expiry <= e.now() {
+				t.Fatalf("grant record %+v", st)
+			}
+			// Revoking an ended grant is refused: nothing is left to end.
+			rv := RevokeRequest{Tag: o.tag, GranteeKind: g.kind, Grantee: g.grantee, Nonce: e.relationship(o.tag).Nonce, Deadline: e.now() + 600}
+			_, err := e.send(e.stranger, e.relsC, e.rels.PackRevoke(rv, e.signRevoke(d1, rv)))
+			wantRevert(t, err, "GrantEnded")
+		})
+	}
+
+	// The new owner keeps the friend it trusts: the same grant, signed again.
+	again := thiefGrant
+	again.Nonce, again.Deadline = e.relationship(o.tag).Nonce, e.now()+600
+	rcpt = e.mustSend(e.stranger, e.relsC, e.rels.PackGrant(again, e.signGrant(d1, again)))
+	if ev, err := e.rels.UnpackGrantedEvent(rcpt.Logs[0]); err != nil || ev.Epoch != 1 || ev.Expiry != thiefGrant.Expiry {
+		t.Fatalf("Granted event after the rotation: %+v %v", ev, err)
+	}
+	if !e.inForce(o.tag, 1, again.Grantee) || e.grantOf(o.tag, 1, again.Grantee).Epoch != 1 {
+		t.Fatal("a grant of the current owner is not in force")
+	}
+	if e.inForce(o.tag, 2, anon.Grantee) {
+		t.Fatal("re-granting one grantee revived another")
+	}
+	// ...and can revoke it.
+	rv := RevokeRequest{Tag: o.tag, GranteeKind: 1, Grantee: again.Grantee, Nonce: again.Nonce + 1, Deadline: e.now() + 600}
+	e.mustSend(e.stranger, e.relsC, e.rels.PackRevoke(rv, e.signRevoke(d1, rv)))
+	if e.inForce(o.tag, 1, again.Grantee) {
+		t.Fatal("a revoked grant is in force")
+	}
+	// An expired grant of the current owner is not in force either.
+	short := e.grantRequest(o, addr(key("nurse")))
+	short.Expiry = e.now() + 120
+	e.mustSend(e.stranger, e.relsC, e.rels.PackGrant(short, e.signGrant(d1, short)))
+	e.advance(10 * time.Minute)
+	if e.inForce(o.tag, 1, short.Grantee) || e.inForce(o.tag, 1, AddressGrantee(addr(key("nobody")))) {
+		t.Fatal("an expired or unknown grant is in force")
+	}
+}
+
+func (e *env) inForce(tag *big.Int, kind uint8, grantee [32]byte) bool {
+	return call(e.t, e.relsC, e.rels.PackInForce(tag, kind, grantee), e.rels.UnpackInForce)
+}
+
+// TestGrantIsOneSlot pins the grant's storage packing the gas goal relies
+// on: scope, expiry, purpose, revoked and epoch share one slot (the epoch
+// costs no extra SSTORE). Storage: _relationships at slot 0, _grants at 1.
+func TestGrantIsOneSlot(t *testing.T) {
+	e := newEnv(t, 1)
+	p := e.providers[0]
+	alice := e.enrol(p, "alice")
+	o, _ := e.open(alice, p, key("alice-d0"))
+	d1 := key("alice-d1")
+	proof, _ := e.ownership(alice, p.id, circuits.ActionRotate, addr(d1), 1)
+	e.mustSend(e.stranger, e.relsC, e.rels.PackRotate(o.tag, addr(d1), e.root(), proof[:]))
+	g := e.grantRequest(o, addr(key("doctor")))
+	g.Scope, g.Purpose, g.Expiry = 0x1_0203_0405, 3, 0x0a0b_0c0d_0e0f
+	e.mustSend(e.stranger, e.relsC, e.rels.PackGrant(g, e.signGrant(d1, g)))
+
+	slot := crypto.Keccak256(word(o.tag), u64(1))
+	slot = crypto.Keccak256(u64(uint64(g.GranteeKind)), slot)
+	slot = crypto.Keccak256(g.Grantee[:], slot)
+	want := new(big.Int).SetUint64(g.Scope)
+	want.Or(want, new(big.Int).Lsh(new(big.Int).SetUint64(g.Expiry), 64))
+	want.Or(want, new(big.Int).Lsh(big.NewInt(int64(g.Purpose)), 128))
+	want.Or(want, new(big.Int).Lsh(big.NewInt(1), 144)) // epoch 1; revoked (bit 136) false
+	at := func(s []byte) *big.Int {
+		v, err := e.client.StorageAt(context.Background(), e.d.Relationships, common.BytesToHash(s), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return new(big.Int).SetBytes(v)
+	}
+	if got := at(slot); got.Cmp(want) != 0 {
+		t.Fatalf("grant slot %#x, want %#x", got, want)
+	}
+	next := new(big.Int).Add(new(big.Int).SetBytes(slot), big.NewInt(1))
+	if got := at(word(next)); got.Sign() != 0 {
+		t.Fatalf("the grant spills into a second slot: %#x", got)
+	}
 }

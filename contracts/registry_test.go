@@ -300,3 +300,50 @@ func TestDeploymentRecord(t *testing.T) {
 		t.Fatal("missing file accepted")
 	}
 }
+
+// TestGatewayNeverAnAuthority: an address is never both an authority and a
+// gateway. setGateway used to accept another provider's authority (or its
+// own) as the gateway, which registration refuses; both now refuse it alike.
+func TestGatewayNeverAnAuthority(t *testing.T) {
+	e := newEnv(t, 2)
+	p1, p2 := e.providers[0], e.providers[1]
+	fresh := addr(key("authority-new"))
+	for _, tc := range []struct {
+		name string
+		send func() error
+		want string
+	}{
+		{"setGateway: another provider's authority", func() error {
+			_, err := e.send(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(p2.authority), "http://127.0.0.1:1"))
+			return err
+		}, "GatewayTaken"},
+		{"setGateway: its own authority", func() error {
+			_, err := e.send(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(p1.authority), "http://127.0.0.1:1"))
+			return err
+		}, "GatewayTaken"},
+		{"setGateway: another provider's gateway", func() error {
+			_, err := e.send(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(p2.gateway), "http://127.0.0.1:1"))
+			return err
+		}, "GatewayTaken"},
+		{"setGateway: zero", func() error {
+			_, err := e.send(p1.authority, e.agentsC, e.agents.PackSetGateway(common.Address{}, "http://127.0.0.1:1"))
+			return err
+		}, "ZeroAddress"},
+		{"proposeAdd: one address as authority and gateway", func() error {
+			_, err := e.send(p1.authority, e.agentsC, e.agents.PackProposeAdd(fresh, fresh, "X", ""))
+			return err
+		}, "GatewayTaken"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { wantRevert(t, tc.send(), tc.want) })
+	}
+	// Nothing moved: both providers keep their gateways.
+	for _, p := range e.providers {
+		if id := call(t, e.agentsC, e.agents.PackActiveGateway(addr(p.gateway)), e.agents.UnpackActiveGateway); id != p.id {
+			t.Fatalf("provider %d's gateway maps to %d", p.id, id)
+		}
+	}
+	// Keeping its own gateway (a new URL only) and moving to a fresh account
+	// are still allowed.
+	e.mustSend(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(p1.gateway), "http://127.0.0.1:2"))
+	e.mustSend(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(key("gw-moved")), "http://127.0.0.1:3"))
+}

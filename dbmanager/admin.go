@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -14,16 +17,14 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/medrec-zk/medrec/circuits"
-	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/tagcode"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
-// chainTimeout bounds how long a request waits for its transaction to be mined.
-const chainTimeout = 60 * time.Second
-
-func staffID(c *fiber.Ctx) string { s, _ := c.Locals("staff").(string); return s }
+// The provider's staff (the admin API, behind staffOnly): patients,
+// enrolment, claims and claim codes, undoing a wrong mapping, records.
 
 type createPatientRequest struct {
 	ID string `json:"id"`
@@ -34,44 +35,15 @@ func (g *Gateway) createPatient(c *fiber.Ctx) error {
 	if err := decodeStrict(c.Body(), &req); err != nil {
 		return err
 	}
-	p, err := g.cfg.Store.CreatePatient(c.UserContext(), req.ID)
+	created := store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "create-patient", PatientID: req.ID, Outcome: store.Allowed}
+	if store.ValidID(req.ID) != nil {
+		created.PatientID = ""
+	}
+	p, err := g.cfg.Store.CreatePatient(c.UserContext(), req.ID, created)
 	if err != nil {
 		return storeError(err)
 	}
 	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"id": p.ID})
-}
-
-// send waits for a relayed transaction and maps contract refusals to HTTP.
-func (g *Gateway) send(c *fiber.Ctx, do func(ctx context.Context) (*types.Transaction, error)) (*types.Receipt, error) {
-	ctx, cancel := context.WithTimeout(c.UserContext(), chainTimeout)
-	defer cancel()
-	tx, err := do(ctx)
-	if err != nil {
-		var re *contracts.RevertError
-		if errors.As(err, &re) {
-			status := fiber.StatusBadRequest
-			switch re.Name {
-			case "AlreadyEnrolled", "TagInUse", "AlreadyRevoked", "BadNonce":
-				status = fiber.StatusConflict
-			case "WrongSigner", "InvalidSignature", "MalleableSignature", "ProofInvalid":
-				status = fiber.StatusForbidden
-			case "NotProviderGateway", "NotActiveProvider":
-				return nil, errf(fiber.StatusServiceUnavailable, "transient", "this gateway is not the provider's registered gateway (%s)", re.Name)
-			}
-			return nil, errf(status, "business-rule", "the chain refused: %s", re.Name)
-		}
-		return nil, errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
-	}
-	r, err := g.cfg.Chain.Wait(ctx, tx)
-	if err != nil {
-		return nil, errf(fiber.StatusServiceUnavailable, "transient", "transaction %s: %v", tx.Hash(), err)
-	}
-	// The next decision reads the chain afresh: the patient's next request
-	// must see the relationship, delegate or grant this transaction made.
-	g.syncMu.Lock()
-	g.lastSync = time.Time{}
-	g.syncMu.Unlock()
-	return r, nil
 }
 
 type enrolRequest struct {
@@ -114,8 +86,9 @@ type claimRequest struct {
 
 // claim verifies a patient's Ownership proof off chain, checks that its root
 // is one the chain knows, maps the tag to the patient (kept only here), and
-// relays the open transaction.
-func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor store.ActorKind, actorID string) error {
+// relays the open transaction. A claim with a claim code opens only the tag
+// the code is bound to (bound; "" for a claim staff submit at the desk).
+func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor store.ActorKind, actorID string, bound tagcode.Code) error {
 	if !common.IsHexAddress(req.Owner) || common.HexToAddress(req.Owner) == (common.Address{}) {
 		return badRequest("owner must be a non-zero address")
 	}
@@ -140,6 +113,14 @@ func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor 
 	tag := zkhash.Big(pub.Tag)
 	var t store.Tag
 	tag.FillBytes(t[:])
+	refuse := func(err error) error {
+		return g.logRefusal(c, store.LogEntry{ActorKind: actor, ActorID: actorID, Action: "claim", PatientID: patientID, Outcome: store.Denied, Detail: err.Error()}, err)
+	}
+	// The proof shows only that the claimant holds *some* enrolled secret;
+	// the binding shows it is the patient the desk issued the code for.
+	if bound != "" && !bound.Matches(tag) {
+		return refuse(forbidden("this claim code is bound to another relationship: ask the desk for a claim code bound to the desk code your app shows for this provider"))
+	}
 	if err := g.syncChain(c.UserContext()); err != nil {
 		return err
 	}
@@ -148,6 +129,11 @@ func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor 
 			return c.JSON(fiber.Map{"tag": hexutil.EncodeBig(tag), "status": "already open"})
 		}
 		return errf(fiber.StatusConflict, "conflict", "the relationship is already open")
+	}
+	// A delegate belongs to one relationship: an owner that already owns one
+	// (here or at another provider) would link the two on chain.
+	if owned := g.cfg.View.OwnedBy(owner); len(owned) > 0 {
+		return refuse(errf(fiber.StatusConflict, "conflict", "the delegate %s already owns a relationship at provider %d: each relationship needs a delegate of its own, derived for this provider", owner.Hex(), owned[0].Provider))
 	}
 	// The chain opens only with a root its registry knows (one recent
 	// enough), which the proof alone does not show: check it before the tag
@@ -186,7 +172,7 @@ func (g *Gateway) claimByStaff(c *fiber.Ctx) error {
 	if _, err := g.cfg.Store.Patient(c.UserContext(), c.Params("id")); err != nil {
 		return storeError(err)
 	}
-	return g.claim(c, c.Params("id"), req, store.ActorStaff, staffID(c))
+	return g.claim(c, c.Params("id"), req, store.ActorStaff, staffID(c), "")
 }
 
 const claimCodeTTL = 24 * time.Hour
@@ -194,24 +180,42 @@ const claimCodeTTL = 24 * time.Hour
 // claimCodeHash is what the store keeps of a claim code: its SHA-256.
 func claimCodeHash(code string) [32]byte { return sha256.Sum256([]byte(code)) }
 
+type claimCodeRequest struct {
+	// TagCode is the desk code the patient's app shows for this provider
+	// (package tagcode): only that tag can claim with the code.
+	TagCode string `json:"tagCode"`
+}
+
 // newClaimCode gives staff a one-time code to hand the patient, who then
 // claims the relationship from home: the code says which patient this is,
-// the proof that the claimant holds that patient's enrolled secret. Only the
-// code's hash is stored, in the records database, so the code outlives a
-// gateway restart.
+// the desk code it is bound to which tag may claim, and the proof that the
+// claimant holds that tag's enrolled secret. Only the code's hash is
+// stored, in the records database, so the code outlives a gateway restart;
+// who issued it, bound to what, is in the access log.
 func (g *Gateway) newClaimCode(c *fiber.Ctx) error {
 	pid := c.Params("id")
+	var req claimCodeRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	if req.TagCode == "" {
+		return badRequest("tagCode is required: the desk code the patient's app shows for this provider, so that only the patient can use the claim code")
+	}
+	tc, err := tagcode.Parse(req.TagCode)
+	if err != nil {
+		return badRequest("tagCode: %v", err)
+	}
 	code, err := randomHex(16)
 	if err != nil {
 		return err
 	}
 	now := g.cfg.Now()
-	g.prune(c.UserContext(), now)
 	exp := now.Add(claimCodeTTL)
-	if err := g.cfg.Store.PutClaimCode(c.UserContext(), store.ClaimCode{Hash: claimCodeHash(code), PatientID: pid, Expires: exp}); err != nil {
+	issued := store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "claim-code", PatientID: pid, Outcome: store.Allowed, Detail: "bound to desk code " + tc.String()}
+	if err := g.cfg.Store.PutClaimCode(c.UserContext(), store.ClaimCode{Hash: claimCodeHash(code), PatientID: pid, Expires: exp, TagCode: tc}, issued); err != nil {
 		return storeError(err)
 	}
-	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"code": code, "expires": exp.Unix()})
+	return c.Status(fiber.StatusCreated).JSON(fiber.Map{"code": code, "expires": exp.Unix(), "tagCode": tc.String()})
 }
 
 func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
@@ -227,7 +231,10 @@ func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := g.claim(c, cc.PatientID, req, store.ActorPatient, req.Owner); err != nil {
+	if cc.TagCode == "" {
+		return unauthorized("this claim code was issued before claim codes were bound to the patient's app: ask the desk for a new one")
+	}
+	if err := g.claim(c, cc.PatientID, req, store.ActorPatient, req.Owner, cc.TagCode); err != nil {
 		return err
 	}
 	// Used up once the relationship is open. A concurrent claim with the
@@ -237,6 +244,58 @@ func (g *Gateway) claimWithCode(c *fiber.Ctx) error {
 		g.log.Error("claim code not consumed", "patient", cc.PatientID, "err", err)
 	}
 	return nil
+}
+
+type unmapRequest struct {
+	Tag    string `json:"tag,omitempty"` // the tag to unmap (default: the patient's)
+	Reason string `json:"reason"`
+}
+
+// maxReason bounds the reason staff give for undoing a mapping.
+const maxReason = 500
+
+// unmapTag undoes a wrong mapping: a relationship opened by someone who is
+// not this patient (a claim code used by another person). The tag no longer
+// reads the patient's records; the patient can claim again with a new
+// code. Who did it, and why, goes to the access log, where the patient
+// reads it.
+func (g *Gateway) unmapTag(c *fiber.Ctx) error {
+	pid := c.Params("id")
+	var req unmapRequest
+	if err := decodeStrict(c.Body(), &req); err != nil {
+		return err
+	}
+	reason := strings.TrimSpace(req.Reason)
+	switch {
+	case reason == "":
+		return badRequest("a reason is required: it goes to the access log, which the patient reads")
+	case len(reason) > maxReason:
+		return badRequest("the reason is longer than %d bytes", maxReason)
+	case !utf8.ValidString(reason) || strings.ContainsFunc(reason, unicode.IsControl):
+		return badRequest("the reason must be plain text on one line")
+	}
+	p, err := g.cfg.Store.Patient(c.UserContext(), pid)
+	if err != nil {
+		return storeError(err)
+	}
+	var tag store.Tag
+	switch {
+	case req.Tag != "":
+		if tag, err = store.ParseTag(req.Tag); err != nil {
+			return badRequest("tag: %v", err)
+		}
+	case p.Tag == nil:
+		return errf(fiber.StatusConflict, "conflict", "no relationship is mapped to patient %s", pid)
+	default:
+		tag = *p.Tag
+	}
+	entry := store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "unmap", PatientID: pid, Outcome: store.Allowed,
+		Detail: fmt.Sprintf("relationship %s unmapped: %s", tag, reason)}
+	if err := g.cfg.Store.UnmapTag(c.UserContext(), pid, tag, entry); err != nil {
+		return storeError(err)
+	}
+	g.forgetTag(tag)
+	return c.JSON(fiber.Map{"patient": pid, "tag": tag.String(), "status": "unmapped"})
 }
 
 // addResources stores one FHIR resource, or every entry of a Bundle, for a

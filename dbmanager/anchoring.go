@@ -2,23 +2,28 @@ package dbmanager
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"maps"
+	"sort"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/gofiber/fiber/v2"
+	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/medrec-zk/medrec/anchor"
 	"github.com/medrec-zk/medrec/contracts"
-	"github.com/medrec-zk/medrec/dbmanager/api"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayapi"
 )
 
 // Anchoring: the gateway commits, per batch, the Merkle root of its new
-// access-log entries and the root of its records state (every tagged
-// patient's records-state hash) to contract Anchors. Batches are per
-// provider, never per patient, and only made when something changed.
+// access-log entries and the root of its records state — every tagged
+// patient's state: the patient's records history and log commitment
+// (store.StateHashV2) — to contract Anchors. Batches are per provider,
+// never per patient, and only made when something changed. A patient's
+// leaf changes in a batch when the patient's records changed or the batch
+// holds log entries about the patient; the store computes each new leaf
+// from its rows, in this pass, so no read pays for it.
 //
 // The store numbers batches and log entries from 0, as the contract does.
 // An anchor is stored before it is published; one left unpublished by a
@@ -27,42 +32,54 @@ import (
 // anchorState is the records-state tree as of the latest stored anchor.
 type anchorState struct {
 	loaded  bool
-	states  map[store.Tag][32]byte
-	batches []store.Anchor // without States, by batch number
+	states  map[store.Tag]store.PatientState // every tagged patient's latest leaf
+	batches []store.Anchor                   // without States, by batch number
+	tree    *anchor.StateTree                // over states; nil until built
+	trees   []cachedTree                     // anchored log batches' trees, the latest built (batchTree)
 }
 
 func (g *Gateway) loadAnchorsLocked(ctx context.Context) error {
 	if g.anchors.loaded {
 		return nil
 	}
-	g.anchors.states = map[store.Tag][32]byte{}
-	latest, err := g.cfg.Store.LatestAnchor(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		g.anchors.loaded = true
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for b := uint64(0); b <= latest.Batch; b++ {
-		a, err := g.cfg.Store.Anchor(ctx, b)
+	g.anchors.states, g.anchors.batches, g.anchors.tree, g.anchors.trees = map[store.Tag]store.PatientState{}, nil, nil, nil
+	for {
+		page, err := g.cfg.Store.Batches(ctx, uint64(len(g.anchors.batches)), store.MaxCount)
 		if err != nil {
 			return err
 		}
-		for _, s := range a.States {
-			g.anchors.states[s.Tag] = s.Hash
+		g.anchors.batches = append(g.anchors.batches, page...)
+		if len(page) < store.MaxCount {
+			break
 		}
-		a.States = nil
-		g.anchors.batches = append(g.anchors.batches, a)
+	}
+	states, err := g.cfg.Store.LatestStates(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range states {
+		g.anchors.states[s.Tag] = s
 	}
 	g.anchors.loaded = true
 	return nil
 }
 
+// stateTreeLocked returns the tree of the latest stored anchor, built once.
 func (g *Gateway) stateTreeLocked() (*anchor.StateTree, error) {
-	leaves := make([]anchor.StateLeaf, 0, len(g.anchors.states))
-	for tag, h := range g.anchors.states {
-		leaves = append(leaves, anchor.StateLeaf{Tag: tag, State: h})
+	if g.anchors.tree == nil {
+		t, err := stateTree(g.anchors.states)
+		if err != nil {
+			return nil, err
+		}
+		g.anchors.tree = t
+	}
+	return g.anchors.tree, nil
+}
+
+func stateTree(states map[store.Tag]store.PatientState) (*anchor.StateTree, error) {
+	leaves := make([]anchor.StateLeaf, 0, len(states))
+	for tag, s := range states {
+		leaves = append(leaves, anchor.StateLeaf{Tag: tag, State: s.Hash})
 	}
 	return anchor.NewStateTree(leaves)
 }
@@ -93,7 +110,7 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 	if head.Next > from {
 		count = head.Next - from
 	}
-	dirty, err := g.cfg.Store.Dirty(ctx)
+	dirty, err := g.cfg.Store.Dirty(ctx, from+count)
 	if err != nil {
 		return false, fmt.Errorf("anchors: dirty: %w", err)
 	}
@@ -108,10 +125,12 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 	if count > 0 {
 		logRoot = anchor.Root(leaves)
 	}
+	// The new leaves replace the old ones only once the batch is stored.
+	states := maps.Clone(g.anchors.states)
 	for _, s := range dirty {
-		g.anchors.states[s.Tag] = s.Hash
+		states[s.Tag] = s
 	}
-	tree, err := g.stateTreeLocked()
+	tree, err := stateTree(states)
 	if err != nil {
 		return false, err
 	}
@@ -120,6 +139,7 @@ func (g *Gateway) AnchorOnce(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("anchors: store: %w", err)
 	}
 	a.States = nil
+	g.anchors.states, g.anchors.tree = states, tree
 	g.anchors.batches = append(g.anchors.batches, a)
 	return true, g.publishLocked(ctx, len(g.anchors.batches)-1)
 }
@@ -165,7 +185,9 @@ func (g *Gateway) publishLocked(ctx context.Context, i int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, chainTimeout)
 	defer cancel()
-	tx, err := g.cfg.Chain.Anchor(ctx, g.cfg.Relayer, a.LogRoot, a.LogFrom, a.LogCount, a.StateRoot)
+	tx, err := g.sendTx(ctx, func(ctx context.Context) (*types.Transaction, error) {
+		return g.cfg.Chain.Anchor(ctx, g.cfg.Relayer, a.LogRoot, a.LogFrom, a.LogCount, a.StateRoot)
+	})
 	if err != nil {
 		return fmt.Errorf("anchors: publish batch %d: %w", i, err)
 	}
@@ -200,65 +222,64 @@ func (g *Gateway) RunAnchors(ctx context.Context, interval time.Duration) {
 }
 
 // logProofs returns inclusion proofs for published entries, by seq.
-func (g *Gateway) logProofs(ctx context.Context, seqs []uint64) (map[uint64]*api.LogProof, error) {
+// batchTree returns the Merkle tree of anchored batch i (entries from, from
+// + count), from the anchorState's small cache: an anchored batch never
+// changes, and a patient paging through the log asks for proofs in the same
+// batches again and again. g.anchorMu held.
+func (g *Gateway) batchTree(ctx context.Context, i int, from uint64, count uint64) (*anchor.Tree, error) {
+	for _, c := range g.anchors.trees {
+		if c.batch == i && uint64(c.tree.Len()) == count {
+			return c.tree, nil
+		}
+	}
+	leaves, err := g.logLeaves(ctx, from, count)
+	if err != nil {
+		return nil, err
+	}
+	t := anchor.NewTree(leaves)
+	g.anchors.trees = append(g.anchors.trees, cachedTree{i, t})
+	if len(g.anchors.trees) > maxCachedTrees {
+		g.anchors.trees = g.anchors.trees[1:]
+	}
+	return t, nil
+}
+
+// maxCachedTrees bounds the batch trees kept in memory (a batch of 10,000
+// entries: about 2 MB with its inner nodes).
+const maxCachedTrees = 4
+
+type cachedTree struct {
+	batch int
+	tree  *anchor.Tree
+}
+
+func (g *Gateway) logProofs(ctx context.Context, seqs []uint64) (map[uint64]*gatewayapi.LogProof, error) {
 	g.anchorMu.Lock()
 	defer g.anchorMu.Unlock()
 	if err := g.loadAnchorsLocked(ctx); err != nil {
 		return nil, err
 	}
-	out := map[uint64]*api.LogProof{}
-	cache := map[int][]common.Hash{}
+	out := map[uint64]*gatewayapi.LogProof{}
+	batches := g.anchors.batches
 	for _, s := range seqs {
-		for i, a := range g.anchors.batches {
-			if a.TxHash == "" || s < a.LogFrom || s >= a.LogFrom+a.LogCount {
+		// The first batch ending after s holds it, if any does (a batch
+		// without entries ends where it starts and is passed over).
+		i := sort.Search(len(batches), func(i int) bool { return batches[i].LogFrom+batches[i].LogCount > s })
+		if i < len(batches) {
+			a := batches[i]
+			if a.TxHash == "" || s < a.LogFrom {
 				continue
 			}
-			leaves, ok := cache[i]
-			if !ok {
-				var err error
-				if leaves, err = g.logLeaves(ctx, a.LogFrom, a.LogCount); err != nil {
-					return nil, err
-				}
-				cache[i] = leaves
-			}
-			p, err := anchor.Proof(leaves, int(s-a.LogFrom))
+			tree, err := g.batchTree(ctx, i, a.LogFrom, a.LogCount)
 			if err != nil {
 				return nil, err
 			}
-			out[s] = &api.LogProof{Batch: uint64(i), Index: int(s - a.LogFrom), Count: a.LogCount, Proof: p}
+			p, err := tree.Proof(int(s - a.LogFrom))
+			if err != nil {
+				return nil, err
+			}
+			out[s] = &gatewayapi.LogProof{Batch: uint64(i), Index: int(s - a.LogFrom), Count: a.LogCount, Proof: p}
 		}
 	}
 	return out, nil
-}
-
-// patientState answers the owner's records state and, once anchored, its
-// leaf in the latest published records-state tree with the inclusion proof.
-func (g *Gateway) patientState(c *fiber.Ctx) error {
-	r, err := g.ownerOnly(c, "state")
-	if err != nil {
-		return err
-	}
-	st, err := g.cfg.Store.State(c.UserContext(), r.patient)
-	if err != nil {
-		return storeError(err)
-	}
-	out := api.State{Hash: st.Hash, Seq: st.Seq, Count: st.Count, Dirty: st.Dirty}
-	g.anchorMu.Lock()
-	defer g.anchorMu.Unlock()
-	if err := g.loadAnchorsLocked(c.UserContext()); err != nil {
-		return err
-	}
-	n := len(g.anchors.batches)
-	if n > 0 && g.anchors.batches[n-1].TxHash != "" {
-		tree, err := g.stateTreeLocked()
-		if err != nil {
-			return err
-		}
-		var tag store.Tag
-		r.tag.FillBytes(tag[:])
-		if leaf, i, p, err := tree.Proof(tag); err == nil {
-			out.Anchor = &api.StateAnchor{Batch: uint64(n - 1), StateRoot: tree.Root(), State: leaf.State, Index: i, Count: tree.Len(), Proof: p}
-		}
-	}
-	return c.JSON(out)
 }

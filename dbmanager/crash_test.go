@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/medrec-zk/medrec/chainview"
@@ -98,8 +99,8 @@ func TestHelperGatewayProcess(t *testing.T) {
 	g, err := New(Config{
 		Provider: 1, Store: db, View: v, Chain: c.Client, Relayer: c.Auth(c.Providers[0].Gateway), Prover: prover.New(ks),
 		StaffTokens: map[string]string{TokenHash(os.Getenv(crashTokenEnv)): crashStaff},
-		RateLimit:   1 << 30, // the reader is one fast client
-		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		RateLimit:   1 << 30, ReaderRateLimit: 1 << 30, // the reader is one fast client
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +127,7 @@ func TestHelperGatewayProcess(t *testing.T) {
 			t.Fatalf("the gateway does not accept connections on %s", addr)
 		}
 	}
-	fmt.Printf("%s%s chain %s\n", crashReady, addr, c.ChainID)
+	fmt.Printf("%s%s chain %s registry %s\n", crashReady, addr, c.ChainID, c.D.AgentRegistry.Hex())
 	t.Fatalf("the gateway stopped serving: %v", <-errc)
 }
 
@@ -328,12 +329,12 @@ func crashSynthea(t *testing.T) []*crashBundle {
 
 // crashGateway is one gateway process.
 type crashGateway struct {
-	cmd     *exec.Cmd
-	base    string        // http://addr
-	chainID *big.Int      // its simulated chain's
-	exited  chan struct{} // closed once the process is gone
-	err     error         // its Wait error, once exited
-	out     *lockedBuffer // its stdout and stderr
+	cmd    *exec.Cmd
+	base   string             // http://addr
+	domain gatewayauth.Domain // its simulated chain and deployment
+	exited chan struct{}      // closed once the process is gone
+	err    error              // its Wait error, once exited
+	out    *lockedBuffer      // its stdout and stderr
 }
 
 // lockedBuffer collects a child's output; ready receives the address once
@@ -393,12 +394,13 @@ func (h *crashHarness) start() *crashGateway {
 	})
 	select {
 	case ready := <-out.ready:
-		addr, chain, _ := strings.Cut(ready, " chain ")
+		addr, rest, _ := strings.Cut(ready, " chain ")
+		chain, registry, _ := strings.Cut(rest, " registry ")
 		id, ok := new(big.Int).SetString(chain, 10)
-		if !ok {
+		if !ok || !common.IsHexAddress(registry) {
 			t.Fatalf("the gateway process says %q", ready)
 		}
-		gw.base, gw.chainID = "http://"+addr, id
+		gw.base, gw.domain = "http://"+addr, gatewayauth.Domain{ChainID: id, Registry: common.HexToAddress(registry)}
 	case <-gw.exited:
 		t.Fatalf("the gateway process exited before serving (%v):\n%s", gw.err, out)
 	case <-time.After(30 * time.Second):
@@ -431,15 +433,15 @@ func (gw *crashGateway) kill(t *testing.T) {
 
 // crashClient is the workers' view of one gateway process.
 type crashClient struct {
-	h       *crashHarness
-	base    string
-	chainID *big.Int
-	http    *http.Client
-	round   int
-	killed  atomic.Bool   // set just before the kill: later errors are expected
-	acked   chan struct{} // closed at the first acknowledged import
-	once    sync.Once
-	limit   int // requests per worker (0: until the kill)
+	h      *crashHarness
+	base   string
+	domain gatewayauth.Domain
+	http   *http.Client
+	round  int
+	killed atomic.Bool   // set just before the kill: later errors are expected
+	acked  chan struct{} // closed at the first acknowledged import
+	once   sync.Once
+	limit  int // requests per worker (0: until the kill)
 }
 
 // round starts a gateway on the database and imports into it from every
@@ -452,7 +454,7 @@ func (h *crashHarness) round(round int, kill bool) int {
 	t.Helper()
 	start := time.Now()
 	gw := h.start()
-	cl := &crashClient{h: h, base: gw.base, chainID: gw.chainID, round: round, acked: make(chan struct{}),
+	cl := &crashClient{h: h, base: gw.base, domain: gw.domain, round: round, acked: make(chan struct{}),
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * len(h.workers)}}}
 	if !kill {
 		cl.limit = 5
@@ -674,7 +676,7 @@ func (cl *crashClient) readRequest(w *crashWorker) (*crashRequest, error) {
 		return nil, err
 	}
 	err = gatewayauth.Sign(r.header, gatewayauth.Request{Method: r.method, Path: r.path, BodyHash: gatewayauth.BodyHash(nil),
-		Tag: big.NewInt(int64(1_000_000*(w.n+1) + w.next)), Audience: 1, Nonce: r.nonce}, key, cl.chainID, time.Now())
+		Tag: big.NewInt(int64(1_000_000*(w.n+1) + w.next)), Audience: 1, Nonce: r.nonce}, key, cl.domain, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -1028,15 +1030,27 @@ func (v *crashVerifier) currents(reqs []*crashRequest) {
 // was stored and none if it was not — and nothing else.
 func (v *crashVerifier) logEntries(reqs []*crashRequest, head store.LogHead) {
 	got := map[string]int{}
+	created := map[string]int{} // patient → create-patient entries
 	for from := uint64(0); from < head.Next; {
 		entries, err := v.s.LogRange(v.ctx, from, store.MaxCount)
 		if err != nil {
 			v.t.Fatalf("%s: %v", v.when, err)
 		}
 		for _, e := range entries {
+			if e.Action == "create-patient" {
+				created[e.PatientID]++
+				continue
+			}
 			got[logKey(e)]++
 		}
 		from += uint64(len(entries))
+	}
+	// A patient's creation is logged with it, in its transaction: once for
+	// each patient that exists, never for one that does not.
+	for p, n := range created {
+		if _, err := v.s.Patient(v.ctx, p); n != 1 || err != nil {
+			v.errorf("patient %s: %d creation entries, stored: %v", p, n, err)
+		}
 	}
 	type bounds struct{ lo, hi int }
 	want := map[string]*bounds{}
@@ -1111,7 +1125,7 @@ func (v *crashVerifier) changeFeed(pid string) {
 	}
 	var entries []store.StateEntry
 	for cursor := ""; ; {
-		page, err := s.Everything(ctx, pid, store.PageRequest{Count: store.MaxCount, Cursor: cursor})
+		page, err := s.Everything(ctx, pid, store.EverythingQuery{PageRequest: store.PageRequest{Count: store.MaxCount, Cursor: cursor}})
 		if err != nil {
 			v.t.Fatalf("%s: %v", v.when, err)
 		}

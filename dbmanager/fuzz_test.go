@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +37,12 @@ import (
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/dbmanager/fhirsearch"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/gatewayauth"
@@ -133,66 +138,79 @@ func FuzzParseFields(f *testing.F) {
 	})
 }
 
-// FuzzSearchParams: searchParams refuses any parameter other than _count
-// and _cursor and any _count that is not a positive integer, with a 400; on
-// success the page request holds the last _count and _cursor given.
+// FuzzSearchParams: the gateway's reading of a search's query string and
+// Prefer header. A request is refused with a 400 (not-supported for what
+// lenient handling would ignore), or read into a search whose self link —
+// the parameters used — reads back, strictly, to the same search; nothing
+// is ignored unless the request asked for lenient handling, and a page is
+// never larger than the store's largest.
 func FuzzSearchParams(f *testing.F) {
 	for _, s := range []string{
 		"", "_count=10", "_count=0", "_count=-1", "_count=1e3", "_count=99999999999999999999", "_count=9223372036854775807",
 		"_count=%31%30", "_count=+5", "_count= 5", "_count=5&_count=x", "_count=x&_count=5", "_cursor=abc", "_cursor=", "_cursor",
 		"_count", "name=x", "_count=5&name", "&&&", "=", "_cursor=a%00b", "_cursor=%zz", "_count=5;_cursor=x", "_COUNT=5",
 		"_cursor=" + strings.Repeat("A", 5000), "%5Fcount=5", "_count=5#frag", "_count=\xff",
+		"code=http://loinc.org|8302-2", "code=|x,y%5C,z", "code=a|b|c", "code:text=x", "status=final&category=vital-signs",
+		"date=ge2020-03-14&date=lt2021", "date=2020-03-14T10:00:00+01:00", "date=ap2020", "date=2020-13", "date=ge",
+		"subject=Patient/p1", "patient=p1", "subject:Patient=p1", "subject:Group=p1", "subject=https://other/fhir/Patient/p1",
+		"_id=o1,o2", "_id=bad%20id", "_lastUpdated=gt2024-01-01T00:00:00Z", "_sort=-date", "_sort=date,_id", "_sort=name",
+		"_include=Observation:encounter", "_include=Encounter:participant", "_revinclude=DiagnosticReport:result",
+		"_include:iterate=Observation:encounter", "_summary=count", "_summary=true", "_elements=status,code", "_elements=Status",
+		"subject.name=x", "_has:Observation:patient:code=x", "_total=accurate", "_format=json",
 	} {
-		f.Add(s)
+		f.Add(s, false)
+		f.Add(s, true)
 	}
+	g := &Gateway{}
 	var (
-		query string
-		page  store.PageRequest
-		perr  error
+		rawQuery string
+		lenient  bool
+		req      *fhirsearch.Request
+		perr     error
 	)
 	app := fiber.New()
-	app.Get("/", func(c *fiber.Ctx) error {
-		c.Request().URI().SetQueryString(query)
-		page, perr = searchParams(c)
-		// What searchParams should have seen.
-		var bad bool
-		count, cursor, sawCount := 0, "", false
-		c.Request().URI().QueryArgs().VisitAll(func(k, v []byte) {
-			switch string(k) {
-			case "_count":
-				n, err := strconv.Atoi(string(v))
-				bad = bad || err != nil || n < 1
-				count, sawCount = n, true
-			case "_cursor":
-				cursor = string(v)
-			default:
-				bad = true
-			}
-		})
-		if bad != (perr != nil) || !bad && (page.Count != count || page.Cursor != cursor || sawCount && page.Count < 1) {
-			return fmt.Errorf("query %q: got %+v, %v", query, page, perr)
+	app.Get("/fhir/Observation", func(c *fiber.Ctx) error {
+		c.Request().URI().SetQueryString(rawQuery)
+		if lenient {
+			c.Request().Header.Set("Prefer", "return=minimal, handling=lenient")
 		}
+		req, perr = g.params(c, fhirsearch.Search, "Observation")
 		return nil
 	})
-	f.Fuzz(func(t *testing.T, q string) {
-		query = q
-		res, err := app.Test(mustRequest(t, "GET", "/", nil), -1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode != 200 {
-			b, _ := io.ReadAll(res.Body)
-			t.Fatalf("%s", b)
+	f.Fuzz(func(t *testing.T, q string, le bool) {
+		rawQuery, lenient = q, le
+		res, err := app.Test(mustRequest(t, "GET", "/fhir/Observation", nil), -1)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("%v %v", res, err)
 		}
 		if perr != nil {
 			var ae *apiError
 			if !errors.As(perr, &ae) || ae.status != fiber.StatusBadRequest {
 				t.Fatalf("query %q refused with %v", q, perr)
 			}
+			if lenient && ae.code == "not-supported" {
+				t.Fatalf("query %q: lenient handling refused what is not supported: %v", q, perr)
+			}
 			return
 		}
-		if l := page.Limit(); l < 1 || l > store.MaxCount {
-			t.Fatalf("query %q: limit %d", q, l)
+		if !lenient && req.Ignored != nil {
+			t.Fatalf("query %q: ignored %v without lenient handling", q, req.Ignored)
+		}
+		if req.Count > store.MaxCount {
+			t.Fatalf("query %q: _count %d", q, req.Count)
+		}
+		self := strings.TrimPrefix(query(req.Applied, "", ""), "?")
+		var args []fhirsearch.Arg
+		var fa fasthttp.Args
+		fa.Parse(self)
+		fa.VisitAll(func(k, v []byte) { args = append(args, fhirsearch.Arg{Key: string(k), Value: string(v)}) })
+		again, err := fhirsearch.Parse(fhirsearch.Search, "Observation", args, "http://gateway/fhir", false)
+		if err != nil {
+			t.Fatalf("query %q: the self link's %q does not read back: %v", q, self, err)
+		}
+		again.Applied, again.Ignored = req.Applied, req.Ignored
+		if !reflect.DeepEqual(again, req) {
+			t.Fatalf("query %q: the self link's %q reads back as\n%+v, not\n%+v", q, self, again, req)
 		}
 	})
 }
@@ -226,8 +244,8 @@ func (s *recordingStore) wrote(err error, format string, args ...any) {
 
 func (s *recordingStore) count() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.writes) }
 
-func (s *recordingStore) CreatePatient(ctx context.Context, id string) (store.Patient, error) {
-	p, err := s.Store.CreatePatient(ctx, id)
+func (s *recordingStore) CreatePatient(ctx context.Context, id string, log ...store.LogEntry) (store.Patient, error) {
+	p, err := s.Store.CreatePatient(ctx, id, log...)
 	s.wrote(err, "create patient %q", id)
 	return p, err
 }
@@ -244,9 +262,27 @@ func (s *recordingStore) Apply(ctx context.Context, b store.Batch) ([]store.Resu
 	return res, err
 }
 
-func (s *recordingStore) PutClaimCode(ctx context.Context, c store.ClaimCode) error {
-	err := s.Store.PutClaimCode(ctx, c)
+func (s *recordingStore) PutClaimCode(ctx context.Context, c store.ClaimCode, log ...store.LogEntry) error {
+	err := s.Store.PutClaimCode(ctx, c, log...)
 	s.wrote(err, "claim code for %q", c.PatientID)
+	return err
+}
+
+func (s *recordingStore) UnmapTag(ctx context.Context, patientID string, tag store.Tag, e store.LogEntry) error {
+	err := s.Store.UnmapTag(ctx, patientID, tag, e)
+	s.wrote(err, "unmap tag of %q", patientID)
+	return err
+}
+
+func (s *recordingStore) AddStaff(ctx context.Context, a store.StaffAccount, log ...store.LogEntry) error {
+	err := s.Store.AddStaff(ctx, a, log...)
+	s.wrote(err, "staff %q", a.ID)
+	return err
+}
+
+func (s *recordingStore) UpdateStaff(ctx context.Context, id string, ch store.StaffChange, log ...store.LogEntry) error {
+	err := s.Store.UpdateStaff(ctx, id, ch, log...)
+	s.wrote(err, "change staff %q", id)
 	return err
 }
 
@@ -314,8 +350,9 @@ func newFuzzWorld(f *testing.F) *fuzzWorld {
 		fw.rec = &recordingStore{Store: c.Store}
 		c.Store = fw.rec
 		c.Log = slog.New(fw.errs)
-		c.RateLimit = 1 << 30
+		c.RateLimit, c.ReaderRateLimit = 1<<30, 1<<30
 		c.BodyLimit = 16 << 10 // bodies over 32 KiB meet fasthttp's own limit
+		c.SMARTApps = []SMARTApp{{ClientID: "chart", Name: "Chart App", RedirectURIs: []string{smartRedirect}}}
 	})
 	w := fw.world
 	w.open()
@@ -335,7 +372,7 @@ func newFuzzWorld(f *testing.F) *fuzzWorld {
 	if r := w.staff("POST", "/admin/patients/p2/enrol", map[string]string{"commitment": zkhash.Hex(cm2)}); r.status != 200 {
 		f.Fatalf("enrol p2: %d %s", r.status, r.body)
 	}
-	r := w.staff("POST", "/admin/patients/p2/claim-code", nil)
+	r := w.staff("POST", "/admin/patients/p2/claim-code", map[string]string{"tagCode": deskCode(f, fw.keys2, 1)})
 	if r.status != 201 {
 		f.Fatalf("claim code: %d %s", r.status, r.body)
 	}
@@ -390,6 +427,7 @@ type fuzzResponse struct {
 	status int
 	ctype  string
 	body   []byte
+	header http.Header
 }
 
 // snapshot is what a refused request must leave as it was.
@@ -426,6 +464,11 @@ func (fw *fuzzWorld) send(t *testing.T, req *http.Request) fuzzResponse {
 	t.Helper()
 	before := fw.snapshot(t)
 	res, err := fw.gw.App().Test(req, -1)
+	if err != nil && strings.Contains(err.Error(), "small read buffer") {
+		// A request line or headers longer than fasthttp reads: App().Test
+		// returns the error; a real listener answers it (431).
+		res, err = fw.overNetwork(req)
+	}
 	if err != nil && strings.Contains(err.Error(), "body size exceeds the given limit") {
 		// fasthttp refused the body before fiber saw it, and App().Test
 		// returns that error instead of the answer: ask a real listener.
@@ -449,7 +492,7 @@ func (fw *fuzzWorld) send(t *testing.T, req *http.Request) fuzzResponse {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := fuzzResponse{status: res.StatusCode, ctype: res.Header.Get("Content-Type"), body: body}
+	r := fuzzResponse{status: res.StatusCode, ctype: res.Header.Get("Content-Type"), body: body, header: res.Header}
 	after := fw.snapshot(t)
 	if r.status >= 500 {
 		t.Fatalf("%s %s: %d %s", req.Method, req.URL, r.status, r.body)
@@ -488,7 +531,7 @@ func generatorProof() string {
 	return hexutil.Encode(append(append(a[:], b[:]...), a[:]...))
 }
 
-var publicRoutes = []string{"/claims", "/relay/grant", "/relay/revoke", "/relay/rotate", "/auth/entitlement", "/auth/challenge"}
+var publicRoutes = []string{"/claims", "/relay/grant", "/relay/revoke", "/relay/rotate", "/auth/entitlement", "/auth/challenge", "/admin/login"}
 
 // FuzzPublicPost posts bodies to the public POST routes: the claim with a
 // code, the relayed grant, revocation and rotation, and the anonymous
@@ -625,11 +668,12 @@ func FuzzPublicPost(f *testing.F) {
 	})
 }
 
-var adminRoutes = []string{"/admin/patients", "/admin/patients/%s/enrol", "/admin/patients/%s/claim", "/admin/patients/%s/claim-code", "/admin/patients/%s/resources", "/admin/import"}
+var adminRoutes = []string{"/admin/patients", "/admin/patients/%s/enrol", "/admin/patients/%s/claim", "/admin/patients/%s/claim-code", "/admin/patients/%s/resources", "/admin/import", "/admin/patients/%s/unmap", "/admin/staff", "/admin/staff/%s", ndjsonImportPath}
 
 // FuzzAdminPost posts bodies, with a staff token, to the admin routes:
 // patients, enrolment, the staff claim, claim codes, resources (one or a
-// Bundle) and the import of a patient's Bundle, for any patient id.
+// Bundle), the import of a patient's Bundle, the bulk NDJSON import and
+// undoing a tag mapping, for any patient id.
 func FuzzAdminPost(f *testing.F) {
 	fw := newFuzzWorld(f)
 	w := fw.world
@@ -657,7 +701,13 @@ func FuzzAdminPost(f *testing.F) {
 		{2, "p1", string(jsonOf(w.claimFor(1, simchain.Addr(w.owner))))},
 		{2, "p2", string(jsonOf(w.claimWith(fw.keys2, 1, simchain.Addr(simchain.Key("owner of p2")))))},
 		{2, "p2", `{"code":"x","tag":"0x1","owner":"0x0000000000000000000000000000000000000001","root":"0x1","proof":"` + generatorProof() + `"}`},
-		{3, "p2", ``}, {3, "nobody", ``}, {3, "p1", `{"x":1}`},
+		{3, "p2", ``}, {3, "nobody", ``}, {3, "p1", `{"x":1}`}, {3, "p2", `{"tagCode":"` + deskCode(f, fw.keys2, 1) + `"}`},
+		{3, "p2", `{"tagCode":"` + strings.ToLower(deskCode(f, fw.keys2, 2)) + `"}`}, {3, "p2", `{"tagCode":"0000-0000"}`}, {3, "p2", `{"tagCode":""}`},
+		{6, "p1", `{"reason":""}`}, {6, "p1", `{"tag":"0x5","reason":"not this patient"}`}, {6, "p2", `{"reason":"not this patient"}`},
+		{6, "nobody", `{"reason":"x"}`}, {6, "p1", `{"reason":"` + strings.Repeat("x", 501) + `"}`}, {6, "p1", `{"reason":"a\nb"}`},
+		{7, "", `{"id":"ann","name":"Ann","role":"clerk","password":"short"}`}, {7, "", `{"id":"ann","name":"Ann","role":"root","token":true}`},
+		{7, "", `{"id":"a b","name":"Ann","role":"clerk","token":true}`}, {7, "", `{"id":"ann","name":"Ann","role":"clerk"}`},
+		{8, "nobody", `{"disabled":true}`}, {8, "desk-1", `{"disabled":true}`}, {8, "desk-1", `{}`}, {8, "x", `{"role":"root"}`},
 		{4, "p1", observationJS}, {4, "p1", bundle("transaction", patientJSON, observationJS, conditionJS)}, {4, "p1", obs2}, {4, "p2", obs2},
 		{4, "p1", bundle("transaction")}, {4, "p1", `{"resourceType":"Bundle","entry":[{"fullUrl":"x"}]}`}, {4, "p1", `{"resourceType":"Bundle","entry":null}`},
 		{4, "p1", `{"resourceType":"Bundle","entry":[{"resource":null}]}`}, {4, "p1", `{"resourceType":"Bundle","entry":[{"resource":"x"}]}`},
@@ -668,6 +718,10 @@ func FuzzAdminPost(f *testing.F) {
 		{5, "", bundle("collection", patientJSON, observationJS)}, {5, "", bundle("collection", strings.ReplaceAll(patientJSON, "p1", "p3"), observationJS)},
 		{5, "", bundle("collection", `{"resourceType":"Organization","id":"org1","name":"Clinic"}`)},
 		{4, "p1", strings.Repeat(" ", 20<<10) + observationJS}, {5, "", strings.Repeat(" ", 40<<10)},
+		// The bulk NDJSON import (sent as application/fhir+ndjson).
+		{9, "", strings.ReplaceAll(patientJSON, "p1", "p4") + "\n" + strings.ReplaceAll(observationJS, "p1", "p4") + "\n"},
+		{9, "", strings.ReplaceAll(observationJS, "p1", "p4") + "\n" + obs2 + "\n" + `{"resourceType":"Organization","id":"org9","name":"Clinic"}`},
+		{9, "", obs2 + "\n{"}, {9, "", "\n\n"}, {9, "", `{"resourceType":"Observation","id":"o7","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"},"performer":[{"reference":"Practitioner?identifier=x|y"}]}`},
 	} {
 		f.Add(s.route, s.id, []byte(s.body))
 	}
@@ -678,6 +732,9 @@ func FuzzAdminPost(f *testing.F) {
 		}
 		req := mustRequest(t, "POST", path, body)
 		req.Header.Set("Authorization", "Bearer "+staffToken)
+		if path == ndjsonImportPath {
+			req.Header.Set("Content-Type", "application/fhir+ndjson")
+		}
 		fw.send(t, req)
 	})
 }
@@ -691,13 +748,17 @@ const (
 	readers
 )
 
+// researchCursorRE finds the cursors of a bundle's links.
+var researchCursorRE = regexp.MustCompile(`_cursor=([A-Za-z0-9_-]+)`)
+
 // FuzzSignedRequest sends genuinely signed (or, for the anonymous viewer,
 // session) GET requests for any target, as p1's owner, a grantee, a
 // stranger or an anonymous viewer: the reads, searches with their
 // parameters and cursors, $everything, and the owner's changes, log and
 // state. Beyond the common checks, a genuine signature is never refused as
-// a bad one, and a research reader never sees the patient's name, ids or birth
-// date.
+// a bad one, and a research reader never sees the patient's name, ids
+// (not even in a next link's cursor), a date finer than a year (the birth
+// date included) or a Last-Modified header.
 func FuzzSignedRequest(f *testing.F) {
 	fw := newFuzzWorld(f)
 	w := fw.world
@@ -730,7 +791,7 @@ func FuzzSignedRequest(f *testing.F) {
 		}
 	}
 	// Every reader on the main reads; each other target once, readers in turn.
-	for _, target := range []string{"/fhir/Observation/o1", "/fhir/Patient/p1", "/fhir/Observation", "/fhir/Patient/$everything", "/patient/log", "/patient/changes", "/patient/state"} {
+	for _, target := range []string{"/fhir/Observation/o1", "/fhir/Patient/p1", "/fhir/Observation", "/fhir/Patient/$everything", "/patient/log", "/patient/changes", "/patient/state", "/patient/history"} {
 		for who := range readers {
 			f.Add(uint8(who), target)
 		}
@@ -739,12 +800,37 @@ func FuzzSignedRequest(f *testing.F) {
 		"/fhir/Observation/missing", "/fhir/Observation/bad%20id", "/fhir/Spaceship/x", "/fhir/Condition/c1",
 		"/fhir/Observation?_count=1", next, "/fhir/Observation?_cursor=" + strings.Repeat("A", 100), "/fhir/Observation?_cursor=Q29uZGl0aW9uAGMx",
 		"/fhir/Observation?_count=0", "/fhir/Observation?_count=99999999999999999999", "/fhir/Observation?name=x", "/fhir/Observation?_count=5&_count=6",
-		"/fhir/Patient/$everything?_count=2", "/fhir/Patient/%24everything", "/fhir/Patient/$everything?_cursor=%00",
+		"/fhir/Patient/$everything?_count=2", "/fhir/Patient/%24everything", "/fhir/Patient/$export?_type=Observation", "/fhir/_export/00", "/fhir/_export/00/Observation.ndjson",
+		"/fhir/AuditEvent?_count=1", "/fhir/AuditEvent/log-1", "/fhir/Patient/$disclosures", "/fhir/Patient/$grants", "/fhir/Patient/$everything?_cursor=%00",
 		"/fhir/metadata", "/fhir/", "/fhir", "/fhir//Observation", "/fhir/Observation/o1/_history/1", "/fhir/../fhir/Observation/o1", "/FHIR/Observation/o1",
 		"/patient/changes?since=0", "/patient/changes?since=-1", "/patient/changes?since=18446744073709551616",
 		"/patient/changes?since=18446744073709551615", "/patient/changes?since=9223372036854775808", "/patient/log?from=9223372036854775808",
-		"/patient/log?from=1", "/patient/log?from=x", "/admin/patients", "/relay/grant", "/",
+		"/patient/log?from=1", "/patient/log?from=x", "/patient/log?limit=1", "/patient/log?limit=1000",
+		"/patient/history?from=1&limit=1", "/patient/history?from=18446744073709551615", "/patient/state?from=2", "/patient/state?from=x",
+		"/admin/patients", "/relay/grant", "/",
 	} {
+		f.Add(uint8(i%readers), target)
+	}
+	// The FHIR search parameters, reads of versions and history.
+	for i, target := range []string{
+		"/fhir/Observation?code=http://loinc.org|8302-2&date=ge2020&_sort=-date&_count=1", "/fhir/Observation?date=2020-05-01",
+		"/fhir/Observation?_include=Observation:encounter&_revinclude=DiagnosticReport:result", "/fhir/Observation?_summary=count",
+		"/fhir/Observation?_elements=status&status=final", "/fhir/Observation?patient=p1", "/fhir/Observation?_lastUpdated=ge2020",
+		"/fhir/Observation/o1/_history", "/fhir/Observation/o1/_history/1?_count=1", "/fhir/Patient/p1/$everything?_type=Observation&_since=2020-01-01",
+		"/fhir/Condition?_id=c1,c2&clinical-status=active", "/fhir/Organization",
+	} {
+		f.Add(uint8(i%readers), target)
+	}
+	// A research reader's pages, with next links.
+	f.Add(uint8(readDoctor), "/fhir/Patient/$everything?_count=1")
+	f.Add(uint8(readDoctor), "/fhir/Condition?_count=1")
+	// A research grantee's group (group.go): signed without a tag (who ≥
+	// readers), and with one, which the group routes refuse; a tag-less
+	// signature on a relationship's route.
+	for i, target := range []string{"/fhir/Group/research", "/fhir/Group/research/$export", "/fhir/Group/research/$export?_type=Observation",
+		"/fhir/Group/research/_export/00", "/fhir/Group/research/_export/00/Observation.ndjson", "/fhir/Group/x", "/fhir/Group/research/_history", "/fhir/Observation/o1"} {
+		f.Add(uint8(readers+readDoctor), target)
+		f.Add(uint8(readers+i%readers), target)
 		f.Add(uint8(i%readers), target)
 	}
 	f.Fuzz(func(t *testing.T, who uint8, target string) {
@@ -755,6 +841,10 @@ func FuzzSignedRequest(f *testing.F) {
 		if err != nil || strings.ContainsAny(req.URL.RawQuery, " \t\r\n\x00\x7f") || req.URL.Fragment != "" || req.URL.Host != "gateway" {
 			t.Skip("not a request target")
 		}
+		tag := w.tag
+		if who >= readers && who < 2*readers {
+			tag = nil // a tag-less request: the group routes' only kind
+		}
 		who %= readers
 		switch who {
 		case readAnonymous:
@@ -762,20 +852,50 @@ func FuzzSignedRequest(f *testing.F) {
 		default:
 			key := map[uint8]*ecdsa.PrivateKey{readOwner: w.owner, readDoctor: fw.doctor, readStranger: simchain.Key("stranger")}[who]
 			err := gatewayauth.Sign(req.Header, gatewayauth.Request{
-				Method: "GET", Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash(nil), Tag: w.tag, Audience: 1,
-			}, key, w.chain.ChainID, time.Now())
+				Method: "GET", Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash(nil), Tag: tag, Audience: 1,
+			}, key, w.domain(), time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 		}
 		r := fw.send(t, req)
+		// A tag-less signature is served on the group routes only, a
+		// tagged one never there (the public routes need neither).
+		if p := strings.ToLower(path.Clean(req.URL.Path)); r.status < 300 && who != readAnonymous && !strings.Contains(p, "metadata") && !strings.Contains(p, ".well-known") &&
+			(tag == nil) != strings.HasPrefix(p, "/fhir/group/") {
+			t.Fatalf("GET %s as %d, tag-less %v: served %d %s", target, who, tag == nil, r.status, r.body)
+		}
 		if r.status == 401 && bytes.Contains(r.body, []byte("signature")) {
 			t.Fatalf("GET %s as %d: a genuine signature refused: %s", target, who, r.body)
 		}
 		if r.status == 200 && (who == readDoctor || who == readAnonymous) {
-			for _, s := range []string{"Hoeger", "Buster", "1961-04-02", "2020-05-01", "Patient/p1", `"p1"`, `"o1"`} {
-				if bytes.Contains(r.body, []byte(s)) {
+			// A Bundle's links echo the reader's own query (FHIR asks
+			// for it); everything else is the gateway's.
+			served := r.body
+			var bundle map[string]json.RawMessage
+			if json.Unmarshal(r.body, &bundle) == nil && bundle["link"] != nil {
+				delete(bundle, "link")
+				served, _ = json.Marshal(bundle)
+			}
+			for _, s := range []string{"Hoeger", "Buster", "Patient/p1", `"p1"`, `"o1"`, `"c1"`} {
+				if bytes.Contains(served, []byte(s)) {
 					t.Fatalf("GET %s as a research reader: %q in %s", target, s, r.body)
+				}
+			}
+			// (The capability statement's date is the software's, not the patient's.)
+			var answer struct{ ResourceType string }
+			_ = json.Unmarshal(r.body, &answer)
+			if d := fullDate.Find(served); d != nil && answer.ResourceType != "CapabilityStatement" {
+				t.Fatalf("GET %s as a research reader: a full date %q in %s", target, d, r.body)
+			}
+			if lm := r.header.Get("Last-Modified"); lm != "" {
+				t.Fatalf("GET %s as a research reader: Last-Modified %q", target, lm)
+			}
+			// A next link's cursor names no resource id either (the store's
+			// cursors are type, zero byte, id).
+			for _, m := range researchCursorRE.FindAllSubmatch(r.body, -1) {
+				if c, err := base64.RawURLEncoding.DecodeString(string(m[1])); err == nil && (bytes.Contains(c, []byte("\x00o1")) || bytes.Contains(c, []byte("\x00c1")) || bytes.Contains(c, []byte("\x00p1"))) {
+					t.Fatalf("GET %s as a research reader: cursor %q in %s", target, c, r.body)
 				}
 			}
 		}
@@ -799,9 +919,14 @@ func FuzzAuthHeaders(f *testing.F) {
 		}
 	}
 	add(w.signed(w.owner, "/fhir/Observation/o1", w.tag, 2).Header, "", "/fhir/Observation/o1") // another provider's
+	for _, target := range []string{"/fhir/Group/research", "/fhir/Group/research/$export", "/fhir/Observation/o1"} {
+		for _, key := range []*ecdsa.PrivateKey{w.owner, fw.doctor} {
+			add(w.signed(key, target, nil, 1).Header, "", target) // tag-less: the group routes' kind
+		}
+	}
 	expired := http.Header{}
 	if err := gatewayauth.Sign(expired, gatewayauth.Request{Method: "GET", Path: "/fhir/Observation/o1", BodyHash: gatewayauth.BodyHash(nil), Tag: w.tag, Audience: 1},
-		w.owner, w.chain.ChainID, time.Now().Add(-2*time.Minute)); err != nil {
+		w.owner, w.domain(), time.Now().Add(-2*time.Minute)); err != nil {
 		f.Fatal(err)
 	}
 	add(expired, "", "/fhir/Observation/o1")
@@ -839,7 +964,7 @@ func FuzzAuthHeaders(f *testing.F) {
 		r.Method, r.Path, r.Query, r.BodyHash, r.Audience = "GET", req.URL.EscapedPath(), req.URL.RawQuery, gatewayauth.BodyHash(nil), 1
 		for _, key := range []*ecdsa.PrivateKey{w.owner, fw.doctor} {
 			h := http.Header{}
-			if err := gatewayauth.Sign(h, r, key, w.chain.ChainID, time.Now()); err == nil && strings.EqualFold(h.Get(gatewayauth.HeaderSignature), sig) {
+			if err := gatewayauth.Sign(h, r, key, w.domain(), time.Now()); err == nil && strings.EqualFold(h.Get(gatewayauth.HeaderSignature), sig) {
 				return true
 			}
 		}

@@ -1,18 +1,13 @@
 package dbmanager
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"math/big"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
@@ -49,12 +44,60 @@ type Config struct {
 	// FHIR validates resources on ingest (default: a new fhirval.Validator).
 	FHIR *fhirval.Validator
 
+	// Heads pushes the new heads of the node View reads (the same node: a
+	// WebSocket connection to it, or the simulated backend's client). With
+	// it, Listen (or FollowHeads) follows heads and the view is brought up
+	// to date before any decision taken after a head arrived (heads.go);
+	// without it, or while it cannot subscribe, SyncInterval alone bounds
+	// the view's age.
+	Heads        chainview.HeadSource
 	SyncInterval time.Duration // how stale the chain view may be at a decision (default 500 ms)
 	SessionTTL   time.Duration // anonymous viewer sessions (default 10 min)
-	BodyLimit    int           // bytes (default 4 MiB)
-	RateLimit    int           // requests per minute per client IP on public routes (default 600)
-	Now          func() time.Time
-	Log          *slog.Logger
+	// BodyLimit bounds every request body (default 4 MiB) but the bulk
+	// NDJSON import's (POST /admin/import/ndjson), which is streamed.
+	BodyLimit int
+	// SpoolDir is where bulk NDJSON imports spool their input (default
+	// os.TempDir()): about the size of the input, removed when the import ends.
+	SpoolDir string
+	// RateLimit is requests per minute per client IP on the routes that
+	// authenticate nobody (claims, relays, challenges; default 600). The
+	// readers' routes allow ten times that per IP — a clinic or a mobile
+	// carrier puts many readers behind one address — and ReaderRateLimit
+	// per authenticated reader.
+	RateLimit int
+	// ReaderRateLimit is requests per minute per authenticated reader: an
+	// owner delegate, an address grantee, an anonymous viewer's grant
+	// (default 1200). One reader's flood slows that reader only.
+	ReaderRateLimit int
+	// SMARTApps are the apps the provider lets its patients approve (SMART
+	// App Launch, smart.go): public clients, each with its exact redirect
+	// URIs. Registration is the provider's: the staff who run the gateway
+	// list the apps they vouch for in its configuration.
+	SMARTApps []SMARTApp
+	// PatientApp is the patient's client, where the authorize step sends
+	// the patient's browser to approve an app: each patient runs their
+	// own, on their own computer's loopback (default http://127.0.0.1:7600,
+	// the address `medrec run` serves it on).
+	PatientApp string
+	// AppTokenTTL is how long an app's access token lasts (default 10 min;
+	// never past the patient's approval).
+	AppTokenTTL time.Duration
+	// BackendClients are the provider's systems that write records in
+	// FHIR (SMART Backend Services, backend.go): each with the public keys
+	// it signs its token requests with, registered by the provider.
+	BackendClients []BackendClient
+	// BackendTokenTTL is how long a backend client's access token lasts
+	// (default 5 min).
+	BackendTokenTTL time.Duration
+	// PublicURL is the gateway's own base URL, as its registry entry names
+	// it (http(s)://host:port, no path). A backend client's assertion must
+	// name PublicURL + "/smart/token" as its audience whatever Host the
+	// request says, so an assertion made for another gateway — one that
+	// registered the same client, and could replay what it received with
+	// its own Host — is refused here. Empty: the request's base URL.
+	PublicURL string
+	Now       func() time.Time
+	Log       *slog.Logger
 }
 
 // Gateway is one provider's gateway.
@@ -67,26 +110,34 @@ type Gateway struct {
 
 	syncMu   sync.Mutex
 	lastSync time.Time
+	heads    headFollow // guarded by syncMu but its follower (heads.go)
+
+	exports exportJobs    // bulk exports running or ready (export.go)
+	bulk    chan struct{} // held by the bulk NDJSON import running (bulkimport.go)
+	smart   smartState    // SMART App Launch's requests, codes and tokens (smart.go)
+	backend backendState  // SMART Backend Services' tokens (backend.go)
+
+	// txMu serialises signing and sending the gateway account's
+	// transactions (relays, enrolments, anchors), so each takes the next
+	// account nonce; waiting for them to be mined is not serialised.
+	txMu sync.Mutex
 
 	ingest *ingest.Ingester
 
 	anchorMu sync.Mutex
 	anchors  anchorState
 
-	pruneMu sync.Mutex
-	pruned  time.Time // when expired nonces and claim codes were last pruned
+	limits *readerLimits // requests per minute per authenticated reader
+	logins loginLock     // failed desk logins per account
 
-	tagPatients sync.Map // store.Tag → patient id, once mapped (never changes)
+	tagPatients sync.Map // store.Tag → cachedPatient (see patientOf)
 
 	// Short-lived, in memory only: lost on a restart (re-authenticating is cheap).
-	// unchecked, when set, replaces the permission check of reads by a
-	// fixed reader. Only this package's benchmarks set it, to measure what
-	// the check costs; nothing else can (it is unexported).
-	unchecked atomic.Pointer[reader]
-
-	mu         sync.Mutex
-	challenges map[string]time.Time // anonymous-viewer challenges → expiry
-	sessions   map[string]*session  // token hash → session
+	mu              sync.Mutex
+	challengeKey    []byte                 // MACs the challenges this process issues (auth.go)
+	usedChallenges  map[[32]byte]time.Time // challenges used by a valid proof → their expiry
+	challengesSwept time.Time
+	sessions        map[string]*session // token hash → session
 }
 
 // New builds a gateway; serve it with Listen or test it through App().Test.
@@ -113,8 +164,26 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = 600
 	}
+	if cfg.ReaderRateLimit == 0 {
+		cfg.ReaderRateLimit = 1200
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if err := checkSMARTApps(cfg.SMARTApps); err != nil {
+		return nil, err
+	}
+	if err := checkBackendClients(cfg.BackendClients, cfg.SMARTApps); err != nil {
+		return nil, err
+	}
+	if cfg.BackendTokenTTL == 0 {
+		cfg.BackendTokenTTL = 5 * time.Minute
+	}
+	if cfg.PatientApp == "" {
+		cfg.PatientApp = "http://127.0.0.1:7600"
+	}
+	if cfg.AppTokenTTL == 0 {
+		cfg.AppTokenTTL = 10 * time.Minute
 	}
 	if cfg.PseudonymKey == nil {
 		cfg.PseudonymKey = make([]byte, 32)
@@ -126,23 +195,39 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg: cfg, log: cfg.Log, ingest: ingest.New(cfg.Store, cfg.FHIR),
-		chainID:    cfg.Chain.Deployment().ChainID,
-		challenges: map[string]time.Time{},
-		sessions:   map[string]*session{},
+		limits: newReaderLimits(cfg.ReaderRateLimit),
+		cfg:    cfg, log: cfg.Log, ingest: ingest.New(cfg.Store, cfg.FHIR),
+		chainID:        cfg.Chain.Deployment().ChainID,
+		challengeKey:   make([]byte, 32),
+		usedChallenges: map[[32]byte]time.Time{},
+		sessions:       map[string]*session{},
+		bulk:           make(chan struct{}, 1),
+		smart:          newSMARTState(),
+		backend:        backendState{tokens: map[string]*backendToken{}},
+	}
+	if _, err := rand.Read(g.challengeKey); err != nil {
+		return nil, err
+	}
+	if cfg.Heads != nil {
+		g.heads.follower = chainview.NewHeads(cfg.Heads, time.Second, cfg.Log)
 	}
 	// Nonces are not the Verifier's: the access log records them (persist.go).
-	g.sigs = &gatewayauth.Verifier{ChainID: g.chainID, Audience: cfg.Provider}
+	d := cfg.Chain.Deployment()
+	g.sigs = &gatewayauth.Verifier{Domain: gatewayauth.Domain{ChainID: d.ChainID, Registry: d.AgentRegistry}, Audience: cfg.Provider}
 	g.app = fiber.New(fiber.Config{
 		AppName: "medrec-dbmanager",
-		// The hard limit fasthttp enforces (with a bare 413) is twice ours;
-		// bodies between the two get a proper OperationOutcome below.
-		BodyLimit:             2 * cfg.BodyLimit,
-		ReadTimeout:           15 * time.Second,
-		WriteTimeout:          30 * time.Second,
-		IdleTimeout:           60 * time.Second,
-		DisableStartupMessage: true,
-		ErrorHandler:          g.errorHandler,
+		// Request bodies are streamed, so that the bulk import can take a
+		// body of any size; boundBody reads every other one, up to
+		// BodyLimit. (fasthttp reads at most this much before a handler
+		// runs, and then streams the rest.)
+		BodyLimit:                    2 * cfg.BodyLimit,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		ReadTimeout:                  15 * time.Second,
+		WriteTimeout:                 30 * time.Second,
+		IdleTimeout:                  60 * time.Second,
+		DisableStartupMessage:        true,
+		ErrorHandler:                 g.errorHandler,
 	})
 	g.routes()
 	return g, nil
@@ -151,10 +236,17 @@ func New(cfg Config) (*Gateway, error) {
 // App returns the fiber app (for tests: App().Test(req)).
 func (g *Gateway) App() *fiber.App { return g.app }
 
-// Listen serves on addr until ctx ends, then shuts down gracefully.
+// Listen serves on addr until ctx ends, then shuts down gracefully. While
+// it serves, the gateway's housekeeping runs in the background (Maintain).
 func (g *Gateway) Listen(ctx context.Context, addr string) error {
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go g.maintain(mctx)
 	errc := make(chan error, 1)
 	go func() { errc <- g.app.Listen(addr) }()
+	if g.cfg.Heads != nil {
+		go g.FollowHeads(mctx)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -171,25 +263,62 @@ func (g *Gateway) routes() {
 		if c.Method() == fiber.MethodOptions {
 			return errf(fiber.StatusForbidden, "forbidden", "cross-origin requests are not allowed")
 		}
-		if len(c.Body()) > g.cfg.BodyLimit {
-			return errf(fiber.StatusRequestEntityTooLarge, "too-costly", "request body larger than %d bytes", g.cfg.BodyLimit)
-		}
 		secureHeaders(c)
+		if err := g.boundBody(c); err != nil {
+			return err
+		}
 		return c.Next()
 	})
-	public := limiter.New(limiter.Config{
-		Max:        g.cfg.RateLimit,
-		Expiration: time.Minute,
-		LimitReached: func(*fiber.Ctx) error {
-			return errf(fiber.StatusTooManyRequests, "throttled", "too many requests; slow down")
-		},
-	})
+	perIP := func(max int) fiber.Handler {
+		return limiter.New(limiter.Config{
+			Max:        max,
+			Expiration: time.Minute,
+			LimitReached: func(*fiber.Ctx) error {
+				return errf(fiber.StatusTooManyRequests, "throttled", "too many requests from this address; slow down")
+			},
+		})
+	}
+	// Readers are limited per reader in begin (ratelimit.go), and per
+	// address only loosely; the unauthenticated routes per address.
+	public, readers := perIP(g.cfg.RateLimit), perIP(10*g.cfg.RateLimit)
 	app.Get("/fhir/metadata", g.metadata)
+	app.Get("/.well-known/smart-configuration", g.smartConfiguration)
+	app.Get("/fhir/.well-known/smart-configuration", g.smartConfiguration)
+	smart := app.Group("/smart", public)
+	smart.Get("/authorize", g.smartAuthorize)
+	smart.Get("/request", g.smartRequest)
+	smart.Get("/approved", g.smartApproved)
+	smart.Post("/token", g.smartToken)
 
-	fhir := app.Group("/fhir", public, g.recordNonce)
+	fhir := app.Group("/fhir", readers, g.recordNonce)
 	fhir.Get("/Patient/$everything", g.everything)
+	fhir.Get("/Patient/$disclosures", g.disclosures)
+	fhir.Get("/Patient/$grants", g.grants)
+	fhir.Get("/Patient/$export", g.exportKickOff)
+	fhir.Get("/_export/:job", g.exportStatus)
+	fhir.Get("/_export/:job/:file", g.exportFile)
+	fhir.Delete("/_export/:job", g.exportDelete)
+	// A research grantee's group (group.go): tag-less signed requests only,
+	// and nowhere else.
+	fhir.Get("/Group/:id/$export", g.groupExportKickOff)
+	fhir.Get("/Group/:id/_export/:job", g.groupExportStatus)
+	fhir.Get("/Group/:id/_export/:job/:file", g.groupExportFile)
+	fhir.Delete("/Group/:id/_export/:job", g.groupExportDelete)
+	fhir.Get("/Group/:id", g.groupRead)
+	fhir.All("/Group/:id", g.groupOther)
+	fhir.All("/Group/:id/*", g.groupOther)
+	fhir.Get("/AuditEvent", g.auditEvents)
+	fhir.Get("/AuditEvent/:id", g.auditEventByID)
+	fhir.Get("/Patient/:id/$everything", g.everything)
+	fhir.Get("/:type/:id/_history/:vid", g.vread)
+	fhir.Get("/:type/:id/_history", g.history)
 	fhir.Get("/:type/:id", g.read)
 	fhir.Get("/:type", g.search)
+	// EHR feeds: a backend client's writes (feed.go).
+	fhir.Post("/", g.feedBundle)
+	fhir.Post("/:type", g.feedCreate)
+	fhir.Put("/:type/:id", g.feedUpdate)
+	fhir.Put("/:type", g.feedUpdate)
 
 	auth := app.Group("/auth", public)
 	auth.Post("/challenge", g.challenge)
@@ -197,25 +326,83 @@ func (g *Gateway) routes() {
 
 	app.Post("/claims", public, g.claimWithCode)
 
-	me := app.Group("/patient", public, g.recordNonce)
+	me := app.Group("/patient", readers, g.recordNonce)
 	me.Get("/changes", g.changes)
 	me.Get("/log", g.patientLog)
 	me.Get("/state", g.patientState)
+	me.Get("/history", g.patientHistory)
 
 	relay := app.Group("/relay", public)
 	relay.Post("/grant", g.relayGrant)
 	relay.Post("/revoke", g.relayRevoke)
 	relay.Post("/rotate", g.relayRotate)
 
+	// The desk: clerks do the daily work for one patient at a time; admins
+	// also write records, import, undo mappings and manage staff.
+	app.Post("/admin/login", public, g.login)
 	admin := app.Group("/admin", g.staffOnly)
+	admin.Post("/logout", g.logout)
+	admin.Get("/me", g.me)
+	admin.Get("/status", g.status)
+	admin.Get("/patients", g.findPatients)
+	admin.Get("/patients/:id", g.deskPatient)
 	admin.Post("/patients", g.createPatient)
 	admin.Post("/patients/:id/enrol", g.enrol)
 	admin.Post("/patients/:id/claim", g.claimByStaff)
 	admin.Post("/patients/:id/claim-code", g.newClaimCode)
-	admin.Post("/patients/:id/resources", g.addResources)
-	admin.Post("/import", g.importBundle)
+	admin.Post("/patients/:id/unmap", g.adminOnly, g.unmapTag)
+	admin.Post("/patients/:id/resources", g.adminOnly, g.addResources)
+	admin.Post("/import", g.adminOnly, g.importBundle)
+	admin.Post("/import/ndjson", g.adminOnly, g.importNDJSON)
+	admin.Get("/staff", g.adminOnly, g.listStaff)
+	admin.Post("/staff", g.adminOnly, g.addStaff)
+	admin.Post("/staff/:id", g.adminOnly, g.changeStaff)
 
 	app.Use(func(c *fiber.Ctx) error { return notFound("no route %s %s", c.Method(), c.Path()) })
+}
+
+// boundBody reads the request's body, at most BodyLimit bytes of it, so
+// that handlers see it whole (c.Body); a longer one is refused (413). The
+// bulk import's body is left to its handler, which streams it.
+func (g *Gateway) boundBody(c *fiber.Ctx) error {
+	stream := c.Context().RequestBodyStream()
+	if stream == nil {
+		return nil
+	}
+	if c.Method() == fiber.MethodPost && c.Path() == ndjsonImportPath {
+		// Whatever the handler leaves unread cannot be skipped: the
+		// connection is not reused.
+		c.Context().SetConnectionClose()
+		return nil
+	}
+	limit := g.cfg.BodyLimit
+	tooLarge := func(read int) error {
+		// Drain a body up to twice the limit, so that the client reads
+		// the answer and the connection lives on; close on a larger one.
+		rest := int64(2*limit - read)
+		if cl := c.Request().Header.ContentLength(); cl > 2*limit {
+			rest = -1
+		} else if n, err := io.Copy(io.Discard, io.LimitReader(stream, rest+1)); err != nil || n > rest {
+			rest = -1
+		}
+		if rest < 0 {
+			c.Context().SetConnectionClose()
+		}
+		return errf(fiber.StatusRequestEntityTooLarge, "too-costly", "request body larger than %d bytes", limit)
+	}
+	if cl := c.Request().Header.ContentLength(); cl > limit {
+		return tooLarge(0)
+	}
+	body, err := io.ReadAll(io.LimitReader(stream, int64(limit)+1))
+	if err != nil {
+		c.Context().SetConnectionClose()
+		return badRequest("reading the request body: %v", err)
+	}
+	if len(body) > limit {
+		return tooLarge(len(body))
+	}
+	c.Request().SetBody(body)
+	return nil
 }
 
 // secureHeaders are set on every answer.
@@ -229,59 +416,4 @@ func secureHeaders(c *fiber.Ctx) {
 func discardAnswer(c *fiber.Ctx) {
 	c.Response().Reset()
 	secureHeaders(c)
-}
-
-// decodeStrict decodes a JSON body: unknown fields and trailing data are errors.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest("malformed JSON body: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("trailing data after the JSON body")
-	}
-	return nil
-}
-
-// syncChain brings the chain view up to date unless it is fresher than
-// SyncInterval.
-func (g *Gateway) syncChain(ctx context.Context) error {
-	g.syncMu.Lock()
-	defer g.syncMu.Unlock()
-	now := time.Now()
-	if now.Sub(g.lastSync) < g.cfg.SyncInterval {
-		return nil
-	}
-	if err := g.cfg.View.Sync(ctx); err != nil {
-		return errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
-	}
-	g.lastSync = now
-	return nil
-}
-
-// TokenHash is how the gateway keeps a bearer token: SHA-256, hex.
-func TokenHash(token string) string { return tokenHash(token) }
-
-// NewToken returns a fresh random bearer token.
-func NewToken() (string, error) { return randomHex(32) }
-
-func tokenHash(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
-
-// staffOnly admits requests with a configured staff bearer token.
-func (g *Gateway) staffOnly(c *fiber.Ctx) error {
-	const prefix = "Bearer "
-	h := c.Get(fiber.HeaderAuthorization)
-	if len(h) <= len(prefix) || h[:len(prefix)] != prefix {
-		return unauthorized("staff bearer token required")
-	}
-	staff, ok := g.cfg.StaffTokens[tokenHash(h[len(prefix):])]
-	if !ok {
-		return unauthorized("unknown staff token")
-	}
-	c.Locals("staff", staff)
-	return c.Next()
 }

@@ -24,15 +24,16 @@ import (
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
-	"github.com/medrec-zk/medrec/dbmanager/api"
 	"github.com/medrec-zk/medrec/dbmanager/internal/syntheatest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore/sqltest"
 	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/gatewayapi"
 	"github.com/medrec-zk/medrec/gatewayauth"
 	"github.com/medrec-zk/medrec/internal/simchain"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/tagcode"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -70,8 +71,13 @@ func onBackends(t *testing.T, f func(t *testing.T, dsn string)) {
 // SQLite path or a PostgreSQL DSN).
 func newWorldOn(t testing.TB, dsn string, opts ...func(*Config)) *world {
 	t.Helper()
+	return newWorldOnChain(t, simchain.New(t, 2, nil), dsn, opts...)
+}
+
+// newWorldOnChain builds a world on the deployment of chain c.
+func newWorldOnChain(t testing.TB, c *simchain.Chain, dsn string, opts ...func(*Config)) *world {
+	t.Helper()
 	ctx := context.Background()
-	c := simchain.New(t, 2, nil)
 	v, err := chainview.New(c.Backend, c.D)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +197,7 @@ func (w *world) signed(key *ecdsa.PrivateKey, target string, tag *big.Int, audie
 	err := gatewayauth.Sign(req.Header, gatewayauth.Request{
 		Method: "GET", Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash(nil),
 		Tag: tag, Audience: audience,
-	}, key, w.chain.ChainID, time.Now())
+	}, key, w.domain(), time.Now())
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -248,6 +254,50 @@ func (w *world) researchViewer() (v, k, tag, g fr.Element) {
 	return v, k, tag, g
 }
 
+// deskCode is the desk code of the tag of keys at provider p: what the
+// patient's app shows at p's desk.
+func deskCode(t testing.TB, keys *delegate.Keys, p uint32) string {
+	t.Helper()
+	tag, err := keys.Tag(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tagcode.Of(zkhash.Big(tag))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.String()
+}
+
+// newChallenge asks the gateway for an anonymous viewer's challenge.
+func (w *world) newChallenge() string {
+	w.t.Helper()
+	r := w.post("/auth/challenge", nil)
+	if r.status != 200 {
+		w.t.Fatalf("challenge: %d %s", r.status, r.body)
+	}
+	var out struct{ Challenge string }
+	if err := json.Unmarshal(r.body, &out); err != nil {
+		w.t.Fatal(err)
+	}
+	return out.Challenge
+}
+
+// entitlementBody proves the anonymous viewer (v, k) for tag, binding the
+// challenge ch (0x hex; any 248-bit value).
+func (w *world) entitlementBody(v, k, tag fr.Element, ch string) map[string]string {
+	w.t.Helper()
+	chEl, err := zkhash.ParseHex(ch)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	proof, pub, err := w.prover.ProveEntitlement(circuits.EntitlementWitness{ViewerSecret: v, GrantSecret: k, Tag: tag, Challenge: chEl})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return map[string]string{"tag": zkhash.Hex(pub.Tag), "grant": zkhash.Hex(pub.Grant), "challenge": zkhash.Hex(pub.Challenge), "proof": proof.String()}
+}
+
 // claimFor proves ownership at provider for owner, with a path from chain events.
 func (w *world) claimFor(provider uint32, owner common.Address) map[string]string {
 	w.t.Helper()
@@ -274,6 +324,34 @@ func (w *world) claimWith(keys *delegate.Keys, provider uint32, owner common.Add
 		w.t.Fatal(err)
 	}
 	return map[string]string{"tag": zkhash.Hex(pub.Tag), "owner": owner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()}
+}
+
+// domain is where the world's gateway checks signatures.
+func (w *world) domain() gatewayauth.Domain {
+	return gatewayauth.Domain{ChainID: w.chain.ChainID, Registry: w.chain.D.AgentRegistry}
+}
+
+// rotation is the relay request rotating p1's relationship to newOwner, with
+// a fresh Ownership proof bound to it and the next rotation counter.
+func (w *world) rotation(newOwner common.Address) map[string]string {
+	w.t.Helper()
+	rel, ok := w.view.Relationship(w.tag)
+	if !ok {
+		w.t.Fatal("no relationship to rotate")
+	}
+	cm, _ := w.keys.Commitment()
+	path, err := w.view.MerkleProof(cm)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	s, _ := w.keys.Identity()
+	next := uint64(rel.Rotation) + 1
+	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{Secret: s.Element(), Path: path, Provider: 1,
+		Signal: circuits.OwnershipSignal(circuits.ActionRotate, newOwner, next, w.chain.ChainID, w.chain.D.Relationships)})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return map[string]string{"tag": hexutil.EncodeBig(w.tag), "newOwner": newOwner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()}
 }
 
 // grant signs a grant with the owner and relays it through the gateway.
@@ -365,14 +443,14 @@ func testOwnerAndAddressGrantee(t *testing.T, dsn string) {
 	if r.status != 200 {
 		t.Fatalf("log: %d %s", r.status, r.body)
 	}
-	var log api.LogPage
+	var log gatewayapi.LogPage
 	if err := json.Unmarshal(r.body, &log); err != nil {
 		t.Fatal(err)
 	}
 	doctorAddr := simchain.Addr(doctor).Hex()
 	var allowed, denied int
 	for _, e := range log.Entries {
-		if got := api.LogEntry.Store(e); store.EntryHash(e.Prev, got) != e.Hash {
+		if got := e.Ledger(); store.EntryHash(e.Prev, got) != e.Hash {
 			t.Fatalf("entry %d: hash does not match its fields", e.Seq)
 		}
 		if e.Actor == doctorAddr {
@@ -400,15 +478,7 @@ func testAnonymousViewer(t *testing.T, dsn string) {
 	w.open()
 	v, k, tagEl, gID := w.researchViewer()
 	session := func(challenge string, v fr.Element) resp {
-		ch, err := zkhash.ParseHex(challenge)
-		if err != nil {
-			t.Fatal(err)
-		}
-		proof, pub, err := w.prover.ProveEntitlement(circuits.EntitlementWitness{ViewerSecret: v, GrantSecret: k, Tag: tagEl, Challenge: ch})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w.post("/auth/entitlement", map[string]string{"tag": zkhash.Hex(pub.Tag), "grant": zkhash.Hex(pub.Grant), "challenge": zkhash.Hex(pub.Challenge), "proof": proof.String()})
+		return w.post("/auth/entitlement", w.entitlementBody(v, k, tagEl, challenge))
 	}
 	ch := w.post("/auth/challenge", nil).json(t)["challenge"].(string)
 	r := session(ch, v)
@@ -434,8 +504,19 @@ func testAnonymousViewer(t *testing.T, dsn string) {
 	}
 	// Research purpose: de-identified — dates reduced to the year, the
 	// provider's ids (the patient's is a record number) replaced by this
-	// reader's stable pseudonyms, references included.
-	r = read("/fhir/Observation/o1")
+	// reader's stable pseudonyms, references included. The search names
+	// each resource by its pseudonym, which the reader reads it by; the
+	// provider's id names nothing.
+	search := read("/fhir/Observation")
+	var found struct{ Entry []struct{ FullURL string } }
+	if err := json.Unmarshal(search.body, &found); search.status != 200 || err != nil || len(found.Entry) != 1 || bytes.Contains(search.body, []byte("o1")) {
+		t.Fatalf("research search: %d %s", search.status, search.body)
+	}
+	pseudo := found.Entry[0].FullURL[strings.LastIndex(found.Entry[0].FullURL, "/")+1:]
+	if r := read("/fhir/Observation/o1"); r.status != 404 {
+		t.Fatalf("research read by the provider's id: %d %s", r.status, r.body)
+	}
+	r = read("/fhir/Observation/" + pseudo)
 	if r.status != 200 || bytes.Contains(r.body, []byte("p1")) || !bytes.Contains(r.body, []byte(`"effectiveDateTime":"2020"`)) {
 		t.Fatalf("anonymous research read: %d %s", r.status, r.body)
 	}
@@ -448,15 +529,11 @@ func testAnonymousViewer(t *testing.T, dsn string) {
 	if err := json.Unmarshal(r.body, &obs); err != nil {
 		t.Fatal(err)
 	}
-	if obs.ID == "o1" || len(obs.ID) != 36 || !strings.HasPrefix(obs.Subject.Reference, "Patient/") || obs.Subject.Reference == "Patient/p1" {
+	if obs.ID != pseudo || len(obs.ID) != 36 || !strings.HasPrefix(obs.Subject.Reference, "Patient/") || obs.Subject.Reference == "Patient/p1" {
 		t.Fatalf("research ids: %+v", obs)
 	}
-	if again := read("/fhir/Observation/o1"); !bytes.Equal(again.body, r.body) {
+	if again := read("/fhir/Observation/" + pseudo); !bytes.Equal(again.body, r.body) {
 		t.Fatalf("pseudonyms are not stable: %s then %s", r.body, again.body)
-	}
-	search := read("/fhir/Observation")
-	if search.status != 200 || !bytes.Contains(search.body, []byte(`"fullUrl":"Observation/`+obs.ID+`"`)) || bytes.Contains(search.body, []byte("o1")) {
-		t.Fatalf("research search: %d %s", search.status, search.body)
 	}
 	if r := read("/fhir/Patient/p1"); r.status != 403 {
 		t.Fatalf("outside scope: %d", r.status)
@@ -464,7 +541,7 @@ func testAnonymousViewer(t *testing.T, dsn string) {
 	if r := w.revoke(2, zkhash.Bytes32(gID)); r.status != 200 {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
-	if r := read("/fhir/Observation/o1"); r.status != 403 {
+	if r := read("/fhir/Observation/" + pseudo); r.status != 403 {
 		t.Fatalf("after revoke: %d %s", r.status, r.body)
 	}
 }
@@ -580,34 +657,37 @@ func testAnchoring(t *testing.T, dsn string) {
 			t.Fatalf("entry %d: %v", e.Seq, err)
 		}
 	}
-	// The records state: the anchored leaf is the current hash, under the chain's root.
-	var st struct {
-		Hash   string
-		Dirty  bool
-		Anchor struct {
-			Batch     int
-			StateRoot string
-			State     string
-			Index     int
-			Count     int
-			Proof     []string
-		}
-	}
+	// The records state: the anchored leaf commits to the patient's
+	// history and log commitment, and is under the chain's root.
+	var st gatewayapi.State
 	r = w.get(w.owner, "/patient/state")
-	if err := json.Unmarshal(r.body, &st); err != nil || st.Dirty || st.Anchor.State != st.Hash {
+	if err := json.Unmarshal(r.body, &st); err != nil || st.Dirty || st.Anchor == nil || st.Anchor.History == nil || st.Anchor.Log == nil {
 		t.Fatalf("state %s: %v", r.body, err)
 	}
-	if common.HexToHash(st.Anchor.StateRoot) != common.Hash(onChain[0].StateRoot) {
+	if st.Anchor.StateRoot != common.Hash(onChain[0].StateRoot) {
 		t.Fatal("state root differs from the chain's")
 	}
-	var proof []common.Hash
-	for _, p := range st.Anchor.Proof {
-		proof = append(proof, common.HexToHash(p))
+	hist := w.history(t, 0)
+	h, err := store.HistoryRoot(hist)
+	if err != nil || h.Size != 3 || h.Root != st.Anchor.History.Root || h.Size != st.Anchor.History.Size {
+		t.Fatalf("history %+v %v; anchored %+v", h, err, st.Anchor.History)
+	}
+	var c store.LogCommitment
+	for _, e := range log.Entries {
+		if e.Seq < st.Anchor.Log.Through {
+			c = c.Extend(e.Seq, common.HexToHash(e.Hash))
+		}
+	}
+	if c.Count == 0 || c.Count != st.Anchor.Log.Count || c.Head != st.Anchor.Log.Head {
+		t.Fatalf("log commitment %+v; anchored %+v", c, st.Anchor.Log)
+	}
+	c.Through = st.Anchor.Log.Through
+	if st.Anchor.State != store.StateHashV2(h, c) {
+		t.Fatal("the anchored leaf is not the state of the history and the log commitment")
 	}
 	var tag [32]byte
 	w.tag.FillBytes(tag[:])
-	leaf := stateLeafHash(tag, common.HexToHash(st.Hash))
-	if err := anchor.Verify(onChain[0].StateRoot, leaf, st.Anchor.Index, st.Anchor.Count, proof); err != nil {
+	if err := anchor.Verify(onChain[0].StateRoot, stateLeafHash(tag, st.Anchor.State), st.Anchor.Index, st.Anchor.Count, st.Anchor.Proof); err != nil {
 		t.Fatalf("state proof: %v", err)
 	}
 	// A new record makes the patient dirty until the next anchor.
@@ -623,6 +703,55 @@ func testAnchoring(t *testing.T, dsn string) {
 	w.view.Sync(ctx)
 	if got := w.view.Anchors(1); len(got) != 2 || got[1].FromSeq != got[0].FromSeq+got[0].Count {
 		t.Fatalf("second batch %+v", got)
+	}
+	// The second anchored history extends the first: a consistency proof
+	// from the size the client names.
+	var st2 gatewayapi.State
+	if err := json.Unmarshal(w.get(w.owner, "/patient/state?from=3").body, &st2); err != nil || st2.Anchor == nil || st2.Anchor.History.Size != 4 || st2.Anchor.From != 3 {
+		t.Fatalf("state after the second anchor: %+v %v", st2.Anchor, err)
+	}
+	if err := anchor.VerifyConsistency(3, 4, st.Anchor.History.Root, st2.Anchor.History.Root, st2.Anchor.Consistency); err != nil {
+		t.Fatalf("consistency: %v", err)
+	}
+	// A restarted gateway serves the same leaf and proofs, from the store.
+	w.restart()
+	var st3 gatewayapi.State
+	if err := json.Unmarshal(w.get(w.owner, "/patient/state?from=3").body, &st3); err != nil || st3.Anchor == nil {
+		t.Fatalf("state after a restart: %v", err)
+	}
+	if b1, _ := json.Marshal(st2.Anchor); string(b1) != string(must(json.Marshal(st3.Anchor))) {
+		t.Fatalf("after a restart: %+v, before %+v", st3.Anchor, st2.Anchor)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// history reads the owner's whole records history from size from on, a
+// page of two at a time.
+func (w *world) history(t *testing.T, from uint64) []store.HistoryEntry {
+	t.Helper()
+	var out []store.HistoryEntry
+	for {
+		var page gatewayapi.HistoryPage
+		r := w.get(w.owner, fmt.Sprintf("/patient/history?from=%d&limit=2", from))
+		if err := json.Unmarshal(r.body, &page); r.status != 200 || err != nil {
+			t.Fatalf("history from %d: %d %s", from, r.status, r.body)
+		}
+		for _, e := range page.Entries {
+			out = append(out, e.Ledger())
+		}
+		if !page.More {
+			return out
+		}
+		if page.Next != from+uint64(len(page.Entries)) {
+			t.Fatalf("next %d after %d entries from %d", page.Next, len(page.Entries), from)
+		}
+		from = page.Next
 	}
 }
 
@@ -654,5 +783,82 @@ func TestImportSynthea(t *testing.T) {
 	other := `{"resourceType":"Observation","id":"ox","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/someone-else"}}`
 	if r := post("/admin/patients/px/resources", []byte(other)); r.status != 400 {
 		t.Fatalf("resource of another patient: %d %s", r.status, r.body)
+	}
+}
+
+// TestOwnerPages: the owner's log and history come in pages that say
+// whether another follows and where; bad parameters are refused, and only
+// the owner may read either.
+func TestOwnerPages(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.open()
+	var extra []store.LogEntry
+	for range 1500 {
+		extra = append(extra, store.LogEntry{ActorKind: store.ActorGrantee, ActorID: "0xdoc", Purpose: access.Treatment, Action: "read", PatientID: "p1", Outcome: store.Allowed})
+	}
+	if _, err := w.cfg.Store.AppendLog(ctx, extra...); err != nil {
+		t.Fatal(err)
+	}
+	all, err := w.cfg.Store.PatientLog(ctx, "p1", 0, store.MaxCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(all)
+	if more, err := w.cfg.Store.PatientLog(ctx, "p1", all[len(all)-1].Seq+1, store.MaxCount); err == nil {
+		want += len(more)
+	}
+	var got []gatewayapi.LogEntry
+	pages := 0
+	for from := uint64(0); ; pages++ {
+		var page gatewayapi.LogPage
+		r := w.get(w.owner, fmt.Sprintf("/patient/log?from=%d", from))
+		if err := json.Unmarshal(r.body, &page); r.status != 200 || err != nil {
+			t.Fatalf("log from %d: %d %s", from, r.status, r.body)
+		}
+		if len(page.Entries) > ownerPage || (page.More && page.Next != page.Entries[len(page.Entries)-1].Seq+1) {
+			t.Fatalf("page of %d entries, more %v, next %d", len(page.Entries), page.More, page.Next)
+		}
+		got = append(got, page.Entries...)
+		if !page.More {
+			break
+		}
+		from = page.Next
+	}
+	if pages < 1 || len(got) != want || want < 1500 {
+		t.Fatalf("%d entries in %d pages, want %d", len(got), pages+1, want)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Seq <= got[i-1].Seq {
+			t.Fatalf("entry %d out of order", i)
+		}
+	}
+	if r := w.get(w.owner, "/patient/log?from=0&limit=2"); !bytes.Contains(r.body, []byte(`"more":true`)) || len(r.json(t)["entries"].([]any)) != 2 {
+		t.Fatalf("limit 2: %s", r.body)
+	}
+	// Past the anchored history, no consistency proof: the client sees the
+	// anchored size is below its own.
+	if _, err := w.gw.AnchorOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var st gatewayapi.State
+	if err := json.Unmarshal(w.get(w.owner, "/patient/state?from=99").body, &st); err != nil || st.Anchor == nil || st.Anchor.From != 0 || len(st.Anchor.Consistency) != 0 || st.Anchor.History.Size != 3 {
+		t.Fatalf("state from beyond the history: %+v %v", st.Anchor, err)
+	}
+	for _, target := range []string{"/patient/log?from=x", "/patient/log?limit=0", "/patient/log?limit=1000", "/patient/history?from=-1",
+		"/patient/history?limit=x", "/patient/state?from=1.5"} {
+		if r := w.get(w.owner, target); r.status != 400 || r.json(t)["resourceType"] != "OperationOutcome" {
+			t.Errorf("%s: %d %s", target, r.status, r.body)
+		}
+	}
+	doctor := simchain.Key("doctor")
+	obsOnly, _ := access.NewScope("Observation")
+	if r := w.grant(1, contracts.AddressGrantee(simchain.Addr(doctor)), obsOnly, access.Treatment); r.status != 200 {
+		t.Fatalf("grant: %d %s", r.status, r.body)
+	}
+	for _, target := range []string{"/patient/history", "/patient/state", "/patient/log"} {
+		if r := w.get(doctor, target); r.status != 403 {
+			t.Errorf("a grantee read %s: %d", target, r.status)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 )
 
@@ -48,6 +49,8 @@ func storeError(err error) error {
 		return errf(fiber.StatusConflict, "conflict", "%v", err)
 	case errors.Is(err, store.ErrInvalid):
 		return badRequest("%v", err)
+	case errors.Is(err, ingest.ErrAmbiguous):
+		return errf(fiber.StatusPreconditionFailed, "multiple-matches", "%v", err)
 	}
 	return err
 }
@@ -63,9 +66,13 @@ type operationOutcome struct {
 	Issue        []outcomeIssue `json:"issue"`
 }
 
-// errorHandler writes every error as an OperationOutcome. Internal errors
+// errorHandler writes every error as an OperationOutcome, but the OAuth
+// endpoints' (smart.go), which are RFC 6749 JSON errors. Internal errors
 // are logged by the caller's middleware and answered without detail.
 func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
+	if writeOAuthError(c, err) {
+		return nil // the OAuth endpoints answer RFC 6749's errors
+	}
 	var ae *apiError
 	var fe *fiber.Error
 	switch {
@@ -85,7 +92,9 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 		ae = errf(fe.Code, code, "%s", fe.Message)
 	default:
 		g.log.Error("request failed", "method", c.Method(), "path", c.Path(), "err", err)
-		ae = errf(fiber.StatusInternalServerError, "exception", "internal error")
+		if ae = storeFault(err); ae == nil {
+			ae = errf(fiber.StatusInternalServerError, "exception", "internal error")
+		}
 	}
 	body, _ := json.Marshal(operationOutcome{ResourceType: "OperationOutcome", Issue: []outcomeIssue{{Severity: "error", Code: ae.code, Diagnostics: ae.msg}}})
 	c.Set(fiber.HeaderContentType, "application/fhir+json")

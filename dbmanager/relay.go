@@ -45,16 +45,6 @@ type relayRevokeRequest struct {
 	Signature string     `json:"signature"`
 }
 
-func parseBytes32(s string) ([32]byte, error) {
-	var out [32]byte
-	b, err := hexutil.Decode(s)
-	if err != nil || len(b) != 32 {
-		return out, badRequest("%q is not 32 bytes of 0x hex", s)
-	}
-	copy(out[:], b)
-	return out, nil
-}
-
 // ownRelationship refuses tags that are not relationships at this provider.
 func (g *Gateway) ownRelationship(c *fiber.Ctx, tag *big.Int) error {
 	if err := g.syncChain(c.UserContext()); err != nil {
@@ -155,12 +145,17 @@ func (g *Gateway) relayRotate(c *fiber.Ctx) error {
 	if !common.IsHexAddress(req.NewOwner) {
 		return badRequest("newOwner must be an address")
 	}
+	newOwner := common.HexToAddress(req.NewOwner)
+	// A delegate belongs to one relationship (see claim).
+	if owned := g.cfg.View.OwnedBy(newOwner); len(owned) > 0 {
+		return errf(fiber.StatusConflict, "conflict", "the delegate %s already owns a relationship at provider %d: each relationship needs a delegate of its own", newOwner.Hex(), owned[0].Provider)
+	}
 	proof, err := parseProof(req.Proof)
 	if err != nil {
 		return err
 	}
 	r, err := g.send(c, func(ctx context.Context) (*types.Transaction, error) {
-		return g.cfg.Chain.Rotate(ctx, g.cfg.Relayer, ins[0], common.HexToAddress(req.NewOwner), ins[1], proof[:])
+		return g.cfg.Chain.Rotate(ctx, g.cfg.Relayer, ins[0], newOwner, ins[1], proof[:])
 	})
 	if err != nil {
 		return err

@@ -73,12 +73,14 @@ func ViewerPath(index uint32) (Path, error) {
 	return Path{hardened + Purpose, hardened + branchViewer, hardened + index}, nil
 }
 
-// GrantPath is the path of the grant secret for the index-th anonymous grant at provider p.
-func GrantPath(provider, index uint32) (Path, error) {
-	if err := checkIndex(provider, index); err != nil {
+// GrantRootPath is the path of the grant-secret root of the relationship at
+// provider p (one per provider: a seed has one relationship there). The key
+// there is only ever used through GrantSecret.
+func GrantRootPath(provider uint32) (Path, error) {
+	if err := checkIndex(provider); err != nil {
 		return nil, err
 	}
-	return Path{hardened + Purpose, hardened + branchGrant, hardened + provider, hardened + index}, nil
+	return Path{hardened + Purpose, hardened + branchGrant, hardened + provider}, nil
 }
 
 func checkIndex(xs ...uint32) error {
@@ -181,6 +183,13 @@ func (k *Keys) account(p Path) (*Account, error) {
 
 // fieldSecret derives a BN254 scalar-field secret at path p for a named use.
 func (k *Keys) fieldSecret(p Path, use string) (Secret, error) {
+	return k.fieldSecretFor(p, use, nil)
+}
+
+// fieldSecretFor derives a BN254 scalar-field secret at path p for a named
+// use and a public context (appended to the HKDF info after the use's name,
+// which has a fixed length per use, so contexts never run into each other).
+func (k *Keys) fieldSecretFor(p Path, use string, info []byte) (Secret, error) {
 	ext, err := k.derive(p)
 	if err != nil {
 		return Secret{}, err
@@ -189,7 +198,7 @@ func (k *Keys) fieldSecret(p Path, use string) (Secret, error) {
 	if err != nil {
 		return Secret{}, fmt.Errorf("delegate: key at %s: %w", p, err)
 	}
-	wide, err := hkdf.Key(sha256.New, priv.Serialize(), nil, "medrec-zk/v1/"+use, 64)
+	wide, err := hkdf.Key(sha256.New, priv.Serialize(), nil, "medrec-zk/v1/"+use+string(info), 64)
 	if err != nil {
 		return Secret{}, fmt.Errorf("delegate: hkdf: %w", err)
 	}
@@ -254,15 +263,24 @@ func (k *Keys) ViewerCommitment(index uint32) (fr.Element, error) {
 	return zkhash.ViewerCommitment(v.e), nil
 }
 
-// GrantSecret returns the grant secret k of the index-th anonymous grant at
-// provider p. Deriving it (rather than drawing it at random) lets a restored
-// seed re-issue the share bundle of a grant it finds on chain.
-func (k *Keys) GrantSecret(provider, index uint32) (Secret, error) {
-	p, err := GrantPath(provider, index)
+// GrantSecret returns the grant secret k of the anonymous grant at provider p
+// to the viewer whose commitment is cv: HKDF-SHA256 of the relationship's
+// grant-secret root (GrantRootPath) with info "medrec-zk/v1/grant-secret" ‖
+// Cv (32 bytes, big-endian), reduced modulo r.
+//
+// k is a function of the viewer, so two shares made at once to two viewers
+// never share it (a k chosen from the chain's grant count did), while the
+// same viewer gets the same k — and so the same grant id g — again: sharing
+// anew or re-issuing after a rotation keeps the viewer's share bundle
+// working, and a restored seed recomputes it. Cv is public, but without the
+// root nobody can compute k, so g still reveals nothing to whoever knows Cv.
+func (k *Keys) GrantSecret(provider uint32, cv fr.Element) (Secret, error) {
+	p, err := GrantRootPath(provider)
 	if err != nil {
 		return Secret{}, err
 	}
-	return k.fieldSecret(p, "grant")
+	b := cv.Bytes()
+	return k.fieldSecretFor(p, "grant-secret", b[:])
 }
 
 // Account is a secp256k1 account derived at Path.

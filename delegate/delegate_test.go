@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	bip39 "github.com/cosmos/go-bip39"
 
 	"github.com/medrec-zk/medrec/zkhash"
@@ -168,7 +169,8 @@ func TestSeparation(t *testing.T) {
 	}
 	s, _ := k.Identity()
 	v, _ := k.Viewer(0)
-	g, _ := k.GrantSecret(1, 0)
+	cv, _ := k.ViewerCommitment(0)
+	g, _ := k.GrantSecret(1, cv)
 	if s.Element() == v.Element() || s.Element() == g.Element() || v.Element() == g.Element() {
 		t.Fatal("field secrets of different uses coincide")
 	}
@@ -191,8 +193,8 @@ func TestIndexRange(t *testing.T) {
 	if _, err := k.Viewer(1 << 31); !errors.Is(err, ErrIndexRange) {
 		t.Fatalf("viewer 2^31: %v", err)
 	}
-	if _, err := k.GrantSecret(0, 1<<31); !errors.Is(err, ErrIndexRange) {
-		t.Fatalf("grant 2^31: %v", err)
+	if _, err := k.GrantSecret(1<<31, zkhash.FromUint64(1)); !errors.Is(err, ErrIndexRange) {
+		t.Fatalf("grant secret at provider 2^31: %v", err)
 	}
 }
 
@@ -227,7 +229,7 @@ type Vector struct {
 	Commitment string           `json:"commitment"`
 	Delegates  []DelegateVector `json:"delegates"`
 	Viewer     ViewerVector     `json:"viewer0"`
-	Grant      string           `json:"grantSecret_1_0"`
+	Grant      string           `json:"grantSecret_1_viewer0"` // k at provider 1 for Cv = viewer0's commitment
 }
 
 type DelegateVector struct {
@@ -250,7 +252,7 @@ func buildVector(t *testing.T, mnemonic, passphrase string) Vector {
 	c, _ := k.Commitment()
 	v, _ := k.Viewer(0)
 	cv, _ := k.ViewerCommitment(0)
-	g, _ := k.GrantSecret(1, 0)
+	g, _ := k.GrantSecret(1, cv)
 	out := Vector{
 		Mnemonic: mnemonic, Passphrase: passphrase, Wallet: w.Address.Hex(),
 		Secret: zkhash.Hex(s.Element()), Commitment: zkhash.Hex(c),
@@ -307,5 +309,43 @@ func BenchmarkFromMnemonic(b *testing.B) {
 		if _, err := k.Tag(1); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestGrantSecretPerViewer: k depends on the viewer, not on how many grants
+// the chain shows, so two shares made at once to two viewers never reuse it
+// (the old index-from-the-chain derivation did); the same viewer gets the
+// same k again, also on a restored device; other providers get other roots.
+func TestGrantSecretPerViewer(t *testing.T) {
+	k := mustKeys(t, testJunk, "")
+	restored := mustKeys(t, testJunk, "")
+	cvA := zkhash.ViewerCommitment(zkhash.FromUint64(1))
+	cvB := zkhash.ViewerCommitment(zkhash.FromUint64(2))
+	seen := map[fr.Element]string{}
+	for _, c := range []struct {
+		name     string
+		provider uint32
+		cv       fr.Element
+	}{{"viewer A at 1", 1, cvA}, {"viewer B at 1", 1, cvB}, {"viewer A at 2", 2, cvA}, {"viewer B at 2", 2, cvB}} {
+		g, err := k.GrantSecret(c.provider, c.cv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other, dup := seen[g.Element()]; dup {
+			t.Fatalf("%s and %s share k", c.name, other)
+		}
+		seen[g.Element()] = c.name
+		again, _ := restored.GrantSecret(c.provider, c.cv)
+		if again.Element() != g.Element() {
+			t.Fatalf("%s: a restored seed derives another k", c.name)
+		}
+	}
+	// Another seed gives the same viewer another k.
+	other, _ := mustKeys(t, abandonAbout, "").GrantSecret(1, cvA)
+	if _, dup := seen[other.Element()]; dup {
+		t.Fatal("two seeds derive the same k for one viewer")
+	}
+	if p, _ := GrantRootPath(7); p.String() != "m/19794'/3'/7'" {
+		t.Fatalf("grant root path %s", p)
 	}
 }

@@ -7,7 +7,8 @@
 //	m/19794'/0'/0'              identity secret s
 //	m/19794'/1'/p'/e'           delegate account for provider p, rotation e
 //	m/19794'/2'/i'              viewer secret v (viewer identity i)
-//	m/19794'/3'/p'/j'           grant secret k (j-th anonymous grant at provider p)
+//	m/19794'/3'/p'              grant-secret root at provider p; k per viewer Cv
+//	m/19794'/4'/0'              device-store key (DeviceStoreKey; never leaves the device)
 //
 // 19794 (0x4D52, "MR") is MedRec-ZK's purpose number; every MedRec path is
 // hardened, so no public derivation ever links two of them. Delegates of one
@@ -15,8 +16,9 @@
 // address is used at exactly one provider.
 //
 // Field secrets (s, v, k) are the 32-byte private key at their path expanded
-// with HKDF-SHA256 (info "medrec-zk/v1/<use>") to 64 bytes and reduced modulo
-// r, the BN254 scalar-field order, so they are uniform in the field. From them:
+// with HKDF-SHA256 (info "medrec-zk/v1/<use>"; for k, "medrec-zk/v1/grant-secret"
+// followed by the viewer commitment Cv) to 64 bytes and reduced modulo r, the
+// BN254 scalar-field order, so they are uniform in the field. From them:
 // C = zkhash.Commitment(s), tag_p = zkhash.Tag(s, p), Cv =
 // zkhash.ViewerCommitment(v). docs/keys.md publishes the paths and the golden
 // vectors in testdata/vectors.json.

@@ -11,4 +11,7 @@ var (
 	ErrKeystoreExists  = errors.New("keystore file already exists")
 	ErrWrongPassword   = errors.New("wrong keystore password (or the encrypted data is damaged)")
 	ErrCorruptKeystore = errors.New("keystore file is corrupted or not a MedRec-ZK keystore")
+	// ErrTestKeystore: the keystore's password protection is the cheap one
+	// meant for tests; it must not hold real words.
+	ErrTestKeystore = errors.New("this keystore was made for tests, with a password protection too cheap for real words: restore your 12 words into a new keystore")
 )

@@ -89,8 +89,29 @@ func WriteKeystore(path string, ks Keystore, password string, scryptN, scryptP i
 	return nil
 }
 
-// ReadKeystore decrypts the keystore at path.
+// ReadKeystore decrypts the keystore at path. It refuses a keystore
+// written with a scrypt cost below the standard one (ErrTestKeystore):
+// such a keystore is for tests and demos, whose words are not secret, and
+// a password guess against it costs almost nothing.
 func ReadKeystore(path, password string) (Keystore, error) {
+	return readKeystore(path, password, false)
+}
+
+// ReadTestKeystore is ReadKeystore that also opens keystores written with
+// the cheap test cost (LightScryptN): for tests and the `make run` demo only.
+func ReadTestKeystore(path, password string) (Keystore, error) {
+	return readKeystore(path, password, true)
+}
+
+// weakKDF reports whether a keystore's key derivation costs less than the
+// standard scrypt.
+func weakKDF(c keystore.CryptoJSON) bool {
+	n, _ := c.KDFParams["n"].(float64)
+	p, _ := c.KDFParams["p"].(float64)
+	return c.KDF != "scrypt" || n < StandardScryptN || p < StandardScryptP
+}
+
+func readKeystore(path, password string, allowTest bool) (Keystore, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return Keystore{}, fmt.Errorf("delegate: read keystore: %w", err)
@@ -103,6 +124,9 @@ func ReadKeystore(path, password string) (Keystore, error) {
 	}
 	if f.Version != keystoreVersion || f.Kind != keystoreKind {
 		return Keystore{}, fmt.Errorf("%s: %w: version %d kind %q", path, ErrCorruptKeystore, f.Version, f.Kind)
+	}
+	if !allowTest && weakKDF(f.Crypto) {
+		return Keystore{}, fmt.Errorf("%s: %w", path, ErrTestKeystore)
 	}
 	plain, err := keystore.DecryptDataV3(f.Crypto, password)
 	switch {

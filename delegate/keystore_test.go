@@ -24,7 +24,7 @@ func writeTestKeystore(t *testing.T) (string, Keystore) {
 
 func TestKeystoreRoundTrip(t *testing.T) {
 	path, want := writeTestKeystore(t)
-	got, err := ReadKeystore(path, "correct horse")
+	got, err := ReadTestKeystore(path, "correct horse")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestKeystoreErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ReadKeystore(tt.path, tt.password)
+			_, err := ReadTestKeystore(tt.path, tt.password)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("error = %v, want %v", err, tt.want)
 			}
@@ -100,15 +100,46 @@ func TestKeystoreErrors(t *testing.T) {
 	t.Run("truncated", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "ks.json")
 		os.WriteFile(p, raw[:len(raw)/2], 0o600)
-		if _, err := ReadKeystore(p, "correct horse"); !errors.Is(err, ErrCorruptKeystore) {
+		if _, err := ReadTestKeystore(p, "correct horse"); !errors.Is(err, ErrCorruptKeystore) {
 			t.Fatalf("error = %v", err)
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
-		if _, err := ReadKeystore(filepath.Join(t.TempDir(), "none"), "x"); !errors.Is(err, os.ErrNotExist) {
+		if _, err := ReadTestKeystore(filepath.Join(t.TempDir(), "none"), "x"); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("error = %v", err)
 		}
 	})
+}
+
+// TestTestKeystoreRefused: a keystore written with the cheap test cost is
+// refused by ReadKeystore — what every real path uses — before any password
+// is tried; ReadTestKeystore (tests, the make run demo) opens it. A
+// keystore of the standard cost opens with ReadKeystore.
+func TestTestKeystoreRefused(t *testing.T) {
+	for _, cost := range []struct {
+		name string
+		n, p int
+	}{{"very light", veryLightN, veryLightP}, {"light", LightScryptN, LightScryptP}, {"standard n halved", StandardScryptN / 2, StandardScryptP}} {
+		path := filepath.Join(t.TempDir(), "keystore.json")
+		if err := WriteKeystore(path, Keystore{Mnemonic: testJunk}, "correct horse", cost.n, cost.p); err != nil {
+			t.Fatal(err)
+		}
+		for _, pw := range []string{"correct horse", "wrong"} {
+			if _, err := ReadKeystore(path, pw); !errors.Is(err, ErrTestKeystore) {
+				t.Fatalf("%s keystore, password %q: %v", cost.name, pw, err)
+			}
+		}
+		if ks, err := ReadTestKeystore(path, "correct horse"); err != nil || ks.Mnemonic != testJunk {
+			t.Fatalf("%s keystore as a test keystore: %v", cost.name, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "keystore.json")
+	if err := WriteKeystore(path, Keystore{Mnemonic: testJunk}, "correct horse", StandardScryptN, StandardScryptP); err != nil {
+		t.Fatal(err)
+	}
+	if ks, err := ReadKeystore(path, "correct horse"); err != nil || ks.Mnemonic != testJunk {
+		t.Fatalf("a standard keystore: %v", err)
+	}
 }
 
 func TestKeystoreNeverOverwrites(t *testing.T) {

@@ -40,7 +40,7 @@ func DemoKeystores(dir string) (patient, viewer string) {
 
 // ensureKeystore creates a keystore with fresh words unless it exists.
 func ensureKeystore(path, password string) (*delegate.Keys, error) {
-	ks, err := delegate.ReadKeystore(path, password)
+	ks, err := delegate.ReadTestKeystore(path, password) // the demo's: cheap cost, printed password
 	if errors.Is(err, fs.ErrNotExist) {
 		m, err := delegate.NewMnemonic()
 		if err != nil {
@@ -158,7 +158,17 @@ func SeedDemo(ctx context.Context, n *chain.Network, d *contracts.Deployment, vi
 		if _, err := staff[p].post(ctx, "/admin/patients", []byte(`{"id":"`+demoPatientID+`"}`), http.StatusConflict); err != nil {
 			return err
 		}
+		// The records are loaded once: loading them again would change
+		// nothing in them, but the desk's write would be in the patient's
+		// access log at every start.
+		seeded := filepath.Join(n.Dir(), "demo", fmt.Sprintf("records-provider%d.loaded", p))
+		if _, err := os.Stat(seeded); err == nil {
+			continue
+		}
 		if _, err := staff[p].post(ctx, "/admin/patients/"+demoPatientID+"/resources", demoRecords(p)); err != nil {
+			return err
+		}
+		if err := os.WriteFile(seeded, []byte("loaded\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -184,7 +194,12 @@ func SeedDemo(ctx context.Context, n *chain.Network, d *contracts.Deployment, vi
 		if have[uint32(p)] {
 			continue
 		}
-		raw, err := staff[p].post(ctx, "/admin/patients/"+demoPatientID+"/claim-code", nil)
+		// The desk records the desk code the patient's app shows for p.
+		desk, err := w.DeskCode(uint32(p))
+		if err != nil {
+			return err
+		}
+		raw, err := staff[p].post(ctx, "/admin/patients/"+demoPatientID+"/claim-code", []byte(`{"tagCode":"`+desk.String()+`"}`))
 		if err != nil {
 			return err
 		}

@@ -75,6 +75,20 @@ func Dial(ctx context.Context, n *chain.Network, p int) (*ethclient.Client, erro
 	return nil, fmt.Errorf("devnet: no provider %d", p)
 }
 
+// dialWS connects to provider p's node over WebSocket (chain.NodeState.WS).
+func dialWS(ctx context.Context, n *chain.Network, p int) (*ethclient.Client, error) {
+	for _, ns := range n.State().Nodes {
+		if ns.Provider == p {
+			c, err := ethclient.DialContext(ctx, ns.WS())
+			if err != nil {
+				return nil, fmt.Errorf("devnet: dial %s: %w", ns.WS(), err)
+			}
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("devnet: no provider %d", p)
+}
+
 // LoadDeployment reads the network's deployment record.
 func LoadDeployment(dir string) (*contracts.Deployment, error) {
 	return contracts.LoadDeployment(DeploymentPath(dir))
@@ -138,10 +152,38 @@ func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet, v contract
 	if err := d.Wait(ctx, client, txs); err != nil {
 		return nil, err
 	}
+	// Deployed once every running node has it: a gateway opened on another
+	// provider's node right away checks the code there.
+	for _, ns := range st.Nodes[1:] {
+		if err := waitDeployed(ctx, n, ns.Provider, d); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.Save(DeploymentPath(n.Dir())); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// waitDeployed waits until provider p's node has imported the deployment's
+// blocks. A node that does not answer is not waited for.
+func waitDeployed(ctx context.Context, n *chain.Network, p int, d *contracts.Deployment) error {
+	c, err := Dial(ctx, n, p)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for {
+		err := d.Check(ctx, c)
+		if !errors.Is(err, contracts.ErrNotDeployed) {
+			return nil // there, or the node does not answer (it catches up when it does)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("devnet: provider %d's node has not imported the deployment: %w", p, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func freePort() (int, error) {

@@ -205,7 +205,7 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 		t.Helper()
 		req := httptest.NewRequest(method, target, strings.NewReader(body))
 		if sign != nil {
-			if err := gatewayauth.Sign(req.Header, gatewayauth.Request{Method: method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash([]byte(body)), Tag: tag, Audience: 2}, sign, d.ChainID, time.Now()); err != nil {
+			if err := gatewayauth.Sign(req.Header, gatewayauth.Request{Method: method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash([]byte(body)), Tag: tag, Audience: 2}, sign, gatewayauth.Domain{ChainID: d.ChainID, Registry: d.AgentRegistry}, time.Now()); err != nil {
 				t.Fatal(err)
 			}
 		} else {

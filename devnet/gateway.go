@@ -2,7 +2,9 @@ package devnet
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,7 +17,9 @@ import (
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/go-jose/go-jose/v4"
 
+	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/chain"
 	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/contracts"
@@ -29,7 +33,13 @@ import (
 type GatewayOptions struct {
 	DSN            string // records database; default DIR/provider<P>/records.db (SQLite)
 	StaffTokenFile string // "<staff id> <token>" per line; default DIR/provider<P>/staff-tokens, created with one token
-	Log            *slog.Logger
+	// SMARTAppsFile lists the SMART apps the provider registers (ReadSMARTApps); none without it.
+	SMARTAppsFile string
+	// BackendClientsFile lists the provider's systems that write records
+	// (ReadBackendClients); none without it.
+	BackendClientsFile string
+	PatientApp         string // where the gateway sends patients to approve apps (default: dbmanager's)
+	Log                *slog.Logger
 }
 
 // Gateway is a provider's assembled gateway with what it runs on.
@@ -58,7 +68,8 @@ func (s syncedView) ActiveSigners(ctx context.Context) ([]common.Address, error)
 	return s.v.ActiveSigners(ctx)
 }
 
-// OpenGateway assembles provider p's gateway on the network in n.
+// OpenGateway assembles the gateway of the network's node p: the registry's
+// provider whose gateway account is that node's.
 func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOptions) (_ *Gateway, err error) {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -98,13 +109,22 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	if err := g.View.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("devnet: follow the chain: %w", err)
 	}
-	prov, ok := g.View.Provider(uint32(p))
-	if !ok || !prov.Active {
-		return nil, fmt.Errorf("devnet: provider %d is not an active provider of the registry", p)
+	// Node p's registry entry is the active one with its gateway account:
+	// node numbers and registry ids part once governance admits providers
+	// in another order than the nodes were added.
+	gw := crypto.PubkeyToAddress(key.PublicKey)
+	var prov chainview.Provider
+	for _, rp := range g.View.Providers() {
+		if rp.Active && rp.Gateway == gw {
+			prov = rp
+		}
+	}
+	if prov.ID == 0 {
+		return nil, fmt.Errorf("devnet: node %d's gateway account %s is no active provider's of the registry (voted in yet? `medrec governance list`)", p, gw)
 	}
 	u, err := url.Parse(prov.GatewayURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("devnet: provider %d's gateway URL %q is not usable", p, prov.GatewayURL)
+		return nil, fmt.Errorf("devnet: provider %d's gateway URL %q is not usable", prov.ID, prov.GatewayURL)
 	}
 	g.Addr = u.Host
 	dir := filepath.Join(n.Dir(), fmt.Sprintf("provider%d", p))
@@ -129,10 +149,32 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	if err != nil {
 		return nil, err
 	}
+	var apps []dbmanager.SMARTApp
+	if opt.SMARTAppsFile != "" {
+		if apps, err = ReadSMARTApps(opt.SMARTAppsFile); err != nil {
+			return nil, err
+		}
+	}
+	var backends []dbmanager.BackendClient
+	if opt.BackendClientsFile != "" {
+		if backends, err = ReadBackendClients(opt.BackendClientsFile); err != nil {
+			return nil, err
+		}
+	}
+	// New heads are pushed over the node's WebSocket (the same node the
+	// view reads); a node that does not serve it leaves the gateway polling.
+	var heads chainview.HeadSource
+	if ws, err := dialWS(ctx, n, p); err != nil {
+		opt.Log.Warn("No WebSocket to follow new heads; the gateway polls the chain", "provider", p, "err", err)
+	} else {
+		g.close = append(g.close, ws.Close)
+		heads = ws
+	}
 	g.Gateway, err = dbmanager.New(dbmanager.Config{
-		Provider: uint32(p), Store: db, View: g.View, Chain: contracts.NewClient(ec, d),
+		Provider: prov.ID, Store: db, View: g.View, Chain: contracts.NewClient(ec, d), Heads: heads,
 		Relayer: bind.NewKeyedTransactor(key, d.ChainID), Prover: prover.New(ks),
-		StaffTokens: tokens, Log: opt.Log,
+		StaffTokens: tokens, Log: opt.Log, SMARTApps: apps, PatientApp: opt.PatientApp, BackendClients: backends,
+		PublicURL: strings.TrimSuffix(prov.GatewayURL, "/"),
 		// Stable across restarts, secret like the key it comes from.
 		PseudonymKey: crypto.Keccak256([]byte("medrec-zk research pseudonyms"), crypto.FromECDSA(key)),
 	})
@@ -146,6 +188,80 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	g.close = append(g.close, node.Close)
 	g.Mirror = chain.NewMirror(syncedView{g.View}, node, opt.Log)
 	return g, nil
+}
+
+// smartAppFile is one app of a SMART apps file.
+type smartAppFile struct {
+	ClientID     string   `json:"clientId"`
+	Name         string   `json:"name"`
+	RedirectURIs []string `json:"redirectUris"`
+	// Scope is the types it may ask for: "Observation,Condition", or "*" (the default).
+	Scope string `json:"scope"`
+}
+
+// ReadSMARTApps reads the SMART apps a provider registers: a JSON array of
+// {"clientId", "name", "redirectUris", "scope"} (docs/fhir.md). Unknown
+// fields are errors; the gateway checks the rest when it starts.
+func ReadSMARTApps(path string) ([]dbmanager.SMARTApp, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: SMART apps: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var in []smartAppFile
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("devnet: SMART apps %s: %w", path, err)
+	}
+	out := make([]dbmanager.SMARTApp, 0, len(in))
+	for _, a := range in {
+		app := dbmanager.SMARTApp{ClientID: a.ClientID, Name: a.Name, RedirectURIs: a.RedirectURIs}
+		if a.Scope != "" && a.Scope != "*" {
+			if app.Scope, err = access.ParseScope(a.Scope); err != nil {
+				return nil, fmt.Errorf("devnet: SMART app %q: %w", a.ClientID, err)
+			}
+		}
+		out = append(out, app)
+	}
+	return out, nil
+}
+
+// backendClientFile is one client of a backend clients file.
+type backendClientFile struct {
+	ClientID string             `json:"clientId"`
+	Name     string             `json:"name"`
+	JWKS     jose.JSONWebKeySet `json:"jwks"` // its public keys
+	// Scope is the types it may write: "Observation,Patient", or "*" (the default).
+	Scope string `json:"scope"`
+}
+
+// ReadBackendClients reads the systems a provider lets write records
+// (SMART Backend Services): a JSON array of {"clientId", "name", "jwks",
+// "scope"}, jwks holding the public keys (RS384 or ES384) the client signs
+// with (docs/fhir.md). Unknown fields are errors; the gateway checks the
+// keys when it starts.
+func ReadBackendClients(path string) ([]dbmanager.BackendClient, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("devnet: backend clients: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var in []backendClientFile
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("devnet: backend clients %s: %w", path, err)
+	}
+	out := make([]dbmanager.BackendClient, 0, len(in))
+	for _, c := range in {
+		client := dbmanager.BackendClient{ClientID: c.ClientID, Name: c.Name, Keys: c.JWKS}
+		if c.Scope != "" && c.Scope != "*" {
+			if client.Scope, err = access.ParseScope(c.Scope); err != nil {
+				return nil, fmt.Errorf("devnet: backend client %q: %w", c.ClientID, err)
+			}
+		}
+		out = append(out, client)
+	}
+	return out, nil
 }
 
 // ReadStaffTokens reads "<staff id> <token>" lines (# comments allowed) and

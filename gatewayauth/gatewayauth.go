@@ -4,18 +4,28 @@
 // (so an ordinary wallet can sign it too) over the method, path, query, a
 // hash of the body, the relationship's tag, the audience (the provider's id,
 // so a signature for provider A fails at provider B), a random nonce and an
-// expiry. The gateway recovers the signer, refuses expired or future-dated
-// requests and remembers nonces until they expire, so a request cannot be
-// replayed. Where nonces are remembered is a NonceStore: in memory by
-// default (forgotten when the process ends), or a database, so that a replay
-// fails after a restart too.
+// expiry, in a domain that names the chain and the deployment (its
+// AgentRegistry, as verifyingContract), so a signature for one deployment
+// fails at another on the same chain id. The gateway recovers the signer,
+// refuses expired or future-dated requests, and records each nonce until
+// its request expires (in its records database, with the request's
+// access-log entry), so a request cannot be replayed.
 //
 // Which relationship the signer may read, and what, is not decided here: the
 // gateway checks the recovered address against the chain (owner or grantee).
+//
+// A request without a tag (no X-Medrec-Tag header; tag 0 in the signed
+// struct) names no relationship: it speaks for the signer's address alone,
+// and the gateway accepts it only on the routes that serve an address
+// across relationships (a research grantee's group export), never on a
+// relationship's route — and a tagged request never on those. The path is
+// signed, so a signature cannot move between the two kinds of route; the
+// gateway's check of the kind is a second lock. Zero is never a tag (tags
+// are hashes), and an explicit zero tag header is refused as malformed, so
+// a tag-less request has one encoding: no header.
 package gatewayauth
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"errors"
@@ -23,12 +33,13 @@ import (
 	"math/big"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/medrec-zk/medrec/zkhash"
 )
 
 // Headers carrying a signed request.
@@ -46,8 +57,8 @@ const MaxLifetime = 5 * time.Minute
 
 const (
 	domainName    = "MedRec-ZK Gateway"
-	domainVersion = "1"
-	domainType    = "EIP712Domain(string name,string version,uint256 chainId)"
+	domainVersion = "2"
+	domainType    = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 	requestType   = "Request(string method,string path,string query,bytes32 bodyHash,uint256 tag,uint32 audience,bytes32 nonce,uint64 expiry)"
 )
 
@@ -58,11 +69,27 @@ var (
 	ErrExpired   = errors.New("gatewayauth: request expired")
 	ErrTooLong   = errors.New("gatewayauth: expiry too far in the future")
 	ErrSignature = errors.New("gatewayauth: signature does not match the signer")
-	ErrReplay    = errors.New("gatewayauth: nonce already used")
-	// ErrUnavailable: the NonceStore could not say whether the nonce was
-	// used, so the request is refused; the gateway maps it to 503.
-	ErrUnavailable = errors.New("gatewayauth: nonce store unavailable")
+	// ErrReplay: the nonce was used already (the caller finds it taken
+	// where it records nonces).
+	ErrReplay = errors.New("gatewayauth: nonce already used")
 )
+
+// Domain is where a signature is valid: one chain, one deployment. The
+// deployment is named by its AgentRegistry, the registry of the providers
+// whose ids are the audience.
+type Domain struct {
+	ChainID  *big.Int
+	Registry common.Address
+}
+
+// separator is the EIP-712 domain separator.
+func (d Domain) separator() []byte {
+	chainID := d.ChainID
+	if chainID == nil {
+		chainID = new(big.Int)
+	}
+	return crypto.Keccak256(domainTypeHash, domainNameHash, domainVerHash, common.LeftPadBytes(chainID.Bytes(), 32), common.LeftPadBytes(d.Registry[:], 32))
+}
 
 // Request is what a reader signs.
 type Request struct {
@@ -84,9 +111,9 @@ var (
 	requestTypeHash = crypto.Keccak256([]byte(requestType))
 )
 
-// Digest returns the EIP-712 digest of r on chain chainID.
-func (r Request) Digest(chainID *big.Int) common.Hash {
-	domain := crypto.Keccak256(domainTypeHash, domainNameHash, domainVerHash, common.LeftPadBytes(chainID.Bytes(), 32))
+// Digest returns the EIP-712 digest of r in domain d.
+func (r Request) Digest(d Domain) common.Hash {
+	domain := d.separator()
 	tag := new(big.Int)
 	if r.Tag != nil {
 		tag = r.Tag
@@ -108,9 +135,9 @@ func (r Request) Digest(chainID *big.Int) common.Hash {
 // BodyHash is keccak256 of the request body (of nothing for an empty body).
 func BodyHash(body []byte) common.Hash { return crypto.Keccak256Hash(body) }
 
-// Sign signs req with key and sets the headers on h. A zero nonce is replaced
-// by a random one; a zero expiry by now + one minute.
-func Sign(h http.Header, req Request, key *ecdsa.PrivateKey, chainID *big.Int, now time.Time) error {
+// Sign signs req with key for domain d and sets the headers on h. A zero
+// nonce is replaced by a random one; a zero expiry by now + one minute.
+func Sign(h http.Header, req Request, key *ecdsa.PrivateKey, d Domain, now time.Time) error {
 	if req.Nonce == ([32]byte{}) {
 		if _, err := rand.Read(req.Nonce[:]); err != nil {
 			return fmt.Errorf("gatewayauth: nonce: %w", err)
@@ -119,8 +146,8 @@ func Sign(h http.Header, req Request, key *ecdsa.PrivateKey, chainID *big.Int, n
 	if req.Expiry == 0 {
 		req.Expiry = uint64(now.Add(time.Minute).Unix())
 	}
-	d := req.Digest(chainID)
-	sig, err := crypto.Sign(d[:], key)
+	digest := req.Digest(d)
+	sig, err := crypto.Sign(digest[:], key)
 	if err != nil {
 		return fmt.Errorf("gatewayauth: sign: %w", err)
 	}
@@ -135,102 +162,29 @@ func Sign(h http.Header, req Request, key *ecdsa.PrivateKey, chainID *big.Int, n
 	return nil
 }
 
-// NonceStore remembers the nonces of accepted requests.
-type NonceStore interface {
-	// UseNonce records nonce as used until expires, the request's expiry.
-	// If the nonce is recorded already it returns an error wrapping
-	// ErrReplay; of concurrent calls with one nonce exactly one succeeds.
-	// Any other error means the store could not tell, and Verify refuses the
-	// request. now is the verifier's clock: Verify never asks about a
-	// request that expired at or before now, so a store may forget such
-	// nonces.
-	UseNonce(ctx context.Context, nonce [32]byte, expires, now time.Time) error
-}
-
-// MemoryNonces is a NonceStore in memory: whatever it holds is lost when the
-// process ends, so a request signed before a restart can be replayed after
-// it (until it expires). The zero value is ready to use.
-type MemoryNonces struct {
-	mu     sync.Mutex
-	nonces map[[32]byte]time.Time // nonce → expiry
-	swept  time.Time
-}
-
-var _ NonceStore = (*MemoryNonces)(nil)
-
-// UseNonce implements NonceStore. Expired nonces are forgotten once a minute.
-func (m *MemoryNonces) UseNonce(_ context.Context, n [32]byte, expires, now time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.nonces == nil {
-		m.nonces = map[[32]byte]time.Time{}
-	}
-	if !now.Before(m.swept.Add(time.Minute)) {
-		for k, exp := range m.nonces {
-			if !exp.After(now) {
-				delete(m.nonces, k)
-			}
-		}
-		m.swept = now
-	}
-	if _, used := m.nonces[n]; used {
-		return ErrReplay
-	}
-	m.nonces[n] = expires
-	return nil
-}
-
-// Verifier checks signed requests for one provider and remembers nonces.
+// Verifier checks signed requests for one provider. It does not remember
+// nonces: the caller records each request's nonce as used, once, before it
+// answers, and refuses a nonce it finds taken (ErrReplay) — the gateway
+// does so in the same commit as the request's access-log entry.
 type Verifier struct {
-	ChainID  *big.Int
+	Domain   Domain
 	Audience uint32
-	// Nonces remembers used nonces; nil means a MemoryNonces of the
-	// Verifier's own, forgotten on restart.
-	Nonces NonceStore
-
-	once sync.Once
-	mem  *MemoryNonces
-}
-
-func (v *Verifier) nonces() NonceStore {
-	if v.Nonces != nil {
-		return v.Nonces
-	}
-	v.once.Do(func() { v.mem = new(MemoryNonces) })
-	return v.mem
 }
 
 // Signed is a verified request: who signed it, for which relationship.
 type Signed struct {
-	Signer  common.Address
+	Signer common.Address
+	// Tag names the relationship; nil for a tag-less request, which speaks
+	// for the signer's address alone (see the package comment).
 	Tag     *big.Int
 	Nonce   [32]byte
 	Expires time.Time // the request's expiry: its nonce must be remembered until then
 }
 
-// Verify checks the headers of a request against its method, path, raw
-// query and body at time now, and then consumes the nonce: a nonce already
-// used is ErrReplay, a NonceStore failure ErrUnavailable. With ErrReplay the
-// signature was valid, and the returned Signed names whose request was
-// replayed (for the access log; it authorizes nothing).
-func (v *Verifier) Verify(ctx context.Context, h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
-	signed, err := v.Check(h, method, path, query, body, now)
-	if err != nil {
-		return Signed{}, err
-	}
-	if err := v.nonces().UseNonce(ctx, signed.Nonce, signed.Expires, now); err != nil {
-		if errors.Is(err, ErrReplay) {
-			return signed, err // the signature is genuine: say whose request was replayed
-		}
-		return Signed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return signed, nil
-}
-
-// Check is Verify without the nonce: it checks the headers, expiry and
-// signature but does not consume the nonce. A caller that serves a request
-// after Check alone must itself record the nonce as used, once, before it
-// answers (the gateway does so in the same commit as the access-log entry).
+// Check checks the headers of a request against its method, path, raw
+// query and body at time now: the signature, the audience, the expiry. It
+// does not record the nonce: a caller that serves the request must record
+// it as used, once, before it answers.
 func (v *Verifier) Check(h http.Header, method, path, query string, body []byte, now time.Time) (Signed, error) {
 	signer, nonceHex, expHex, sigHex := h.Get(HeaderSigner), h.Get(HeaderNonce), h.Get(HeaderExpiry), h.Get(HeaderSignature)
 	if signer == "" && sigHex == "" {
@@ -242,11 +196,16 @@ func (v *Verifier) Check(h http.Header, method, path, query string, body []byte,
 	var req Request
 	req.Method, req.Path, req.Query, req.BodyHash, req.Audience = method, path, query, BodyHash(body), v.Audience
 	if t := h.Get(HeaderTag); t != "" {
-		tag, err := hexutil.DecodeBig(t)
+		// Either form: minimal (as Sign writes it) or zero-padded (as the
+		// CLI and the audit print tags).
+		tag, err := zkhash.ParseHex(t)
 		if err != nil {
 			return Signed{}, fmt.Errorf("%w: tag: %v", ErrMalformed, err)
 		}
-		req.Tag = tag
+		req.Tag = zkhash.Big(tag)
+		if req.Tag.Sign() == 0 {
+			return Signed{}, fmt.Errorf("%w: a zero tag names no relationship; a tag-less request sends no %s header", ErrMalformed, HeaderTag)
+		}
 	}
 	nb, err := hexutil.Decode(nonceHex)
 	if err != nil || len(nb) != 32 {
@@ -278,7 +237,7 @@ func (v *Verifier) Check(h http.Header, method, path, query string, body []byte,
 	if !crypto.ValidateSignatureValues(rs[64], new(big.Int).SetBytes(rs[:32]), new(big.Int).SetBytes(rs[32:64]), true) {
 		return Signed{}, ErrSignature
 	}
-	d := req.Digest(v.ChainID)
+	d := req.Digest(v.Domain)
 	pub, err := crypto.SigToPub(d[:], rs)
 	if err != nil {
 		return Signed{}, ErrSignature

@@ -2,16 +2,15 @@ package gatewayauth
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/common/math"
 	"github.com/ethereum/go-ethereum/crypto"
@@ -20,17 +19,20 @@ import (
 
 var chainID = big.NewInt(1515)
 
+// domain is the test deployment: chain 1515, this registry.
+var domain = Domain{ChainID: chainID, Registry: common.HexToAddress("0x5FbDB2315678afecb367f032d93F642f64180aa3")}
+
 func signed(t *testing.T, req Request, now time.Time) http.Header {
 	t.Helper()
 	key, _ := crypto.ToECDSA(crypto.Keccak256([]byte("gatewayauth test key")))
 	h := http.Header{}
-	if err := Sign(h, req, key, chainID, now); err != nil {
+	if err := Sign(h, req, key, domain, now); err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-func TestVerify(t *testing.T) {
+func TestCheck(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	body := []byte(`{"x":1}`)
 	base := Request{Method: "GET", Path: "/fhir/Observation", Query: "_count=10", BodyHash: BodyHash(body), Tag: big.NewInt(77), Audience: 1}
@@ -49,11 +51,17 @@ func TestVerify(t *testing.T) {
 	mod := func(f func(h http.Header)) func() http.Header {
 		return func() http.Header { h := good(); f(h); return h }
 	}
-	v1 := func() *Verifier { return &Verifier{ChainID: chainID, Audience: 1} }
+	v1 := func() *Verifier { return &Verifier{Domain: domain, Audience: 1} }
 	cases := []tc{
 		{"valid", good, "GET", base.Path, base.Query, body, v1(), now, nil},
-		{"other provider", good, "GET", base.Path, base.Query, body, &Verifier{ChainID: chainID, Audience: 2}, now, ErrSignature},
-		{"other chain", good, "GET", base.Path, base.Query, body, &Verifier{ChainID: big.NewInt(1), Audience: 1}, now, ErrSignature},
+		{"other provider", good, "GET", base.Path, base.Query, body, &Verifier{Domain: domain, Audience: 2}, now, ErrSignature},
+		{"other chain", good, "GET", base.Path, base.Query, body, &Verifier{Domain: Domain{ChainID: big.NewInt(1), Registry: domain.Registry}, Audience: 1}, now, ErrSignature},
+		// Same chain id, another deployment: a request signed for one
+		// network's gateways does not replay at another's.
+		{"other deployment", good, "GET", base.Path, base.Query, body, &Verifier{Domain: Domain{ChainID: chainID, Registry: common.HexToAddress("0x1")}, Audience: 1}, now, ErrSignature},
+		{"zero-padded tag", mod(func(h http.Header) { h.Set(HeaderTag, "0x"+strings.Repeat("0", 62)+"4d") }), "GET", base.Path, base.Query, body, v1(), now, nil},
+		{"tag not a field element", mod(func(h http.Header) { h.Set(HeaderTag, "0x"+strings.Repeat("f", 64)) }), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
+		{"tag with a sign", mod(func(h http.Header) { h.Set(HeaderTag, "0x-4d") }), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
 		{"method", good, "DELETE", base.Path, base.Query, body, v1(), now, ErrSignature},
 		{"path", good, "GET", "/fhir/Patient", base.Query, body, v1(), now, ErrSignature},
 		{"query", good, "GET", base.Path, "_count=1000", body, v1(), now, ErrSignature},
@@ -76,11 +84,13 @@ func TestVerify(t *testing.T) {
 			h.Set(HeaderSignature, hexutil.Encode(sig))
 		}), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
 		{"short nonce", mod(func(h http.Header) { h.Set(HeaderNonce, "0x01") }), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
+		{"zero tag", mod(func(h http.Header) { h.Set(HeaderTag, "0x0") }), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
+		{"zero-padded zero tag", mod(func(h http.Header) { h.Set(HeaderTag, "0x"+strings.Repeat("0", 64)) }), "GET", base.Path, base.Query, body, v1(), now, ErrMalformed},
 		{"unsigned", func() http.Header { return http.Header{} }, "GET", base.Path, base.Query, body, v1(), now, ErrMissing},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := c.v.Verify(context.Background(), c.header(), c.method, c.path, c.query, c.body, c.at)
+			got, err := c.v.Check(c.header(), c.method, c.path, c.query, c.body, c.at)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -89,96 +99,41 @@ func TestVerify(t *testing.T) {
 			}
 		})
 	}
-	// Replay: the same headers twice at the same gateway.
-	ctx := context.Background()
-	v := v1()
-	h := good()
-	if _, err := v.Verify(ctx, h, "GET", base.Path, base.Query, body, now); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := v.Verify(ctx, h, "GET", base.Path, base.Query, body, now.Add(time.Second)); !errors.Is(err, ErrReplay) {
-		t.Fatalf("replay: %v", err)
-	}
 }
 
-// TestNonceStore: a Verifier uses the NonceStore it is given, so a store
-// that outlives it (a database) refuses a replay at a new Verifier, as after
-// a gateway restart; with its own in-memory store a new Verifier cannot
-// know. A store that fails refuses the request as unavailable.
-func TestNonceStore(t *testing.T) {
-	ctx := context.Background()
+// TestCheckTagless: a request signed without a tag verifies with a nil Tag
+// (the gateway's group routes take only those); the same signature with a
+// tag header added fails, and with a zero tag header is malformed, so a
+// tag-less request has one encoding and cannot be turned into a tagged one.
+func TestCheckTagless(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	base := Request{Method: "GET", Path: "/fhir/Observation/o1", BodyHash: BodyHash(nil), Tag: big.NewInt(77), Audience: 1}
-	h := signed(t, base, now)
-	verify := func(v *Verifier) error {
-		_, err := v.Verify(ctx, h, "GET", base.Path, "", nil, now)
-		return err
-	}
-	shared := new(MemoryNonces)
-	if err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: shared}); err != nil {
-		t.Fatal(err)
-	}
-	if err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: shared}); !errors.Is(err, ErrReplay) {
-		t.Fatalf("replay at a new verifier on the same store: %v", err)
-	}
-	if err := verify(&Verifier{ChainID: chainID, Audience: 1}); err != nil {
-		t.Fatalf("a new verifier with its own memory: %v", err)
-	}
-	broken := errors.New("database is down")
-	err := verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{broken}})
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, broken) || errors.Is(err, ErrReplay) {
-		t.Fatalf("failing store: %v", err)
-	}
-	// A store's ErrReplay wrapped with context is still a replay.
-	err = verify(&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{fmt.Errorf("db: %w", ErrReplay)}})
-	if !errors.Is(err, ErrReplay) || errors.Is(err, ErrUnavailable) {
-		t.Fatalf("wrapped replay: %v", err)
-	}
-	// An invalid signature never reaches the store.
-	bad := h.Clone()
-	bad.Set(HeaderSigner, "0x000000000000000000000000000000000000dEaD")
-	if _, err := (&Verifier{ChainID: chainID, Audience: 1, Nonces: failingNonces{broken}}).Verify(ctx, bad, "GET", base.Path, "", nil, now); !errors.Is(err, ErrSignature) {
-		t.Fatalf("bad signature: %v", err)
-	}
-}
-
-type failingNonces struct{ err error }
-
-func (f failingNonces) UseNonce(context.Context, [32]byte, time.Time, time.Time) error { return f.err }
-
-// TestMemoryNonces: one winner among concurrent uses of a nonce; expired
-// nonces are forgotten once a minute, live ones never.
-func TestMemoryNonces(t *testing.T) {
-	ctx := context.Background()
-	now := time.Unix(1_800_000_000, 0)
-	var m MemoryNonces
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			if err := m.UseNonce(ctx, [32]byte{1}, now.Add(time.Minute), now); err == nil {
-				wins.Add(1)
-			} else if !errors.Is(err, ErrReplay) {
-				t.Error(err)
+	req := Request{Method: "GET", Path: "/fhir/Group/research/$export", BodyHash: BodyHash(nil), Audience: 1}
+	v := &Verifier{Domain: domain, Audience: 1}
+	for _, c := range []struct {
+		name string
+		tag  string // the X-Medrec-Tag header set after signing; "" none
+		want error
+	}{
+		{"tag-less", "", nil},
+		{"a tag added", "0x4d", ErrSignature},
+		{"zero tag added", "0x0", ErrMalformed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := signed(t, req, now)
+			if h.Get(HeaderTag) != "" {
+				t.Fatalf("Sign wrote a tag header for a tag-less request: %q", h.Get(HeaderTag))
+			}
+			if c.tag != "" {
+				h.Set(HeaderTag, c.tag)
+			}
+			got, err := v.Check(h, req.Method, req.Path, req.Query, nil, now)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if c.want == nil && (got.Tag != nil || got.Signer == (common.Address{})) {
+				t.Fatalf("signed %+v", got)
 			}
 		})
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d winners", wins.Load())
-	}
-	if err := m.UseNonce(ctx, [32]byte{2}, now.Add(5*time.Minute), now); err != nil {
-		t.Fatal(err)
-	}
-	later := now.Add(2 * time.Minute) // nonce 1 expired, nonce 2 alive
-	if err := m.UseNonce(ctx, [32]byte{3}, later.Add(time.Minute), later); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := m.nonces[[32]byte{1}]; ok {
-		t.Fatal("expired nonce kept after a sweep")
-	}
-	if err := m.UseNonce(ctx, [32]byte{2}, later.Add(time.Minute), later); !errors.Is(err, ErrReplay) {
-		t.Fatalf("live nonce forgotten: %v", err)
 	}
 }
 
@@ -187,7 +142,7 @@ func TestDigestMatchesGoEthereum(t *testing.T) {
 	r := Request{Method: "POST", Path: "/fhir/Patient/$everything", Query: "a=b&c", BodyHash: BodyHash([]byte("x")), Tag: big.NewInt(123456789), Audience: 3, Nonce: [32]byte{9, 31: 1}, Expiry: 1_800_000_060}
 	td := apitypes.TypedData{
 		Types: apitypes.Types{
-			"EIP712Domain": {{Name: "name", Type: "string"}, {Name: "version", Type: "string"}, {Name: "chainId", Type: "uint256"}},
+			"EIP712Domain": {{Name: "name", Type: "string"}, {Name: "version", Type: "string"}, {Name: "chainId", Type: "uint256"}, {Name: "verifyingContract", Type: "address"}},
 			"Request": {
 				{Name: "method", Type: "string"}, {Name: "path", Type: "string"}, {Name: "query", Type: "string"},
 				{Name: "bodyHash", Type: "bytes32"}, {Name: "tag", Type: "uint256"}, {Name: "audience", Type: "uint32"},
@@ -195,7 +150,7 @@ func TestDigestMatchesGoEthereum(t *testing.T) {
 			},
 		},
 		PrimaryType: "Request",
-		Domain:      apitypes.TypedDataDomain{Name: domainName, Version: domainVersion, ChainId: (*math.HexOrDecimal256)(chainID)},
+		Domain:      apitypes.TypedDataDomain{Name: domainName, Version: domainVersion, ChainId: (*math.HexOrDecimal256)(chainID), VerifyingContract: domain.Registry.Hex()},
 		Message: apitypes.TypedDataMessage{
 			"method": r.Method, "path": r.Path, "query": r.Query, "bodyHash": hexutil.Encode(r.BodyHash[:]),
 			"tag": r.Tag.String(), "audience": "3", "nonce": hexutil.Encode(r.Nonce[:]), "expiry": fmt.Sprint(r.Expiry),
@@ -205,7 +160,7 @@ func TestDigestMatchesGoEthereum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Digest(chainID); !bytes.Equal(got[:], want) {
+	if got := r.Digest(domain); !bytes.Equal(got[:], want) {
 		t.Fatalf("digest %x, go-ethereum %x", got, want)
 	}
 }

@@ -16,11 +16,7 @@ func BenchmarkRecords5x1000(b *testing.B) {
 	ctx := context.Background()
 	n := newNet(b, providers)
 	w := n.wallet(b, patientWords)
-	cm, err := w.Commitment()
-	if err != nil {
-		b.Fatal(err)
-	}
-	n.SeedConnected(b, cm, perProvider, w.Connect)
+	n.SeedConnected(b, w, perProvider)
 	for _, cold := range []bool{true, false} {
 		name := "cached"
 		if cold {

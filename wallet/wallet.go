@@ -21,12 +21,13 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/chainview"
@@ -34,7 +35,9 @@ import (
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/gatewayauth"
+	"github.com/medrec-zk/medrec/merkle"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/tagcode"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -46,9 +49,21 @@ type Wallet struct {
 	prover *prover.Prover
 	http   *http.Client
 	now    func() time.Time
+	// enrolWait is how long a proof waits for the commitment to appear in
+	// the wallet's view: the node it reads may be a block or two behind the
+	// desk that just enrolled it.
+	enrolWait time.Duration
 
 	mu    sync.Mutex
 	cache map[recordsKey]cachedRecords // the last records read at each provider
+
+	signMu sync.Mutex // one owner-signed grant or revocation at a time (share.go)
+
+	mem memories // what this device verified before (verify.go)
+
+	namesMu sync.Mutex // names, seen-state, saved shares (names.go); derivations (derived.go)
+	der     derived
+	logs    map[logKey][]keptEntry // the verified prefix of each access log read this session (derived.go)
 }
 
 // recordsKey names one relationship's records at one gateway.
@@ -66,7 +81,8 @@ type cachedRecords struct {
 
 // New returns a wallet. The view must follow the deployment d.
 func New(keys *delegate.Keys, view *chainview.View, d *contracts.Deployment, p *prover.Prover) *Wallet {
-	return &Wallet{keys: keys, view: view, d: d, prover: p, http: &http.Client{Timeout: 20 * time.Second}, now: time.Now, cache: map[recordsKey]cachedRecords{}}
+	return &Wallet{keys: keys, view: view, d: d, prover: p, http: &http.Client{Timeout: 20 * time.Second}, now: time.Now, enrolWait: 15 * time.Second, cache: map[recordsKey]cachedRecords{},
+		der: derived{tags: map[uint32]fr.Element{}, delegates: map[[2]uint32]*delegate.Account{}}, logs: map[logKey][]keptEntry{}}
 }
 
 // Keys returns the wallet's keys.
@@ -75,13 +91,38 @@ func (w *Wallet) Keys() *delegate.Keys { return w.keys }
 // View returns the chain view the wallet reads.
 func (w *Wallet) View() *chainview.View { return w.view }
 
-// Commitment returns the identity commitment to show at a provider's desk.
+// Commitment returns the identity commitment to show at the first
+// provider's desk, to be enrolled. Once enrolled, the chain's Enrolled
+// event names the provider that enrolled it, so showing it at another desk
+// would tell that desk where the patient enrolled: use DeskCode there.
 func (w *Wallet) Commitment() (string, error) {
 	c, err := w.keys.Commitment()
 	if err != nil {
 		return "", err
 	}
 	return zkhash.Hex(c), nil
+}
+
+// Enrolled reports whether the identity commitment is in the patient
+// registry (as of the view's last sync).
+func (w *Wallet) Enrolled() (bool, error) {
+	c, err := w.keys.Commitment()
+	if err != nil {
+		return false, err
+	}
+	_, err = w.view.MerkleProof(c)
+	return err == nil, nil
+}
+
+// DeskCode returns the desk code of the patient's tag at provider p: what
+// the patient shows at p's desk — and only there — so that the claim code
+// staff issue opens the relationship for this tag alone.
+func (w *Wallet) DeskCode(p uint32) (tagcode.Code, error) {
+	t, err := w.tag(p)
+	if err != nil {
+		return "", err
+	}
+	return tagcode.Of(zkhash.Big(t))
 }
 
 // Relationship is one of the patient's relationships, found from the chain.
@@ -104,7 +145,7 @@ func (w *Wallet) Relationships(ctx context.Context) ([]Relationship, error) {
 	}
 	var out []Relationship
 	for _, p := range w.view.Providers() {
-		tagEl, err := w.keys.Tag(p.ID)
+		tagEl, err := w.tag(p.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +154,7 @@ func (w *Wallet) Relationships(ctx context.Context) ([]Relationship, error) {
 		if !ok {
 			continue
 		}
-		d, err := w.keys.Delegate(p.ID, rel.Rotation)
+		d, err := w.delegateAccount(p.ID, rel.Rotation)
 		if err != nil {
 			return nil, err
 		}
@@ -139,6 +180,18 @@ func (w *Wallet) Relationship(ctx context.Context, p uint32) (Relationship, erro
 	return Relationship{}, fmt.Errorf("wallet: no relationship at provider %d yet", p)
 }
 
+// UnreachableError says a provider's gateway did not answer.
+type UnreachableError struct {
+	Provider string
+	Err      error // what the connection said (for logs)
+}
+
+func (e *UnreachableError) Error() string {
+	return e.Provider + " cannot be reached right now; try again in a moment"
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // GatewayError is a gateway's refusal, with its status and message.
 type GatewayError struct {
 	Provider string
@@ -146,8 +199,19 @@ type GatewayError struct {
 	Message  string
 }
 
+// Error says it in words a person reads; the status is for code.
 func (e *GatewayError) Error() string {
-	return fmt.Sprintf("%s answered %d: %s", e.Provider, e.Status, e.Message)
+	switch {
+	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
+		return fmt.Sprintf("%s refused: %s", e.Provider, e.Message)
+	case e.Status == http.StatusNotFound:
+		return fmt.Sprintf("%s does not have it: %s", e.Provider, e.Message)
+	case e.Status == http.StatusTooManyRequests:
+		return fmt.Sprintf("%s is busy; try again in a moment", e.Provider)
+	case e.Status >= 500:
+		return fmt.Sprintf("%s had a problem on its side (%s); try again later", e.Provider, e.Message)
+	}
+	return fmt.Sprintf("%s could not do it: %s", e.Provider, e.Message)
 }
 
 // do sends a request to a gateway and decodes a JSON answer into out.
@@ -155,7 +219,7 @@ func (w *Wallet) do(ctx context.Context, p chainview.Provider, req *http.Request
 	req = req.WithContext(ctx)
 	res, err := w.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s (%s) is unreachable: %w", p.Name, p.GatewayURL, err)
+		return nil, &UnreachableError{Provider: p.Name, Err: err}
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
@@ -167,10 +231,13 @@ func (w *Wallet) do(ctx context.Context, p chainview.Provider, req *http.Request
 			Issue []struct {
 				Diagnostics string `json:"diagnostics"`
 			} `json:"issue"`
+			Description string `json:"error_description"` // an OAuth endpoint's (RFC 6749)
 		}
 		msg := strings.TrimSpace(string(body))
 		if json.Unmarshal(body, &oo) == nil && len(oo.Issue) > 0 {
 			msg = oo.Issue[0].Diagnostics
+		} else if oo.Description != "" {
+			msg = oo.Description
 		}
 		return nil, &GatewayError{Provider: p.Name, Status: res.StatusCode, Message: msg}
 	}
@@ -209,7 +276,7 @@ func signedGet(ctx context.Context, w *Wallet, p chainview.Provider, acct *deleg
 	err = gatewayauth.Sign(req.Header, gatewayauth.Request{
 		Method: "GET", Path: req.URL.EscapedPath(), Query: req.URL.RawQuery, BodyHash: gatewayauth.BodyHash(nil),
 		Tag: tag, Audience: p.ID,
-	}, acct.PrivateKey(), w.d.ChainID, w.now())
+	}, acct.PrivateKey(), gatewayauth.Domain{ChainID: w.d.ChainID, Registry: w.d.AgentRegistry}, w.now())
 	if err != nil {
 		return nil, err
 	}
@@ -225,9 +292,9 @@ func (w *Wallet) ownership(ctx context.Context, p uint32, action circuits.Action
 	if err != nil {
 		return prover.Proof{}, circuits.OwnershipPublic{}, err
 	}
-	path, err := w.view.MerkleProof(c)
+	path, err := w.enrolledPath(ctx, c)
 	if err != nil {
-		return prover.Proof{}, circuits.OwnershipPublic{}, fmt.Errorf("wallet: not enrolled yet — show your commitment at a provider's desk first: %w", err)
+		return prover.Proof{}, circuits.OwnershipPublic{}, err
 	}
 	s, err := w.keys.Identity()
 	if err != nil {
@@ -237,6 +304,34 @@ func (w *Wallet) ownership(ctx context.Context, p uint32, action circuits.Action
 		Secret: s.Element(), Path: path, Provider: p,
 		Signal: circuits.OwnershipSignal(action, owner, counter, w.d.ChainID, w.d.Relationships),
 	})
+}
+
+// ErrNotEnrolled says the identity commitment is not in the patient
+// registry as the wallet's chain node sees it.
+var ErrNotEnrolled = errors.New("your enrolment is not on the chain")
+
+// enrolledPath returns c's Merkle path from the view. A commitment a desk
+// enrolled a moment ago may not have reached the wallet's node yet: it
+// syncs again for up to enrolWait before it says so.
+func (w *Wallet) enrolledPath(ctx context.Context, c fr.Element) (merkle.Proof, error) {
+	deadline := time.Now().Add(w.enrolWait)
+	for {
+		path, err := w.view.MerkleProof(c)
+		if err == nil {
+			return path, nil
+		}
+		if !time.Now().Before(deadline) {
+			return merkle.Proof{}, fmt.Errorf("%w (as of block %d, after waiting %s): if a desk enrolled you a moment ago, try again in a minute; otherwise show your enrolment code at a provider's desk first", ErrNotEnrolled, w.view.Head(), w.enrolWait.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return merkle.Proof{}, fmt.Errorf("%w: %w", ErrNotEnrolled, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+		if err := w.view.Sync(ctx); err != nil {
+			return merkle.Proof{}, err
+		}
+	}
 }
 
 // Connect claims the relationship at provider p with the one-time code the
@@ -262,43 +357,6 @@ func (w *Wallet) Connect(ctx context.Context, p uint32, code string) error {
 	return w.postJSON(ctx, prov, "/claims", map[string]string{
 		"code": strings.TrimSpace(code), "tag": zkhash.Hex(pub.Tag), "owner": d.Address.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String(),
 	}, nil)
-}
-
-// Rotate replaces the delegate of the relationship at p (a lost device): the
-// next rotation's delegate, bound by a fresh proof, relayed by the gateway.
-func (w *Wallet) Rotate(ctx context.Context, p uint32) error {
-	rels, err := w.Relationships(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range rels {
-		if r.Provider.ID != p {
-			continue
-		}
-		next, err := w.keys.Delegate(p, r.Rotation+1)
-		if err != nil {
-			return err
-		}
-		proof, pub, err := w.ownership(ctx, p, circuits.ActionRotate, next.Address, uint64(r.Rotation+1))
-		if err != nil {
-			return err
-		}
-		return w.postJSON(ctx, r.Provider, "/relay/rotate", map[string]string{
-			"tag": hexutil.EncodeBig(r.Tag), "newOwner": next.Address.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String(),
-		}, nil)
-	}
-	return fmt.Errorf("wallet: no relationship at provider %d", p)
-}
-
-// Record is one resource from one provider.
-type Record struct {
-	Provider chainview.Provider
-	Type     string
-	ID       string
-	Version  int64     // from the Bundle entry's etag
-	Date     time.Time // the clinically relevant date when the resource has one
-	Summary  string
-	Raw      json.RawMessage
 }
 
 // ProviderResult says how reading one provider went.
@@ -347,6 +405,13 @@ type bundle struct {
 		URL      string `json:"url"`
 	} `json:"link"`
 	Entry []struct {
+		// The version is beside the resource, whose bytes are served as
+		// stored: the entry's link to the version's URL (…/_history/v);
+		// gateways before that wrote it as the entry's response.etag.
+		Link []struct {
+			Relation string `json:"relation"`
+			URL      string `json:"url"`
+		} `json:"link"`
 		Resource json.RawMessage `json:"resource"`
 		Response struct {
 			Etag string `json:"etag"`
@@ -411,6 +476,11 @@ func readAll(ctx context.Context, first string, p chainview.Provider, get func(t
 		for _, e := range b.Entry {
 			r := NewRecord(p, e.Resource)
 			fmt.Sscanf(e.Response.Etag, `W/"%d"`, &r.Version)
+			for _, l := range e.Link {
+				if _, v, ok := strings.Cut(l.URL, "/_history/"); ok && l.Relation == "latest-version" {
+					r.Version, _ = strconv.ParseInt(v, 10, 64)
+				}
+			}
 			out = append(out, r)
 		}
 		target = ""
@@ -425,77 +495,6 @@ func readAll(ctx context.Context, first string, p chainview.Provider, get func(t
 		}
 	}
 	return out, nil
-}
-
-// NewRecord reads the type, id, date and a one-line summary of a resource.
-func NewRecord(p chainview.Provider, raw json.RawMessage) Record {
-	var r struct {
-		ResourceType       string                  `json:"resourceType"`
-		ID                 string                  `json:"id"`
-		EffectiveDateTime  string                  `json:"effectiveDateTime"`
-		Issued             string                  `json:"issued"`
-		RecordedDate       string                  `json:"recordedDate"`
-		OnsetDateTime      string                  `json:"onsetDateTime"`
-		AuthoredOn         string                  `json:"authoredOn"`
-		OccurrenceDateTime string                  `json:"occurrenceDateTime"`
-		Date               string                  `json:"date"`
-		BirthDate          string                  `json:"birthDate"`
-		Period             struct{ Start string }  `json:"period"`
-		PerformedPeriod    struct{ Start string }  `json:"performedPeriod"`
-		PerformedDateTime  string                  `json:"performedDateTime"`
-		Code               struct{ Text string }   `json:"code"`
-		Type               []struct{ Text string } `json:"type"`
-		VaccineCode        struct{ Text string }   `json:"vaccineCode"`
-		MedicationCodeable struct{ Text string }   `json:"medicationCodeableConcept"`
-		ValueQuantity      *struct {
-			Value float64 `json:"value"`
-			Unit  string  `json:"unit"`
-		} `json:"valueQuantity"`
-	}
-	_ = json.Unmarshal(raw, &r)
-	rec := Record{Provider: p, Type: r.ResourceType, ID: r.ID, Raw: raw}
-	for _, s := range []string{r.EffectiveDateTime, r.PerformedDateTime, r.OccurrenceDateTime, r.OnsetDateTime, r.RecordedDate, r.AuthoredOn, r.Issued, r.Period.Start, r.PerformedPeriod.Start, r.Date, r.BirthDate} {
-		if t, ok := parseFHIRDate(s); ok {
-			rec.Date = t
-			break
-		}
-	}
-	for _, s := range []string{r.Code.Text, r.VaccineCode.Text, r.MedicationCodeable.Text} {
-		if s != "" {
-			rec.Summary = s
-			break
-		}
-	}
-	if rec.Summary == "" && len(r.Type) > 0 {
-		rec.Summary = r.Type[0].Text
-	}
-	if r.ValueQuantity != nil {
-		rec.Summary += fmt.Sprintf(": %g %s", r.ValueQuantity.Value, r.ValueQuantity.Unit)
-	}
-	return rec
-}
-
-// Value returns an Observation's numeric value and unit.
-func (r Record) Value() (float64, string, bool) {
-	var o struct {
-		ValueQuantity *struct {
-			Value float64 `json:"value"`
-			Unit  string  `json:"unit"`
-		} `json:"valueQuantity"`
-	}
-	if json.Unmarshal(r.Raw, &o) != nil || o.ValueQuantity == nil {
-		return 0, "", false
-	}
-	return o.ValueQuantity.Value, o.ValueQuantity.Unit, true
-}
-
-func parseFHIRDate(s string) (time.Time, bool) {
-	for _, layout := range []string{time.RFC3339Nano, time.RFC3339, "2006-01-02", "2006-01", "2006"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
 }
 
 // Merge merges per-provider records into one timeline, newest first (records

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/core/types"
+
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/internal/testnet"
 	"github.com/medrec-zk/medrec/zkhash"
@@ -53,10 +58,11 @@ func TestPatientJourney(t *testing.T) {
 		n.staff(t, p, "POST", "/admin/patients/pat/resources", fmt.Sprintf(`{"resourceType":"Bundle","type":"transaction","entry":[
 			{"resource":{"resourceType":"Observation","id":"hr%d","status":"final","code":{"text":"Heart rate"},"subject":{"reference":"Patient/pat"},"effectiveDateTime":"2024-0%d-01T10:00:00Z","valueQuantity":{"value":7%d,"unit":"/min"}}},
 			{"resource":{"resourceType":"Condition","id":"c%d","subject":{"reference":"Patient/pat"},"code":{"text":"Asthma"},"recordedDate":"2023-01-0%d"}}]}`, p, p, p, p, p))
-		var code struct{ Code string }
-		raw := n.staff(t, p, "POST", "/admin/patients/pat/claim-code", "")
-		fmt.Sscanf(raw[strings.Index(raw, `"code":"`)+8:], "%32s", &code.Code)
-		codes[p] = code.Code
+		desk, err := w.DeskCode(uint32(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		codes[p] = n.ClaimCode(t, p, "pat", desk)
 	}
 	n.staff(t, 1, "POST", "/admin/patients/pat/enrol", `{"commitment":"`+cm+`"}`)
 	if err := w.Connect(ctx, 2, "wrong-code"); err == nil {
@@ -138,7 +144,7 @@ func TestPatientJourney(t *testing.T) {
 	tagEl, _ := zkhash.ParseHex(bundle.Tag)
 	k, _ := zkhash.ParseHex(bundle.K)
 	g := zkhash.Grant(cv, tagEl, k)
-	if err := w.Revoke(ctx, 1, KindAnonymous, zkhash.Bytes32(g)); err != nil {
+	if err := w.Revoke(ctx, 1, access.AnonymousGrantee, zkhash.Bytes32(g)); err != nil {
 		t.Fatal(err)
 	}
 	_, err = viewer.ReadShared(ctx, parsed)
@@ -151,10 +157,11 @@ func TestPatientJourney(t *testing.T) {
 	if _, err := n.Sites[0].Gateway.AnchorOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := w.AccessLog(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
+	rep, err := w.AccessLog(ctx, 1)
+	if err != nil || len(rep.Warnings) != 0 || rep.Problem != "" {
+		t.Fatalf("access log: %+v %v", rep.Warnings, err)
 	}
+	entries := rep.Entries
 	var verified, viewerReads, denied int
 	for _, e := range entries {
 		if !e.HashOK {
@@ -185,7 +192,7 @@ func TestPatientJourney(t *testing.T) {
 		t.Fatalf("restored: %d %v", len(rels), err)
 	}
 	// Lost device: rotate the delegate at provider 2; reads go on with the new one.
-	if err := w.Rotate(ctx, 2); err != nil {
+	if _, err := w.Rotate(ctx, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := w.Relationship(ctx, 2); err != nil || r.Rotation != 1 {
@@ -206,11 +213,7 @@ func TestChangesPages(t *testing.T) {
 	ctx := context.Background()
 	n := newNet(t, 1)
 	w := n.wallet(t, patientWords)
-	cm, err := w.Commitment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Connect(ctx, 1, n.SeedPatient(t, 1, "pat", "", cm)); err != nil {
+	if err := w.Connect(ctx, 1, n.SeedPatient(t, 1, "pat", "", w, true)); err != nil {
 		t.Fatal(err)
 	}
 	if ch, err := w.Changes(ctx, 1, 0); err != nil || len(ch) != 0 {
@@ -256,5 +259,64 @@ func TestChangesPages(t *testing.T) {
 	n.staff(t, 1, "POST", "/admin/patients/pat/resources", testnet.ObservationBundle("pat", "c", 1))
 	if ch, err := w.Changes(ctx, 1, last); err != nil || len(ch) != 1 || ch[0].ID != "c0" {
 		t.Fatalf("one new: %v %v", ch, err)
+	}
+}
+
+// laggingNode is a chain node a block behind the head until released: what
+// a patient's app meets right after a desk enrolled them on another node.
+type laggingNode struct {
+	chainview.Source
+	released atomic.Bool
+}
+
+func (l *laggingNode) HeaderByNumber(ctx context.Context, number *big.Int) (*types.Header, error) {
+	if number == nil && !l.released.Load() {
+		head, err := l.Source.HeaderByNumber(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return l.Source.HeaderByNumber(ctx, new(big.Int).Sub(head.Number, big.NewInt(1)))
+	}
+	return l.Source.HeaderByNumber(ctx, number)
+}
+
+// TestConnectRightAfterEnrolment: the wallet's node is a block behind the
+// desk that just enrolled the patient. Connect waits for the enrolment to
+// arrive instead of failing at once; if it never does, it says plainly what
+// happened.
+func TestConnectRightAfterEnrolment(t *testing.T) {
+	ctx := context.Background()
+	n := newNet(t, 1)
+	keys, err := delegate.FromMnemonic(patientWords, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &laggingNode{Source: n.Chain.Backend}
+	v, err := chainview.New(node, n.Chain.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := New(keys, v, n.Chain.D, n.Prover)
+	code := n.SeedPatient(t, 1, "pat", "", w, true) // the enrolment is the newest block
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := w.Enrolled(); ok {
+		t.Fatal("the lagging node already shows the enrolment")
+	}
+	// Never caught up: a plain message, after the wait.
+	w.enrolWait = 300 * time.Millisecond
+	err = w.Connect(ctx, 1, code)
+	if !errors.Is(err, ErrNotEnrolled) || !strings.Contains(err.Error(), "try again in a minute") {
+		t.Fatalf("connect on a node that never catches up: %v", err)
+	}
+	// Catching up while the wallet waits.
+	w.enrolWait = 15 * time.Second
+	time.AfterFunc(time.Second, func() { node.released.Store(true) })
+	if err := w.Connect(ctx, 1, code); err != nil {
+		t.Fatalf("connect while the node catches up: %v", err)
+	}
+	if ok, _ := w.Enrolled(); !ok {
+		t.Fatal("not enrolled after connecting")
 	}
 }

@@ -60,14 +60,17 @@ func Hex(e fr.Element) string {
 	return "0x" + hex.EncodeToString(b[:])
 }
 
-// ParseHex decodes the form produced by Hex. It accepts upper- or lower-case
-// digits, requires exactly 64 of them and refuses values ≥ r.
+// ParseHex decodes a field element written as "0x" and 1 to 64 hex digits,
+// upper- or lower-case: the zero-padded form Hex produces (what the CLI, the
+// audit and vector files print) and the minimal form of JSON-RPC quantities
+// (hexutil.EncodeBig). It refuses signs, separators and values ≥ r.
 func ParseHex(s string) (fr.Element, error) {
 	var e fr.Element
-	if !strings.HasPrefix(s, "0x") || len(s) != 66 {
+	digits, ok := strings.CutPrefix(s, "0x")
+	if !ok || len(digits) == 0 || len(digits) > 64 || strings.Trim(digits, "0123456789abcdefABCDEF") != "" {
 		return e, fmt.Errorf("%q: %w", s, ErrBadEncoding)
 	}
-	raw, err := hex.DecodeString(s[2:])
+	raw, err := hex.DecodeString(strings.Repeat("0", 64-len(digits)) + digits)
 	if err != nil {
 		return e, fmt.Errorf("%q: %w", s, ErrBadEncoding)
 	}

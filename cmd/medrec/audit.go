@@ -44,7 +44,7 @@ Keep credentials out of --rpc: put an API key in a header file
 		&cli.StringFlag{Name: "deployment", Usage: "the network's deployment record `FILE` (deployment.json)"},
 		jsonFlag,
 		&cli.Uint64Flag{Name: "from", Usage: "first `BLOCK` to audit (default: the deployment's block)"},
-		&cli.DurationFlag{Name: "window", Value: audit.DefaultWindow, Usage: "opens at different providers closer than `DURATION` are reported"},
+		&cli.DurationFlag{Name: "window", Value: audit.DefaultWindow, Usage: "opens, and grants, at different providers closer than `DURATION` are reported"},
 		&cli.StringFlag{Name: "chart", Usage: "write the anonymity set over time to `FILE` (.svg, or .html for a page)"},
 		&cli.UintFlag{Name: "min-anonymity", Value: audit.DefaultMinAnonymity, Usage: "an open with a smaller anonymity set fails"},
 		&cli.Uint64Flag{Name: "max-range", Value: audit.DefaultMaxRange, Usage: "refuse to audit more than `N` blocks"},

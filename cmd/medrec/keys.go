@@ -22,7 +22,7 @@ var keysCommand = &cli.Command{
 		{
 			Name:  "new",
 			Usage: "create 12 new words, print them once and store them encrypted",
-			Flags: []cli.Flag{keystoreFlag, passwordFileFlag, passphraseFileFlag, lightKDFFlag},
+			Flags: []cli.Flag{keystoreFlag, passwordFileFlag, passphraseFileFlag, testKDFFlag},
 			Action: func(ctx *cli.Context) error {
 				return keysNew(ctx, newSecretReader(os.Stdin), ctx.App.Writer)
 			},
@@ -30,7 +30,7 @@ var keysCommand = &cli.Command{
 		{
 			Name:  "restore",
 			Usage: "store existing 12 words in a new encrypted keystore",
-			Flags: []cli.Flag{keystoreFlag, passwordFileFlag, mnemonicFileFlag, passphraseFileFlag, lightKDFFlag},
+			Flags: []cli.Flag{keystoreFlag, passwordFileFlag, mnemonicFileFlag, passphraseFileFlag, testKDFFlag},
 			Action: func(ctx *cli.Context) error {
 				return keysRestore(ctx, newSecretReader(os.Stdin), ctx.App.Writer)
 			},
@@ -44,7 +44,7 @@ var keysCommand = &cli.Command{
 				passwordFileFlag,
 				&cli.Uint64SliceFlag{Name: "provider", Usage: "provider `ID` to derive a delegate and tag for (repeatable)"},
 				&cli.UintFlag{Name: "rotation", Usage: "delegate rotation counter"},
-				jsonFlag,
+				jsonFlag, testKDFFlag,
 			},
 			Action: func(ctx *cli.Context) error {
 				return keysInspect(ctx, newSecretReader(os.Stdin), ctx.App.Writer)
@@ -59,7 +59,7 @@ func writeKeystore(ctx *cli.Context, path string, ks delegate.Keystore, sr *secr
 		return err
 	}
 	n, p := delegate.StandardScryptN, delegate.StandardScryptP
-	if ctx.Bool(lightKDFFlag.Name) {
+	if ctx.Bool(testKDFFlag.Name) {
 		n, p = delegate.LightScryptN, delegate.LightScryptP
 	}
 	if err := delegate.WriteKeystore(path, ks, pw, n, p); err != nil {
@@ -178,7 +178,11 @@ func keysInspect(ctx *cli.Context, sr *secretReader, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ks, err := delegate.ReadKeystore(ctx.String("keystore"), pw)
+		read := delegate.ReadKeystore
+		if ctx.Bool(testKDFFlag.Name) {
+			read = delegate.ReadTestKeystore
+		}
+		ks, err := read(ctx.String("keystore"), pw)
 		if err != nil {
 			return err
 		}

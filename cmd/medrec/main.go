@@ -19,10 +19,12 @@ var commands = []*cli.Command{
 	keysCommand,
 	ceremonyCommand,
 	networkCommand,
+	governanceCommand,
 	providerCommand,
 	clientCommand,
 	runCommand,
 	auditCommand,
+	deskCommand,
 }
 
 // exitError carries a non-default exit code.

@@ -32,12 +32,19 @@ type result struct {
 	code           int
 }
 
-// medrec runs the binary with stdin and no terminal (so nothing can prompt).
+// medrec runs the binary with stdin and no terminal (so nothing can
+// prompt), in a fresh home directory.
 func medrec(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	return medrecAt(t, t.TempDir(), stdin, args...)
+}
+
+// medrecAt is medrec with home as the home directory, kept between runs.
+func medrecAt(t *testing.T, home, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(medrecBin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.Env = append(os.Environ(), "HOME="+home)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.SysProcAttr = detachTTY()
@@ -109,7 +116,7 @@ func TestKeysNewRestoreInspect(t *testing.T) {
 	dir := t.TempDir()
 	ks := filepath.Join(dir, "ks.json")
 	pw := writeFile(t, "correct horse battery")
-	r := medrec(t, "", "keys", "new", "--keystore", ks, "--password-file", pw, "--lightkdf")
+	r := medrec(t, "", "keys", "new", "--keystore", ks, "--password-file", pw, "--insecure-test-kdf")
 	if r.code != 0 {
 		t.Fatalf("new: exit %d: %s", r.code, r.stderr)
 	}
@@ -126,7 +133,7 @@ func TestKeysNewRestoreInspect(t *testing.T) {
 	before, _ := os.ReadFile(ks)
 
 	// A second `new` on the same path must refuse and change nothing.
-	r = medrec(t, "", "keys", "new", "--keystore", ks, "--password-file", pw, "--lightkdf")
+	r = medrec(t, "", "keys", "new", "--keystore", ks, "--password-file", pw, "--insecure-test-kdf")
 	if r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Fatalf("second new: exit %d: %s", r.code, r.stderr)
 	}
@@ -135,7 +142,11 @@ func TestKeysNewRestoreInspect(t *testing.T) {
 	}
 
 	// Inspect from the keystore equals inspect from the printed words.
-	fromKS := medrec(t, "correct horse battery", "keys", "inspect", "--keystore", ks, "--password-file", "-", "--json", "--provider", "7")
+	// A test keystore is refused unless the command is told it is one.
+	if r := medrec(t, "correct horse battery", "keys", "inspect", "--keystore", ks, "--password-file", "-", "--provider", "7"); r.code == 0 || !strings.Contains(r.stderr, "made for tests") {
+		t.Fatalf("inspect of a test keystore: exit %d: %s", r.code, r.stderr)
+	}
+	fromKS := medrec(t, "correct horse battery", "keys", "inspect", "--keystore", ks, "--password-file", "-", "--json", "--provider", "7", "--insecure-test-kdf")
 	fromWords := medrec(t, strings.Join(words, " "), "keys", "inspect", "--mnemonic-file", "-", "--json", "--provider", "7")
 	if fromKS.code != 0 || fromWords.code != 0 || fromKS.stdout != fromWords.stdout {
 		t.Fatalf("keystore and words disagree:\n%s\n%s\n%s%s", fromKS.stdout, fromWords.stdout, fromKS.stderr, fromWords.stderr)
@@ -143,11 +154,11 @@ func TestKeysNewRestoreInspect(t *testing.T) {
 
 	// Restore the words into a second keystore: same identity.
 	ks2 := filepath.Join(dir, "restored.json")
-	r = medrec(t, strings.Join(words, "  ")+"\n", "keys", "restore", "--keystore", ks2, "--mnemonic-file", "-", "--password-file", pw, "--lightkdf")
+	r = medrec(t, strings.Join(words, "  ")+"\n", "keys", "restore", "--keystore", ks2, "--mnemonic-file", "-", "--password-file", pw, "--insecure-test-kdf")
 	if r.code != 0 {
 		t.Fatalf("restore: exit %d: %s", r.code, r.stderr)
 	}
-	fromKS2 := medrec(t, "", "keys", "inspect", "--keystore", ks2, "--password-file", pw, "--json", "--provider", "7")
+	fromKS2 := medrec(t, "", "keys", "inspect", "--keystore", ks2, "--password-file", pw, "--json", "--provider", "7", "--insecure-test-kdf")
 	if fromKS2.stdout != fromKS.stdout {
 		t.Fatal("restored keystore derives other keys")
 	}
@@ -157,7 +168,7 @@ func TestKeysBadInput(t *testing.T) {
 	dir := t.TempDir()
 	ks := filepath.Join(dir, "ks.json")
 	pw := writeFile(t, "correct horse battery")
-	if r := medrec(t, testJunk, "keys", "restore", "--keystore", ks, "--mnemonic-file", "-", "--password-file", pw, "--lightkdf"); r.code != 0 {
+	if r := medrec(t, testJunk, "keys", "restore", "--keystore", ks, "--mnemonic-file", "-", "--password-file", pw, "--insecure-test-kdf"); r.code != 0 {
 		t.Fatalf("restore: %s", r.stderr)
 	}
 	corrupt := filepath.Join(dir, "corrupt.json")
@@ -174,7 +185,8 @@ func TestKeysBadInput(t *testing.T) {
 		{"bad checksum", swapped, []string{"keys", "inspect", "--mnemonic-file", "-"}, 1, "checksum"},
 		{"unknown word", strings.Replace(testJunk, "junk", "junc", 1), []string{"keys", "inspect", "--mnemonic-file", "-"}, 1, `word 12 "junc"`},
 		{"eleven words", "test test test test test test test test test test junk", []string{"keys", "inspect", "--mnemonic-file", "-"}, 1, "12, 15, 18, 21 or 24 words"},
-		{"wrong password", "wrong horse battery", []string{"keys", "inspect", "--keystore", ks, "--password-file", "-"}, 1, "wrong keystore password"},
+		{"wrong password", "wrong horse battery", []string{"keys", "inspect", "--keystore", ks, "--password-file", "-", "--insecure-test-kdf"}, 1, "wrong keystore password"},
+		{"a test keystore", "correct horse battery", []string{"keys", "inspect", "--keystore", ks, "--password-file", "-"}, 1, "made for tests"},
 		{"corrupted keystore", "correct horse battery", []string{"keys", "inspect", "--keystore", corrupt, "--password-file", "-"}, 1, "corrupted"},
 		{"missing keystore", "x", []string{"keys", "inspect", "--keystore", filepath.Join(dir, "none"), "--password-file", "-"}, 1, "no such file"},
 		{"two secrets on stdin", testJunk, []string{"keys", "restore", "--keystore", filepath.Join(dir, "n.json"), "--mnemonic-file", "-", "--password-file", "-"}, 1, "only one secret"},

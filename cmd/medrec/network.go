@@ -70,7 +70,7 @@ var networkCommand = &cli.Command{
 		},
 		{
 			Name:   "status",
-			Usage:  "show every node's process, height and peers, the signers, and drift from the wanted signer set",
+			Usage:  "show every node's process, height and peers, the signers, and drift from the registry's signer set",
 			Flags:  []cli.Flag{networkDirFlag, jsonFlag},
 			Before: required("dir"),
 			Action: func(ctx *cli.Context) error {
@@ -84,12 +84,19 @@ var networkCommand = &cli.Command{
 				if err != nil {
 					return err
 				}
+				// Drift from the registry once deployed (network.json's
+				// wanted set may lag a vote made with --rpc).
+				if src, err := wantedSigners(n); err == nil && src != nil && len(s.Signers) > 0 {
+					if want, err := src.ActiveSigners(c); err == nil {
+						s.Drift = chain.Compare(want, s.Signers)
+					}
+				}
 				return printStatus(ctx.App.Writer, s, ctx.Bool(jsonFlag.Name))
 			},
 		},
 		{
 			Name:  "watch",
-			Usage: "run the supervisor until interrupted: every running authority votes the wanted signer set (network.json), and forked stalls are healed",
+			Usage: "run the supervisor until interrupted: every running authority votes Clique's signer set to the registry's (network.json's before the contracts are deployed), and forked stalls are healed",
 			Flags: []cli.Flag{
 				networkDirFlag,
 				&cli.DurationFlag{Name: "interval", Value: 2 * time.Second, Usage: "how often to compare and vote"},
@@ -102,8 +109,12 @@ var networkCommand = &cli.Command{
 				}
 				c, stop := signal.NotifyContext(ctx.Context, os.Interrupt, syscall.SIGTERM)
 				defer stop()
+				src, err := wantedSigners(n)
+				if err != nil {
+					return err
+				}
 				fmt.Fprintf(ctx.App.Writer, "Watching %s (Ctrl-C to stop).\n", n.Dir())
-				if err := n.Watch(c, nil, ctx.Duration("interval")); err != nil && c.Err() == nil {
+				if err := n.Watch(c, src, ctx.Duration("interval")); err != nil && c.Err() == nil {
 					return err
 				}
 				return nil
@@ -114,7 +125,7 @@ var networkCommand = &cli.Command{
 			Usage: "create keys and a node for a new provider and start it as a non-signing peer",
 			Flags: []cli.Flag{
 				networkDirFlag,
-				&cli.BoolFlag{Name: "vote", Usage: "have every running authority vote it in as a signer (until the registry drives votes)"},
+				&cli.BoolFlag{Name: "vote", Usage: "have the running authorities admit it through the registry (propose, vote) and their mirrors vote it into Clique"},
 				gethFlag, timeoutFlag,
 			},
 			Before: required("dir"),
@@ -298,21 +309,54 @@ func networkAddProvider(ctx *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Its accounts send transactions (votes, relays): the deployer funds them.
+	if err := devnet.FundProvider(c, n, ns.Provider); err != nil {
+		return err
+	}
 	w := ctx.App.Writer
-	fmt.Fprintf(w, "Provider %d added: authority %s, gateway %s, RPC %s (a peer, not yet a signer).\n",
+	fmt.Fprintf(w, "Provider %d added: authority %s, gateway %s, RPC %s (a peer, not yet a signer; funded by the deployer).\n",
 		ns.Provider, ns.Authority.Hex(), ns.Gateway.Hex(), ns.RPC)
 	if !ctx.Bool("vote") {
 		return nil
 	}
+	// Through the registry: the running authorities propose and vote it in
+	// there, then their mirrors vote Clique to follow.
 	start := time.Now()
-	if err := n.SetSigner(ns.Provider, true); err != nil {
+	d, err := devnet.LoadDeployment(n.Dir())
+	if err != nil {
+		return fmt.Errorf("--vote goes through the registry: %w (`medrec network up` deploys it)", err)
+	}
+	proposal, err := devnet.Admit(c, n, ns.Provider)
+	if err != nil {
 		return err
 	}
-	if err := n.Converge(c, ctx.Duration(timeoutFlag.Name)); err != nil {
+	fmt.Fprintf(w, "Provider %d admitted by the registry (proposal %d, a majority of its members voted).\n", ns.Provider, proposal)
+	src := devnet.RegistrySigners(n, d)
+	signers, err := src.ActiveSigners(c)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "Provider %d voted in by the running authorities: a signer after %.1f s.\n", ns.Provider, time.Since(start).Seconds())
+	if err := devnet.SyncSignerFlags(n, signers); err != nil {
+		return err
+	}
+	if err := n.Converge(c, src, ctx.Duration(timeoutFlag.Name)); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Provider %d voted in by the running authorities' mirrors: a Clique signer after %.1f s.\n", ns.Provider, time.Since(start).Seconds())
 	return nil
+}
+
+// wantedSigners is the signer source of the network in n: its registry's
+// once the contracts are deployed, else network.json's wanted set (nil).
+func wantedSigners(n *chain.Network) (chain.SignerSource, error) {
+	d, err := devnet.LoadDeployment(n.Dir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return devnet.RegistrySigners(n, d), nil
 }
 
 func printStatus(w io.Writer, s chain.Status, asJSON bool) error {

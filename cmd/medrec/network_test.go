@@ -126,6 +126,17 @@ func TestNetworkCLI(t *testing.T) {
 	if len(s.Nodes) != 4 || len(s.Signers) != 4 || !s.Nodes[3].Up || !s.Nodes[3].Signer || !s.Drift.None() {
 		t.Fatalf("status after add-provider --vote: %+v", s)
 	}
+	// It went through the registry: a member there, admitted by a majority.
+	if !strings.Contains(r.stdout, "admitted by the registry (proposal 1") {
+		t.Fatalf("add-provider --vote: %s", r.stdout)
+	}
+	var l govListing
+	if err := json.Unmarshal([]byte(medrec(t, "", "governance", "list", "--dir", dir, "--json").stdout), &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Members) != 4 || l.Members[3].Authority != s.Nodes[3].Authority || len(l.Proposals) != 0 || !l.InSync {
+		t.Fatalf("registry after add-provider --vote: %+v", l)
+	}
 	top := s.Height
 
 	r = medrec(t, "", "network", "down", "--dir", dir)

@@ -27,6 +27,9 @@ var providerCommand = &cli.Command{
 			&cli.StringFlag{Name: "db", Usage: "records database: an SQLite file path or a PostgreSQL DSN (default DIR/providerP/records.db)"},
 			&cli.StringFlag{Name: "staff-tokens", Usage: "`FILE` of \"<staff id> <token>\" lines (default DIR/providerP/staff-tokens, created with one token)"},
 			&cli.DurationFlag{Name: "anchor-interval", Value: time.Minute, Usage: "how often to anchor the log and records state (only when something changed)"},
+			&cli.StringFlag{Name: "smart-apps", Usage: "`FILE`: the SMART apps this provider registers, a JSON array of {\"clientId\", \"name\", \"redirectUris\", \"scope\"} (docs/fhir.md)"},
+			&cli.StringFlag{Name: "backend-clients", Usage: "`FILE`: the systems that write records in FHIR (SMART Backend Services), a JSON array of {\"clientId\", \"name\", \"jwks\", \"scope\"} (docs/fhir.md)"},
+			&cli.StringFlag{Name: "patient-app", Usage: "`URL` where patients approve apps: their own MedRec app (default http://127.0.0.1:7600)"},
 		},
 		Before: required("dir", "provider"),
 		Action: providerServe,
@@ -51,7 +54,8 @@ func providerServe(ctx *cli.Context) error {
 	c, stop := signal.NotifyContext(ctx.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := stderrLog(ctx)
-	g, err := devnet.OpenGateway(c, n, p, devnet.GatewayOptions{DSN: ctx.String("db"), StaffTokenFile: ctx.String("staff-tokens"), Log: log})
+	g, err := devnet.OpenGateway(c, n, p, devnet.GatewayOptions{DSN: ctx.String("db"), StaffTokenFile: ctx.String("staff-tokens"),
+		SMARTAppsFile: ctx.String("smart-apps"), BackendClientsFile: ctx.String("backend-clients"), PatientApp: ctx.String("patient-app"), Log: log})
 	if err != nil {
 		return err
 	}

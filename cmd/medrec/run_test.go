@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -69,7 +70,7 @@ type runProc struct {
 func startRun(t *testing.T, dir, contractsDir string) *runProc {
 	t.Helper()
 	cmd := exec.Command(medrecBin, "run", "--dir", dir, "--geth", os.Getenv(chain.GethEnv), "--contracts", contractsDir,
-		"--providers", "2", "--period", "1", "--listen", freeAddr(t), "--viewer-listen", freeAddr(t))
+		"--providers", "2", "--period", "1", "--listen", freeAddr(t), "--viewer-listen", freeAddr(t), "--desk-port", "0")
 	cmd.SysProcAttr = detachTTY()
 	p := &runProc{cmd: cmd, lines: make(chan struct{}, 1), done: make(chan error, 1)}
 	cmd.Stderr = &p.stderr
@@ -346,6 +347,23 @@ func TestRunOnDevKeysNetwork(t *testing.T) {
 	r.waitFor(t, "Everything is up", 3*time.Minute)
 	if out := r.output(); strings.Contains(out, "==> ceremony") || !strings.Contains(out, "keys: MedRec-ZK local dev ceremony") {
 		t.Fatalf("run on a dev-keys network:\n%s", out)
+	}
+	// It says where each desk page is, how to connect there, and where its logs are.
+	out := r.output()
+	for _, want := range []string{"desk of provider 1: open http://", "connecting at a provider's desk", "print the claim code", "Logs: " + filepath.Join(dir, "medrec.log")} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("the run's output lacks %q:\n%s", want, out)
+		}
+	}
+	logs, err := os.ReadFile(filepath.Join(dir, "medrec.log"))
+	if err != nil || !strings.Contains(string(logs), `"msg":"Step"`) || !strings.Contains(string(logs), `"msg":"Run started"`) {
+		t.Fatalf("the structured log: %v\n%.500s", err, logs)
+	}
+	// The demo's records are loaded once, not at every start.
+	for p := 1; p <= 2; p++ {
+		if _, err := os.Stat(filepath.Join(dir, "demo", fmt.Sprintf("records-provider%d.loaded", p))); err != nil {
+			t.Fatalf("provider %d's demo records: %v", p, err)
+		}
 	}
 	r.interrupt(t)
 	if has, _ := devnet.HasKeys(dir); has {

@@ -31,10 +31,14 @@ var (
 		Name:  "bip39-passphrase-file",
 		Usage: "read the optional BIP39 passphrase from `FILE` (- for standard input)",
 	}
-	jsonFlag     = &cli.BoolFlag{Name: "json", Usage: "print JSON for machines"}
-	lightKDFFlag = &cli.BoolFlag{
-		Name:  "lightkdf",
-		Usage: "use a cheap scrypt cost (4 MB instead of 256 MB) at the expense of keystore strength",
+	jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for machines"}
+	// testKDFFlag writes (keys new, restore) or opens (keys inspect) a
+	// keystore with the cheap scrypt cost of tests. Hidden: such a keystore
+	// must never hold real words, and everything else refuses to open it.
+	testKDFFlag = &cli.BoolFlag{
+		Name:   "insecure-test-kdf",
+		Usage:  "tests only: a cheap scrypt cost (4 MB instead of 256 MB) that every other command refuses",
+		Hidden: true,
 	}
 )
 

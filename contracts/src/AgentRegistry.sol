@@ -214,14 +214,14 @@ contract AgentRegistry {
         _execute(id, p);
     }
 
-    /// @notice A provider's authority moves its gateway account or URL.
+    /// @notice A provider's authority moves its gateway account or URL. The new
+    /// gateway obeys the registration rules: not zero, no other provider's
+    /// gateway, and no authority at all (its own included).
     function setGateway(address gateway, string calldata gatewayURL) external {
         uint32 id = providerOfAuthority[msg.sender];
         if (id == 0) revert NotAuthority(msg.sender);
         if (!_providers[id].active) revert ProviderInactive(id);
-        if (gateway == address(0)) revert ZeroAddress();
-        uint32 holder = providerOfGateway[gateway];
-        if (holder != 0 && holder != id) revert GatewayTaken(gateway);
+        _checkGateway(gateway, id);
         Provider storage p = _providers[id];
         delete providerOfGateway[p.gateway];
         p.gateway = gateway;
@@ -239,10 +239,27 @@ contract AgentRegistry {
     }
 
     function _checkNew(address authority, address gateway, string calldata name) private view {
-        if (authority == address(0) || gateway == address(0)) revert ZeroAddress();
         if (bytes(name).length == 0) revert EmptyName();
+        _checkPair(authority, gateway);
+    }
+
+    /// @dev The registration rules for a new provider's addresses. An address is
+    /// never both an authority and a gateway, not even one provider's: the
+    /// gateway's key is online and relays, the authority's seals blocks and
+    /// governs, and the audit tells relays from governance by the sender.
+    function _checkPair(address authority, address gateway) private view {
+        if (authority == address(0)) revert ZeroAddress();
         if (providerOfAuthority[authority] != 0 || providerOfGateway[authority] != 0) revert AuthorityTaken(authority);
-        if (providerOfGateway[gateway] != 0 || providerOfAuthority[gateway] != 0) revert GatewayTaken(gateway);
+        if (gateway == authority) revert GatewayTaken(gateway);
+        _checkGateway(gateway, 0);
+    }
+
+    /// @dev The rules for a gateway of provider `self` (0: a provider not yet
+    /// registered): not zero, no authority, no other provider's gateway.
+    function _checkGateway(address gateway, uint32 self) private view {
+        if (gateway == address(0)) revert ZeroAddress();
+        uint32 holder = providerOfGateway[gateway];
+        if ((holder != 0 && holder != self) || providerOfAuthority[gateway] != 0) revert GatewayTaken(gateway);
     }
 
     function _open(uint256 id) private view returns (Proposal storage p) {
@@ -264,11 +281,7 @@ contract AgentRegistry {
     function _execute(uint256 id, Proposal storage p) private {
         p.executed = true;
         if (p.kind == Kind.Add) {
-            // The addresses may have been taken since the proposal was made.
-            if (providerOfAuthority[p.authority] != 0 || providerOfGateway[p.authority] != 0) {
-                revert AuthorityTaken(p.authority);
-            }
-            if (providerOfGateway[p.gateway] != 0 || providerOfAuthority[p.gateway] != 0) revert GatewayTaken(p.gateway);
+            // The addresses may have been taken since the proposal was made: _add checks again.
             p.provider = _add(p.authority, p.gateway, p.name, p.gatewayURL);
         } else {
             Provider storage target = _providers[p.provider];
@@ -287,10 +300,8 @@ contract AgentRegistry {
         private
         returns (uint32 id)
     {
-        if (authority == address(0) || gateway == address(0)) revert ZeroAddress();
         if (bytes(name).length == 0) revert EmptyName();
-        if (providerOfAuthority[authority] != 0 || providerOfGateway[authority] != 0) revert AuthorityTaken(authority);
-        if (providerOfGateway[gateway] != 0 || providerOfAuthority[gateway] != 0) revert GatewayTaken(gateway);
+        _checkPair(authority, gateway);
         id = ++providerCount;
         _providers[id] = Provider(authority, gateway, true, name, gatewayURL);
         providerOfAuthority[authority] = id;

@@ -17,8 +17,11 @@ interface IOwnershipVerifier {
 /// provider only) and a rotation counter. The owner signs grants and revocations
 /// (EIP-712) that any relayer submits, so delegates never hold ether. A lost delegate
 /// is replaced by a fresh Ownership proof bound to the new delegate and the next
-/// rotation counter, so an old proof can never be replayed. Nothing else about a
-/// patient is ever written here.
+/// rotation counter, so an old proof can never be replayed. A grant lasts no longer
+/// than the owner that signed it: each grant records the rotation counter (the
+/// owner epoch) it was made under and is in force only while that epoch is current,
+/// so a rotation ends every grant a lost or stolen delegate made. Nothing else about
+/// a patient is ever written here.
 contract Relationships {
     struct Relationship {
         address owner;
@@ -27,11 +30,13 @@ contract Relationships {
         uint32 nonce;
     }
 
+    /// @dev One storage slot (8 + 8 + 1 + 1 + 4 bytes).
     struct Grant {
         uint64 scope;
         uint64 expiry;
         uint8 purpose;
         bool revoked;
+        uint32 epoch; // the relationship's rotation counter when the grant was made
     }
 
     /// @notice A grant the owner signs. `grantee` is an address (kind 1, left-padded) or
@@ -83,7 +88,13 @@ contract Relationships {
     event Opened(uint256 indexed tag, uint32 indexed provider, address owner, uint256 root);
     event Rotated(uint256 indexed tag, address owner, uint32 rotation);
     event Granted(
-        uint256 indexed tag, uint8 granteeKind, bytes32 indexed grantee, uint64 scope, uint8 purpose, uint64 expiry
+        uint256 indexed tag,
+        uint8 granteeKind,
+        bytes32 indexed grantee,
+        uint64 scope,
+        uint8 purpose,
+        uint64 expiry,
+        uint32 epoch
     );
     event Revoked(uint256 indexed tag, uint8 granteeKind, bytes32 indexed grantee);
 
@@ -105,6 +116,7 @@ contract Relationships {
     error InvalidExpiry(uint64 expiry);
     error NoSuchGrant(uint256 tag, uint8 granteeKind, bytes32 grantee);
     error AlreadyRevoked(uint256 tag, uint8 granteeKind, bytes32 grantee);
+    error GrantEnded(uint256 tag, uint8 granteeKind, bytes32 grantee, uint32 epoch);
 
     constructor(AgentRegistry agents_, PatientRegistry patients_, IOwnershipVerifier verifier_) {
         agents = agents_;
@@ -120,6 +132,14 @@ contract Relationships {
 
     function grantOf(uint256 tag, uint8 granteeKind, bytes32 grantee) external view returns (Grant memory) {
         return _grants[tag][granteeKind][grantee];
+    }
+
+    /// @notice Whether the grant exists and is in force now: not revoked, not
+    /// expired, and made by the current owner (its epoch is the relationship's
+    /// rotation counter). Gateways apply the same rule to their view of the chain.
+    function inForce(uint256 tag, uint8 granteeKind, bytes32 grantee) external view returns (bool) {
+        Grant storage g = _grants[tag][granteeKind][grantee];
+        return g.scope != 0 && !g.revoked && block.timestamp < g.expiry && g.epoch == _relationships[tag].rotation;
     }
 
     /// @notice The signal an Ownership proof must bind for `action` by `owner` at
@@ -150,7 +170,9 @@ contract Relationships {
     }
 
     /// @notice Replace the relationship's delegate (a lost or stolen device) with a fresh
-    /// Ownership proof bound to the new delegate and the next rotation counter.
+    /// Ownership proof bound to the new delegate and the next rotation counter. Every
+    /// grant made before ends with it (its epoch is no longer current); the new owner
+    /// grants again what the patient keeps.
     function rotate(uint256 tag, address newOwner, uint256 root, bytes calldata proof) external {
         Relationship storage rel = _existing(tag);
         if (newOwner == address(0)) revert ZeroOwner();
@@ -166,7 +188,8 @@ contract Relationships {
     // --- grants --------------------------------------------------------------------
 
     /// @notice Record a grant signed by the relationship's owner; anyone may submit it.
-    /// Granting again to the same grantee replaces the earlier grant.
+    /// Granting again to the same grantee replaces the earlier grant (revoked, ended or
+    /// not). The grant records the current owner epoch.
     function grant(GrantRequest calldata g, bytes calldata signature) external {
         Relationship storage rel = _existing(g.tag);
         _checkGrantee(g.granteeKind, g.grantee);
@@ -179,16 +202,21 @@ contract Relationships {
             )
         );
         _authorize(rel, structHash, g.nonce, g.deadline, signature);
-        _grants[g.tag][g.granteeKind][g.grantee] = Grant(g.scope, g.expiry, g.purpose, false);
-        emit Granted(g.tag, g.granteeKind, g.grantee, g.scope, g.purpose, g.expiry);
+        uint32 epoch = rel.rotation;
+        _grants[g.tag][g.granteeKind][g.grantee] = Grant(g.scope, g.expiry, g.purpose, false, epoch);
+        emit Granted(g.tag, g.granteeKind, g.grantee, g.scope, g.purpose, g.expiry, epoch);
     }
 
     /// @notice Revoke a grant, signed by the relationship's owner; anyone may submit it.
+    /// A grant that a rotation ended is refused (GrantEnded): it is already out of
+    /// force for good, and revoking it would only spend a nonce and write one more
+    /// per-patient event on chain.
     function revoke(RevokeRequest calldata r, bytes calldata signature) external {
         Relationship storage rel = _existing(r.tag);
         Grant storage g = _grants[r.tag][r.granteeKind][r.grantee];
         if (g.scope == 0) revert NoSuchGrant(r.tag, r.granteeKind, r.grantee);
         if (g.revoked) revert AlreadyRevoked(r.tag, r.granteeKind, r.grantee);
+        if (g.epoch != rel.rotation) revert GrantEnded(r.tag, r.granteeKind, r.grantee, g.epoch);
         bytes32 structHash =
             keccak256(abi.encode(REVOKE_TYPEHASH, r.tag, r.granteeKind, r.grantee, r.nonce, r.deadline));
         _authorize(rel, structHash, r.nonce, r.deadline, signature);

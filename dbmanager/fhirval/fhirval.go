@@ -149,6 +149,22 @@ func (r *Resource) CheckPatient(aliases ...string) error {
 	return nil
 }
 
+// PatientReferences returns the reference strings at typ's
+// patient-compartment paths in raw, a JSON object, without validating it
+// (nil if raw is not a JSON object): what a bulk import reads to tell whose
+// a resource is before it validates the resource with the patient's others.
+func PatientReferences(raw []byte, typ string) []string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return nil
+	}
+	var out []string
+	for _, path := range patientPaths[typ] {
+		out = append(out, references(top, strings.Split(path, "."))...)
+	}
+	return out
+}
+
 // isPatientRef reports whether a reference names a Patient explicitly
 // (relative "Patient/x" or absolute ".../Patient/x").
 func isPatientRef(ref string) bool {

@@ -215,3 +215,21 @@ func BenchmarkStrict(b *testing.B) {
 		}
 	}
 }
+
+// TestPatientReferences reads the compartment references of a resource
+// without validating it, at the type's compartment paths only.
+func TestPatientReferences(t *testing.T) {
+	for _, c := range []struct {
+		typ, raw string
+		want     []string
+	}{
+		{"Observation", `{"resourceType":"Observation","subject":{"reference":"Patient/a"},"focus":[{"reference":"Patient/b"}],"performer":[{"reference":"Practitioner/x"},{"reference":"Patient/c"}]}`, []string{"Patient/a", "Practitioner/x", "Patient/c"}},
+		{"Procedure", `{"performer":[{"actor":{"reference":"Patient/p"}}],"subject":{"reference":"urn:uuid:u"}}`, []string{"urn:uuid:u", "Patient/p"}},
+		{"Observation", `{"subject":{"reference":"Patient/a"},}`, nil},
+		{"Organization", `{"partOf":{"reference":"Organization/o"}}`, nil},
+	} {
+		if got := PatientReferences([]byte(c.raw), c.typ); strings.Join(got, " ") != strings.Join(c.want, " ") {
+			t.Errorf("%s %s: %q, want %q", c.typ, c.raw, got, c.want)
+		}
+	}
+}

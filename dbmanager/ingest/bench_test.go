@@ -105,7 +105,7 @@ func BenchmarkSearch(b *testing.B) {
 	b.ResetTimer()
 	n := 0
 	for i := 0; b.Loop(); i++ {
-		page, err := l.s.Search(ctx, l.patients[i%len(l.patients)], "Observation", store.PageRequest{Count: 50})
+		page, err := l.s.Search(ctx, l.patients[i%len(l.patients)], store.Query{Type: "Observation", PageRequest: store.PageRequest{Count: 50}})
 		if err != nil || len(page.Resources) == 0 {
 			b.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func BenchmarkEverything(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		cursor := ""
 		for {
-			page, err := l.s.Everything(ctx, l.patients[i%len(l.patients)], store.PageRequest{Count: 100, Cursor: cursor})
+			page, err := l.s.Everything(ctx, l.patients[i%len(l.patients)], store.EverythingQuery{PageRequest: store.PageRequest{Count: 100, Cursor: cursor}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,6 +1,9 @@
 // Package ingest owns how FHIR resources enter a provider's records
-// database: single resources (the gateway's create and update) and whole
-// Bundles (the import of a patient's record, e.g. from Synthea). Every
+// database: single resources (the gateway's create and update), whole
+// Bundles (the import of a patient's record, e.g. from Synthea), bulk
+// NDJSON exports (ndjson.go: a patient at a time, each whole) and an EHR
+// feed's writes (feed.go: creates, updates, conditional ones, batch and
+// transaction Bundles). Every
 // resource is validated by fhirval, attributed to its patient, and stored by
 // store exactly as received, together with its access-log entry, in one
 // transaction.
@@ -45,12 +48,22 @@ import (
 
 // Ingester validates and stores resources.
 type Ingester struct {
-	store store.Records
+	store Records
 	val   *fhirval.Validator
 }
 
+// Records is the part of the records database an Ingester writes and
+// reads: the records, and of the patient list what a feed checks (that
+// the patient it writes is the provider's) and searches (the Patient
+// resources, for a conditional create of a Patient).
+type Records interface {
+	store.Records
+	Patient(ctx context.Context, id string) (store.Patient, error)
+	PatientResources(ctx context.Context, p store.PageRequest) (store.Page, error)
+}
+
 // New returns an Ingester writing to s.
-func New(s store.Records, v *fhirval.Validator) *Ingester {
+func New(s Records, v *fhirval.Validator) *Ingester {
 	return &Ingester{store: s, val: v}
 }
 

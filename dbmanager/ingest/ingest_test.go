@@ -52,7 +52,7 @@ func sharedResources(t *testing.T, s store.Store) map[string][32]byte {
 	for _, typ := range []string{"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"} {
 		cursor := ""
 		for {
-			page, err := s.Search(context.Background(), "", typ, store.PageRequest{Count: store.MaxCount, Cursor: cursor})
+			page, err := s.Search(context.Background(), "", store.Query{Type: typ, PageRequest: store.PageRequest{Count: store.MaxCount, Cursor: cursor}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +105,7 @@ func TestImportSynthea(t *testing.T) {
 						t.Fatalf("entry %d stored as %s/%s, fullUrl %s", i, res.Type, res.ID, e.FullURL)
 					}
 				}
-				all, err := s.Everything(ctx, rep.PatientID, store.PageRequest{Count: store.MaxCount})
+				all, err := s.Everything(ctx, rep.PatientID, store.EverythingQuery{PageRequest: store.PageRequest{Count: store.MaxCount}})
 				if err != nil || len(all.Resources) != compartment {
 					t.Fatalf("everything: %d resources, want %d (%v)", len(all.Resources), compartment, err)
 				}

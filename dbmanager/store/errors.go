@@ -1,6 +1,10 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/medrec-zk/medrec/ledger"
+)
 
 // Errors returned by every Store implementation, wrapped with context.
 // Match them with errors.Is; the HTTP layer maps them to status codes.
@@ -14,6 +18,16 @@ var (
 	// ErrInvalid: the request itself is malformed (bad id, unknown type,
 	// empty body, bad cursor, non-canonical tag …).
 	ErrInvalid = errors.New("invalid")
-	// ErrTampered: a stored access-log row no longer matches its hash chain.
-	ErrTampered = errors.New("access log tampered")
+	// ErrTampered: stored rows no longer agree with their hashes or with
+	// each other (an access-log row that does not match its chain, a
+	// change without its version, a gap in a patient's changes). It is
+	// ledger.ErrTampered: the hash checks there return it too.
+	ErrTampered = ledger.ErrTampered
+	// ErrUnavailable: the database cannot be reached or is restarting
+	// (refused connection, server shutting down or starting up, a busy
+	// SQLite file past its timeout). Nothing was done; try again.
+	ErrUnavailable = errors.New("records database unavailable")
+	// ErrFull: the database's storage is full. The write was refused
+	// whole; what is stored is intact.
+	ErrFull = errors.New("records database full")
 )

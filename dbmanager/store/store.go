@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/tagcode"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -20,13 +21,15 @@ type Store interface {
 	Anchors
 	Nonces
 	ClaimCodes
+	Staff
 	Close() error
 }
 
 // Patients is the provider's patient list and the tag ↔ patient map.
 type Patients interface {
-	// CreatePatient adds a patient; ErrConflict if the id exists.
-	CreatePatient(ctx context.Context, id string) (Patient, error)
+	// CreatePatient adds a patient, with log entries (who added it) in the
+	// same transaction; ErrConflict if the id exists.
+	CreatePatient(ctx context.Context, id string, log ...LogEntry) (Patient, error)
 	// Patient returns one patient; ErrNotFound if absent.
 	Patient(ctx context.Context, id string) (Patient, error)
 	// MapTag binds the patient's per-provider tag, once and for ever. Mapping
@@ -35,6 +38,19 @@ type Patients interface {
 	MapTag(ctx context.Context, patientID string, tag Tag) error
 	// PatientByTag returns the patient a tag is mapped to; ErrNotFound if none.
 	PatientByTag(ctx context.Context, tag Tag) (Patient, error)
+	// PatientResources returns a page of the current Patient resources of
+	// all patients, ordered by id: what the desk looks through to find a
+	// patient by name, birth date or record number.
+	PatientResources(ctx context.Context, p PageRequest) (Page, error)
+	// UnmapTag undoes a wrong mapping (a relationship opened by someone who
+	// is not this patient): the patient's tag, which must be tag, is
+	// removed, and entry — who undid it and why — is appended to the access
+	// log in the same transaction. ErrNotFound if the patient does not
+	// exist, ErrConflict if tag is not the patient's tag. The patient can
+	// then be mapped to another tag, and tag to another patient. The
+	// patient's records state counts as never anchored again, so the next
+	// anchor covers it under its next tag.
+	UnmapTag(ctx context.Context, patientID string, tag Tag, entry LogEntry) error
 }
 
 // Records holds FHIR resources as received, with their versions.
@@ -46,18 +62,45 @@ type Records interface {
 	Get(ctx context.Context, typ, id string) (Resource, error)
 	// GetVersion returns one version of a resource (FHIR vread).
 	GetVersion(ctx context.Context, typ, id string, version int64) (Resource, error)
-	// Search returns a page of the current resources of one type belonging to
-	// the patient, ordered by id. patientID "" searches shared resources.
-	Search(ctx context.Context, patientID, typ string, p PageRequest) (Page, error)
-	// Everything returns a page of all the patient's current resources,
-	// ordered by type, then id (FHIR Patient/$everything, without the shared
-	// resources they refer to).
-	Everything(ctx context.Context, patientID string, p PageRequest) (Page, error)
+	// Versions returns up to limit versions of a resource older than
+	// version before (0: from the newest), newest first (FHIR instance
+	// history). ErrNotFound if the resource does not exist.
+	Versions(ctx context.Context, typ, id string, before int64, limit int) ([]Resource, error)
+	// Search returns a page of the current resources of q.Type belonging to
+	// the patient that meet every criterion, in q.Sort's order, and the
+	// number of them all (Page.Total). patientID "" searches shared
+	// resources. A cursor is only good for the query that made it
+	// (ErrInvalid otherwise).
+	Search(ctx context.Context, patientID string, q Query) (Page, error)
+	// Everything returns a page of the patient's current resources, of
+	// q.Types if given, changed at or after q.Since, ordered by type, then
+	// id (FHIR Patient/$everything, without the shared resources they
+	// refer to), and the number of them all.
+	Everything(ctx context.Context, patientID string, q EverythingQuery) (Page, error)
+	// IDs returns the ids of the patient's current resources of one type.
+	IDs(ctx context.Context, patientID, typ string) ([]string, error)
+	// Included returns the current resources that the resources of
+	// inc.Source with the given ids refer to at inc.Param and that are of
+	// inc.Target's types — shared ones, or the patient's — at most
+	// MaxIncluded of them (FHIR _include).
+	Included(ctx context.Context, patientID string, inc Include, ids []string) ([]Resource, error)
+	// RevIncluded returns the patient's current resources of inc.Source
+	// that refer to any of targets at inc.Param, ordered by id, at most
+	// MaxIncluded of them (FHIR _revinclude).
+	RevIncluded(ctx context.Context, patientID string, inc Include, targets []Ref) ([]Resource, error)
 	// Changes returns up to limit changes of the patient's records with a
 	// sequence number greater than since, in order.
 	Changes(ctx context.Context, patientID string, since uint64, limit int) ([]Change, error)
-	// State returns the patient's records-state hash and anchoring status.
+	// State returns the hash of the patient's current record set and
+	// whether its records changed since their last anchor.
 	State(ctx context.Context, patientID string) (State, error)
+	// History returns up to limit entries of the patient's records history
+	// with a change sequence number greater than after, in order: the
+	// version each change wrote, with its SHA-256. after is the number of
+	// entries the caller has already (leaf i of the history tree is change
+	// i+1). ErrNotFound if the patient does not exist; ErrTampered if the
+	// stored changes are not numbered 1, 2, … or lack their version.
+	History(ctx context.Context, patientID string, after uint64, limit int) ([]HistoryEntry, error)
 }
 
 // AccessLog is the append-only, hash-chained log of access attempts.
@@ -76,21 +119,35 @@ type AccessLog interface {
 
 // Anchors records what was committed on chain.
 type Anchors interface {
-	// Dirty returns the records state of every tagged patient whose records
-	// changed since the state its last anchor covered (or that was never
-	// anchored), ordered by tag.
-	Dirty(ctx context.Context) ([]PatientState, error)
+	// Dirty returns the state, as the next batch would anchor it, of every
+	// tagged patient whose records changed since the state its last anchor
+	// covered (or that was never anchored), or who has access-log entries
+	// in the next batch: those after the previous batch, before logEnd.
+	// Each state's history covers the patient's changes so far, its log
+	// commitment the patient's entries before logEnd. Ordered by tag.
+	Dirty(ctx context.Context, logEnd uint64) ([]PatientState, error)
 	// AddAnchor stores the next batch and the states it covers, and marks
-	// those patients clean up to the covered sequence numbers. Like the
-	// Anchors contract, it numbers batches 0, 1, … and requires the log range
-	// to start where the previous batch's ended (0 at first) and to lie within
-	// the log (ErrConflict otherwise); a batch without log entries must have a
-	// zero log root and a non-zero state root (ErrInvalid otherwise).
+	// those patients clean up to the covered sequence numbers and log
+	// entries. Like the Anchors contract, it numbers batches 0, 1, … and
+	// requires the log range to start where the previous batch's ended (0
+	// at first) and to lie within the log (ErrConflict otherwise); a batch
+	// without log entries must have a zero log root and a non-zero state
+	// root (ErrInvalid otherwise). Every state is recomputed from the stored
+	// rows — its history at its change number, its log commitment through
+	// the batch's end, extending the patient's previous one — and refused
+	// (ErrConflict) unless it is exactly that.
 	AddAnchor(ctx context.Context, a Anchor) (Anchor, error)
 	// Anchor returns a batch with its states; ErrNotFound if absent.
 	Anchor(ctx context.Context, batch uint64) (Anchor, error)
 	// LatestAnchor returns the newest batch (without states); ErrNotFound if none.
 	LatestAnchor(ctx context.Context) (Anchor, error)
+	// Batches returns up to limit batches (without states) from batch from
+	// on, in order.
+	Batches(ctx context.Context, from uint64, limit int) ([]Anchor, error)
+	// LatestStates returns the newest anchored leaf of every tag ever
+	// anchored — the leaves of the latest records-state tree — ordered by
+	// tag.
+	LatestStates(ctx context.Context) ([]PatientState, error)
 	// SetAnchorTx records the chain transaction that published a batch.
 	SetAnchorTx(ctx context.Context, batch uint64, tx string) error
 }
@@ -125,8 +182,9 @@ type Nonces interface {
 type ClaimCodes interface {
 	// PutClaimCode stores a new code. ErrNotFound if the patient does not
 	// exist, ErrConflict if the hash is stored already, ErrInvalid without
-	// a hash or an expiry.
-	PutClaimCode(ctx context.Context, c ClaimCode) error
+	// a hash, an expiry or a desk code in canonical form. The log entries
+	// (who issued the code) are appended in the same transaction.
+	PutClaimCode(ctx context.Context, c ClaimCode, log ...LogEntry) error
 	// ClaimCode returns the code with this hash if it is still valid at now
 	// (now before Expires); ErrNotFound if it is unknown, consumed or expired.
 	ClaimCode(ctx context.Context, hash [32]byte, now time.Time) (ClaimCode, error)
@@ -139,27 +197,97 @@ type ClaimCodes interface {
 	PruneClaimCodes(ctx context.Context, before time.Time) (int64, error)
 }
 
+// Staff holds the provider's desk accounts and their login sessions. The
+// store keeps what it is given: password hashes are made by the gateway,
+// tokens are stored as their SHA-256 only.
+type Staff interface {
+	// AddStaff stores a new account, with log entries (who added it) in the
+	// same transaction. ErrConflict if the id or the token hash is taken,
+	// ErrInvalid for a bad id, name or role.
+	AddStaff(ctx context.Context, a StaffAccount, log ...LogEntry) error
+	// StaffAccount returns one account; ErrNotFound if absent.
+	StaffAccount(ctx context.Context, id string) (StaffAccount, error)
+	// StaffByToken returns the account whose API token hashes to hash, or
+	// whose login session does and is valid at now; ErrNotFound otherwise
+	// (also for a disabled account).
+	StaffByToken(ctx context.Context, hash [32]byte, now time.Time) (StaffAccount, error)
+	// ListStaff returns every account, by id.
+	ListStaff(ctx context.Context) ([]StaffAccount, error)
+	// UpdateStaff applies change to the account, with log entries in the
+	// same transaction; ErrNotFound if absent, ErrConflict if a new token
+	// hash is taken. Disabling an account ends its sessions.
+	UpdateStaff(ctx context.Context, id string, change StaffChange, log ...LogEntry) error
+	// PutStaffSession records a login session until expires.
+	PutStaffSession(ctx context.Context, hash [32]byte, staffID string, expires time.Time) error
+	// DeleteStaffSession ends a session (logout); ErrNotFound if unknown.
+	DeleteStaffSession(ctx context.Context, hash [32]byte) error
+	// PruneStaffSessions deletes the sessions that expired at or before
+	// before and returns how many.
+	PruneStaffSessions(ctx context.Context, before time.Time) (int64, error)
+}
+
+// StaffRole says what a staff member may do at the desk.
+type StaffRole string
+
+// Staff roles.
+const (
+	// RoleClerk: the desk's daily work for one patient at a time — find,
+	// create, enrol, claim codes, claims at the desk, relationships.
+	RoleClerk StaffRole = "clerk"
+	// RoleAdmin: all of it, and writing records, imports, undoing a tag
+	// mapping, staff accounts.
+	RoleAdmin StaffRole = "admin"
+)
+
+// Valid reports whether r is a known role.
+func (r StaffRole) Valid() bool { return r == RoleClerk || r == RoleAdmin }
+
+// Allows reports whether r may do what needs at least role need.
+func (r StaffRole) Allows(need StaffRole) bool { return r == RoleAdmin || r == need }
+
+// StaffAccount is one staff member's account.
+type StaffAccount struct {
+	ID           string // a login name, as ValidID
+	Name         string // the person's name, for people
+	Role         StaffRole
+	PasswordHash string   // encoded by the gateway; "" for no password
+	TokenHash    [32]byte // SHA-256 of the API token; zero for none
+	Created      time.Time
+	Disabled     bool
+}
+
+// StaffChange is what UpdateStaff changes; nil fields stay.
+type StaffChange struct {
+	Role         *StaffRole
+	PasswordHash *string
+	TokenHash    *[32]byte // zero: no token
+	Disabled     *bool
+}
+
 // ClaimCode is a stored claim code.
 type ClaimCode struct {
 	Hash      [32]byte  // SHA-256 of the code
 	PatientID string    // the patient the code lets claim
 	Expires   time.Time // valid before this instant (stored to the microsecond)
+	// TagCode is the desk code of the one tag that may claim with this
+	// code, as the patient's app showed it to staff. Codes stored before
+	// claim codes were bound have none ("") and claim nothing.
+	TagCode tagcode.Code
 }
 
 // Tag is a patient's per-provider tag: a canonical BN254 scalar-field
 // element, 32 bytes big-endian.
 type Tag [32]byte
 
-// ParseTag decodes "0x" and 64 hex digits.
+// ParseTag decodes "0x" and 1 to 64 hex digits (zkhash.ParseHex): the
+// zero-padded form the CLI and the audit print, or the minimal form of a
+// JSON-RPC quantity.
 func ParseTag(s string) (Tag, error) {
-	var t Tag
-	if !strings.HasPrefix(s, "0x") || len(s) != 66 {
-		return t, fmt.Errorf("tag %q: want 0x and 64 hex digits: %w", s, ErrInvalid)
+	e, err := zkhash.ParseHex(s)
+	if err != nil {
+		return Tag{}, fmt.Errorf("tag %q: %w: %w", s, ErrInvalid, err)
 	}
-	if _, err := hex.Decode(t[:], []byte(s[2:])); err != nil {
-		return t, fmt.Errorf("tag %q: %w", s, ErrInvalid)
-	}
-	return t, t.Validate()
+	return e.Bytes(), nil
 }
 
 // Validate reports ErrInvalid unless t is a canonical field element.
@@ -172,6 +300,9 @@ func (t Tag) Validate() error {
 
 // String returns "0x" and 64 lower-case hex digits.
 func (t Tag) String() string { return "0x" + hex.EncodeToString(t[:]) }
+
+// Big returns the tag as a number (as the chain keys relationships).
+func (t Tag) Big() *big.Int { return new(big.Int).SetBytes(t[:]) }
 
 // Patient is one patient of this provider.
 type Patient struct {
@@ -295,11 +426,15 @@ func (p PageRequest) Limit() int {
 	return p.Count
 }
 
-// Page is one page of results; Next is the cursor of the next page, "" after
-// the last.
+// Page is one page of results. Next is the cursor of the next page, ""
+// after the last; Prev the cursor of the page before, "" on the first
+// (and on a page that follows an empty one). Total counts every result of
+// the query, on every page.
 type Page struct {
 	Resources []Resource
 	Next      string
+	Prev      string
+	Total     int
 }
 
 // Change is one new version in a patient's records.
@@ -311,24 +446,30 @@ type Change struct {
 	Time    time.Time
 }
 
-// State is a patient's records state.
+// State is a patient's current record set.
 type State struct {
 	PatientID string
 	Tag       *Tag
 	Seq       uint64   // the latest change covered by Hash
 	Count     int      // number of resources
-	Hash      [32]byte // StateHash of the current versions
+	Hash      [32]byte // StateHash (v1) of the current versions
 	// Dirty: records changed since the state the last anchor covered, or
 	// were never anchored.
 	Dirty bool
 }
 
-// PatientState is one leaf of a records-state anchor.
+// PatientState is one leaf of a records-state anchor: the patient's
+// history and log commitment, and Hash = StateHashV2 of the two.
 type PatientState struct {
 	Tag       Tag
 	PatientID string
-	Seq       uint64
+	Seq       uint64 // the latest change covered (History.Size)
+	History   History
+	Log       LogCommitment
 	Hash      [32]byte
+	// Legacy: a leaf anchored before state v2 (migration 00005), whose Hash
+	// is the v1 hash of the record set; History and Log are unknown.
+	Legacy bool
 }
 
 // Anchor is one batch committed on chain (the Anchors contract's anchor
@@ -343,84 +484,6 @@ type Anchor struct {
 	// States are the leaves that changed since the previous anchor.
 	States []PatientState
 	TxHash string // chain transaction, once published ("" before)
-}
-
-// LogHead is the end of the access log.
-type LogHead struct {
-	Next uint64   // number of entries: the seq the next entry gets
-	Hash [32]byte // hash of the last entry (zero while the log is empty)
-}
-
-// ActorKind says who acted.
-type ActorKind uint8
-
-// Actor kinds.
-const (
-	ActorSystem    ActorKind = 1 // the gateway itself (import, anchoring)
-	ActorStaff     ActorKind = 2 // the provider's own staff or systems
-	ActorPatient   ActorKind = 3 // the patient, by the delegate address of this relationship
-	ActorGrantee   ActorKind = 4 // an address grantee
-	ActorAnonymous ActorKind = 5 // an anonymous viewer, by grant id g
-)
-
-// Valid reports whether k is a known kind.
-func (k ActorKind) Valid() bool { return k >= ActorSystem && k <= ActorAnonymous }
-
-func (k ActorKind) String() string {
-	switch k {
-	case ActorSystem:
-		return "system"
-	case ActorStaff:
-		return "staff"
-	case ActorPatient:
-		return "patient"
-	case ActorGrantee:
-		return "grantee"
-	case ActorAnonymous:
-		return "anonymous"
-	}
-	return fmt.Sprintf("actor(%d)", uint8(k))
-}
-
-// Decision is the outcome of an access attempt.
-type Decision uint8
-
-// Decisions.
-const (
-	Allowed Decision = 1
-	Denied  Decision = 2
-	Failed  Decision = 3 // allowed, but the operation failed
-)
-
-// Valid reports whether d is a known decision.
-func (d Decision) Valid() bool { return d >= Allowed && d <= Failed }
-
-func (d Decision) String() string {
-	switch d {
-	case Allowed:
-		return "allowed"
-	case Denied:
-		return "denied"
-	case Failed:
-		return "failed"
-	}
-	return fmt.Sprintf("decision(%d)", uint8(d))
-}
-
-// LogEntry is one access attempt. It never holds resource content.
-type LogEntry struct {
-	Seq       uint64
-	Time      time.Time // microsecond precision, UTC
-	ActorKind ActorKind
-	ActorID   string         // delegate or grantee address, g, staff id …
-	Purpose   access.Purpose // 0 when none applies (the patient, the system)
-	Action    string         // "read", "search", "everything", "create", "import" …
-	PatientID string         // whose records ("" if none or unknown)
-	Resources []string       // "Type/id" or "Type/id/_history/v"
-	Outcome   Decision
-	Detail    string // short reason (e.g. "grant expired")
-	Prev      [32]byte
-	Hash      [32]byte
 }
 
 // Limits on stored values.

@@ -10,7 +10,9 @@ import (
 	"crypto/ecdsa"
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
@@ -40,6 +42,8 @@ type Chain struct {
 	ChainID   *big.Int
 	Deployer  *ecdsa.PrivateKey
 	Providers []Provider
+
+	initial []contracts.Provider
 }
 
 // Key returns a deterministic key for label.
@@ -115,11 +119,19 @@ func New(tb testing.TB, n int, urls []string, extra ...common.Address) *Chain {
 	if c.ChainID, err = c.Backend.ChainID(ctx); err != nil {
 		tb.Fatal(err)
 	}
+	c.initial = initial
+	c.deploy(tb)
+	return c
+}
+
+func (c *Chain) deploy(tb testing.TB) {
+	tb.Helper()
+	ctx := context.Background()
 	ks, err := prover.DevKeys()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), initial, ks.RegistryHash(), contracts.DevVerifiers())
+	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), c.initial, ks.RegistryHash(), contracts.DevVerifiers())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -128,7 +140,15 @@ func New(tb testing.TB, n int, urls []string, extra ...common.Address) *Chain {
 	}
 	c.D = d
 	c.Client = contracts.NewClient(c.Backend, d)
-	return c
+}
+
+// Redeploy returns the same chain with a second, independent deployment of
+// the contracts (the same providers): another network on the same chain id.
+func (c *Chain) Redeploy(tb testing.TB) *Chain {
+	tb.Helper()
+	c2 := *c
+	c2.deploy(tb)
+	return &c2
 }
 
 // Auth returns transact options for k on this chain.
@@ -143,4 +163,28 @@ func (c *Chain) Now(tb testing.TB) uint64 {
 		tb.Fatal(err)
 	}
 	return h.Time
+}
+
+// Later moves the chain's clock by d with an empty block. The simulated
+// backend refuses while its transaction pool still lists a pending
+// transaction, and the pool drops a mined one only when it catches up with
+// the new head, asynchronously: a just-mined transaction can still be
+// listed. Later waits for that (at most 10 s).
+func (c *Chain) Later(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	if err := AdjustTime(c.Sim, d); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// AdjustTime is Chain.Later for any simulated backend.
+func AdjustTime(sim *simulated.Backend, d time.Duration) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := sim.AdjustTime(d)
+		if err == nil || !strings.Contains(err.Error(), "non-empty block") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

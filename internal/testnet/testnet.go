@@ -21,6 +21,7 @@ import (
 	"github.com/medrec-zk/medrec/dbmanager/store/sqlstore"
 	"github.com/medrec-zk/medrec/internal/simchain"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/tagcode"
 )
 
 // StaffToken is every test gateway's staff bearer token.
@@ -31,6 +32,7 @@ type Site struct {
 	Gateway *dbmanager.Gateway
 	URL     string // http://127.0.0.1:port
 	Stop    func() // shuts the gateway down (the test's end does too)
+	DB      string // its SQLite file (tests play a provider editing it behind the gateway's back)
 }
 
 // Net is a simulated chain with n providers and their gateways.
@@ -54,6 +56,13 @@ func freeAddr(tb testing.TB) string {
 // chain view before every decision (SyncInterval 1 ns), the strictest setting.
 func New(tb testing.TB, n int) *Net {
 	tb.Helper()
+	return NewWith(tb, n, nil)
+}
+
+// NewWith is New with each gateway's configuration changed by configure
+// (when not nil) before the gateway starts.
+func NewWith(tb testing.TB, n int, configure func(*dbmanager.Config)) *Net {
+	tb.Helper()
 	var addrs, urls []string
 	for i := 0; i < n; i++ {
 		addrs = append(addrs, freeAddr(tb))
@@ -70,25 +79,30 @@ func New(tb testing.TB, n int) *Net {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		db, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(tb.TempDir(), fmt.Sprintf("p%d.db", p.ID)))
+		dbPath := filepath.Join(tb.TempDir(), fmt.Sprintf("p%d.db", p.ID))
+		db, err := sqlstore.OpenSQLite(context.Background(), dbPath)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { db.Close() })
-		gw, err := dbmanager.New(dbmanager.Config{
+		cfg := dbmanager.Config{
 			Provider: p.ID, Store: db, View: v, Chain: c.Client, Relayer: c.Auth(p.Gateway), Prover: out.Prover,
 			StaffTokens: map[string]string{dbmanager.TokenHash(StaffToken): "desk"}, SyncInterval: time.Nanosecond,
 			// One loopback client reads as fast as it can (benchmarks); the
 			// per-IP limit is the gateway's own tests' business.
-			RateLimit: 1 << 30,
-		})
+			RateLimit: 1 << 30, ReaderRateLimit: 1 << 30,
+		}
+		if configure != nil {
+			configure(&cfg)
+		}
+		gw, err := dbmanager.New(cfg)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		tb.Cleanup(cancel)
 		go gw.Listen(ctx, addrs[i])
-		out.Sites = append(out.Sites, &Site{Gateway: gw, URL: urls[i], Stop: cancel})
+		out.Sites = append(out.Sites, &Site{Gateway: gw, URL: urls[i], Stop: cancel, DB: dbPath})
 	}
 	for _, s := range out.Sites { // wait until listening
 		for i := 0; i < 100; i++ {
@@ -126,46 +140,61 @@ func (n *Net) Staff(tb testing.TB, p int, method, path, body string) string {
 	return string(b)
 }
 
-// ClaimCode has provider p's desk issue a claim code for a patient.
-func (n *Net) ClaimCode(tb testing.TB, p int, patient string) string {
+// ClaimCode has provider p's desk issue a claim code for a patient, bound
+// to the desk code the patient's app shows for p.
+func (n *Net) ClaimCode(tb testing.TB, p int, patient string, desk tagcode.Code) string {
 	tb.Helper()
 	var out struct {
 		Code string `json:"code"`
 	}
-	if err := json.Unmarshal([]byte(n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/claim-code", "")), &out); err != nil || out.Code == "" {
+	if err := json.Unmarshal([]byte(n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/claim-code", `{"tagCode":"`+desk.String()+`"}`)), &out); err != nil || out.Code == "" {
 		tb.Fatalf("claim code: %v", err)
 	}
 	return out.Code
 }
 
+// Patient is what a desk meets of a patient: the commitment to enrol (at
+// the first desk), the desk code for each provider, and a way to connect
+// with a claim code (a wallet is one).
+type Patient interface {
+	Commitment() (string, error)
+	DeskCode(p uint32) (tagcode.Code, error)
+	Connect(ctx context.Context, p uint32, code string) error
+}
+
 // SeedPatient has provider p's desk create the patient with the resources
-// of bundle (a transaction Bundle; "" for none), enrol commitment if it is
-// not "" (a patient is enrolled once, at any provider), and issue a claim
-// code, which it returns.
-func (n *Net) SeedPatient(tb testing.TB, p int, patient, bundle, commitment string) string {
+// of bundle (a transaction Bundle; "" for none), enrol the patient's
+// commitment if enrol (a patient is enrolled once, at any provider), and
+// issue a claim code bound to the patient's desk code for p, which it
+// returns.
+func (n *Net) SeedPatient(tb testing.TB, p int, patient, bundle string, pat Patient, enrol bool) string {
 	tb.Helper()
 	n.Staff(tb, p, "POST", "/admin/patients", `{"id":"`+patient+`"}`)
 	if bundle != "" {
 		n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/resources", bundle)
 	}
-	if commitment != "" {
-		n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/enrol", `{"commitment":"`+commitment+`"}`)
+	if enrol {
+		cm, err := pat.Commitment()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n.Staff(tb, p, "POST", "/admin/patients/"+patient+"/enrol", `{"commitment":"`+cm+`"}`)
 	}
-	return n.ClaimCode(tb, p, patient)
+	desk, err := pat.DeskCode(uint32(p))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n.ClaimCode(tb, p, patient, desk)
 }
 
 // SeedConnected gives patient "pat" count Observations at every provider
-// (ids p<provider>-obs<i>), enrols commitment once (at provider 1) and
-// connects the patient everywhere through connect (a wallet's Connect).
-func (n *Net) SeedConnected(tb testing.TB, commitment string, count int, connect func(ctx context.Context, p uint32, code string) error) {
+// (ids p<provider>-obs<i>), enrols it once (at provider 1) and connects it
+// everywhere.
+func (n *Net) SeedConnected(tb testing.TB, pat Patient, count int) {
 	tb.Helper()
 	for p := 1; p <= len(n.Sites); p++ {
-		enrol := ""
-		if p == 1 {
-			enrol = commitment
-		}
-		code := n.SeedPatient(tb, p, "pat", ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), count), enrol)
-		if err := connect(context.Background(), uint32(p), code); err != nil {
+		code := n.SeedPatient(tb, p, "pat", ObservationBundle("pat", fmt.Sprintf("p%d-obs", p), count), pat, p == 1)
+		if err := pat.Connect(context.Background(), uint32(p), code); err != nil {
 			tb.Fatalf("connect %d: %v", p, err)
 		}
 	}

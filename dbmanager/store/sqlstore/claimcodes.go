@@ -8,12 +8,21 @@ import (
 	"time"
 
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/tagcode"
 )
 
 // PutClaimCode implements store.ClaimCodes.
-func (s *DB) PutClaimCode(ctx context.Context, c store.ClaimCode) error {
+func (s *DB) PutClaimCode(ctx context.Context, c store.ClaimCode, log ...store.LogEntry) error {
 	if c.Hash == ([32]byte{}) || c.Expires.IsZero() {
 		return fmt.Errorf("put claim code: a hash and an expiry are required: %w", store.ErrInvalid)
+	}
+	if canon, err := tagcode.Parse(string(c.TagCode)); err != nil || canon != c.TagCode {
+		return fmt.Errorf("put claim code: the desk code of the tag it is bound to is required, in canonical form: %w", store.ErrInvalid)
+	}
+	for i, e := range log {
+		if err := store.ValidateEntry(e); err != nil {
+			return fmt.Errorf("put claim code: log entry %d: %w", i, err)
+		}
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var one int
@@ -24,9 +33,12 @@ func (s *DB) PutClaimCode(ctx context.Context, c store.ClaimCode) error {
 		if err != nil {
 			return dbErr("read patient", err)
 		}
-		_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO claim_codes (code_hash, patient_id, expires_us) VALUES (?, ?, ?)`),
-			c.Hash[:], c.PatientID, micros(c.Expires))
-		return dbErr("insert claim code", err)
+		_, err = tx.ExecContext(ctx, s.d.q(`INSERT INTO claim_codes (code_hash, patient_id, expires_us, tag_code) VALUES (?, ?, ?, ?)`),
+			c.Hash[:], c.PatientID, micros(c.Expires), string(c.TagCode))
+		if err != nil {
+			return dbErr("insert claim code", err)
+		}
+		return s.appendLog(ctx, tx, append([]store.LogEntry(nil), log...))
 	})
 	if err != nil {
 		return fmt.Errorf("put claim code: %w", err)
@@ -37,16 +49,19 @@ func (s *DB) PutClaimCode(ctx context.Context, c store.ClaimCode) error {
 // ClaimCode implements store.ClaimCodes.
 func (s *DB) ClaimCode(ctx context.Context, hash [32]byte, now time.Time) (store.ClaimCode, error) {
 	c := store.ClaimCode{Hash: hash}
-	var exp int64
-	err := s.db.QueryRowContext(ctx, s.d.q(`SELECT patient_id, expires_us FROM claim_codes WHERE code_hash = ? AND expires_us > ?`),
-		hash[:], micros(now)).Scan(&c.PatientID, &exp)
+	var (
+		exp  int64
+		code sql.NullString
+	)
+	err := s.db.QueryRowContext(ctx, s.d.q(`SELECT patient_id, expires_us, tag_code FROM claim_codes WHERE code_hash = ? AND expires_us > ?`),
+		hash[:], micros(now)).Scan(&c.PatientID, &exp, &code)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ClaimCode{}, fmt.Errorf("claim code: unknown, used or expired: %w", store.ErrNotFound)
 	}
 	if err != nil {
 		return store.ClaimCode{}, fmt.Errorf("claim code: %w", dbErr("read claim code", err))
 	}
-	c.Expires = fromMicros(exp)
+	c.Expires, c.TagCode = fromMicros(exp), tagcode.Code(code.String)
 	return c, nil
 }
 

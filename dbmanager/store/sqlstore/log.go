@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/medrec-zk/medrec/access"
@@ -93,6 +94,9 @@ func (s *DB) LogRange(ctx context.Context, from uint64, limit int) ([]store.LogE
 
 // PatientLog implements store.AccessLog.
 func (s *DB) PatientLog(ctx context.Context, patientID string, from uint64, limit int) ([]store.LogEntry, error) {
+	if from > math.MaxInt64 { // seqs are int64: none lies beyond
+		return nil, nil
+	}
 	out, err := s.logQuery(ctx, selectLog+`WHERE patient_id = ? AND seq >= ? ORDER BY seq LIMIT ?`, patientID, int64(from), store.PageRequest{Count: limit}.Limit())
 	if err != nil {
 		return nil, fmt.Errorf("log of patient %s from %d: %w", patientID, from, err)

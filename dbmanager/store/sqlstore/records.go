@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"math"
 	"time"
 
+	"github.com/medrec-zk/medrec/anchor"
 	"github.com/medrec-zk/medrec/dbmanager/store"
 )
 
@@ -286,6 +286,9 @@ func (a *applier) newVersion(w store.Write, owner string, version int64, sum [32
 	if err != nil {
 		return store.Result{}, dbErr("insert version", err)
 	}
+	if err := a.index(w.Type, w.ID, owner, w.Raw, version > 1); err != nil {
+		return store.Result{}, err
+	}
 	if owner != "" {
 		_, err = a.exec(`INSERT INTO changes (patient_id, seq, rtype, id, version, time_us) VALUES (?, ?, ?, ?, ?, ?)`,
 			owner, int64(seq), w.Type, w.ID, version, micros(a.now))
@@ -346,98 +349,6 @@ FROM resource_versions WHERE rtype = ? AND id = ? AND version = ?`), typ, id, ve
 	return r, nil
 }
 
-// cursors are base64url("type\x00id") of the last item of the page before.
-func encodeCursor(typ, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(typ + "\x00" + id))
-}
-
-func decodeCursor(c string) (typ, id string, err error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err == nil {
-		var ok bool
-		if typ, id, ok = strings.Cut(string(b), "\x00"); ok && store.ValidType(typ) == nil && store.ValidID(id) == nil {
-			return typ, id, nil
-		}
-	}
-	return "", "", fmt.Errorf("cursor %q: %w", c, store.ErrInvalid)
-}
-
-// Search implements store.Records.
-func (s *DB) Search(ctx context.Context, patientID, typ string, p store.PageRequest) (store.Page, error) {
-	if err := store.ValidType(typ); err != nil {
-		return store.Page{}, fmt.Errorf("search: %w", err)
-	}
-	after := ""
-	if p.Cursor != "" {
-		ct, cid, err := decodeCursor(p.Cursor)
-		if err != nil || ct != typ {
-			return store.Page{}, fmt.Errorf("search %s: %w", typ, errors.Join(err, store.ErrInvalid))
-		}
-		after = cid
-	}
-	owner, args := `r.patient_id = ?`, []any{patientID}
-	if patientID == "" {
-		owner, args = `r.patient_id IS NULL`, nil
-	}
-	args = append(args, typ, after, p.Limit()+1)
-	page, err := s.page(ctx, selectResource+`WHERE `+owner+` AND r.rtype = ? AND r.id > ? ORDER BY r.id LIMIT ?`, p.Limit(), args...)
-	if err == nil && len(page.Resources) == 0 && patientID != "" {
-		_, err = s.Patient(ctx, patientID)
-	}
-	if err != nil {
-		return store.Page{}, fmt.Errorf("search %s of patient %q: %w", typ, patientID, err)
-	}
-	return page, nil
-}
-
-// Everything implements store.Records.
-func (s *DB) Everything(ctx context.Context, patientID string, p store.PageRequest) (store.Page, error) {
-	query, args := selectResource+`WHERE r.patient_id = ? `, []any{patientID}
-	if p.Cursor != "" {
-		ct, cid, err := decodeCursor(p.Cursor)
-		if err != nil {
-			return store.Page{}, fmt.Errorf("everything: %w", err)
-		}
-		query += `AND (r.rtype, r.id) > (?, ?) `
-		args = append(args, ct, cid)
-	}
-	args = append(args, p.Limit()+1)
-	page, err := s.page(ctx, query+`ORDER BY r.rtype, r.id LIMIT ?`, p.Limit(), args...)
-	if err == nil && len(page.Resources) == 0 {
-		_, err = s.Patient(ctx, patientID)
-	}
-	if err != nil {
-		return store.Page{}, fmt.Errorf("everything of patient %q: %w", patientID, err)
-	}
-	return page, nil
-}
-
-// page runs a query that asks for limit+1 rows and cuts the page.
-func (s *DB) page(ctx context.Context, query string, limit int, args ...any) (store.Page, error) {
-	rows, err := s.db.QueryContext(ctx, s.d.q(query), args...)
-	if err != nil {
-		return store.Page{}, dbErr("query", err)
-	}
-	defer rows.Close()
-	var page store.Page
-	for rows.Next() {
-		r, err := scanResource(rows)
-		if err != nil {
-			return store.Page{}, err
-		}
-		page.Resources = append(page.Resources, r)
-	}
-	if err := rows.Err(); err != nil {
-		return store.Page{}, dbErr("query", err)
-	}
-	if len(page.Resources) > limit {
-		page.Resources = page.Resources[:limit]
-		last := page.Resources[limit-1]
-		page.Next = encodeCursor(last.Type, last.ID)
-	}
-	return page, nil
-}
-
 // Changes implements store.Records.
 func (s *DB) Changes(ctx context.Context, patientID string, since uint64, limit int) ([]store.Change, error) {
 	limit = store.PageRequest{Count: limit}.Limit()
@@ -492,7 +403,7 @@ func (s *DB) State(ctx context.Context, patientID string) (store.State, error) {
 			}
 			st.Tag = (*store.Tag)(&t)
 		}
-		entries, err := s.stateEntries(ctx, tx, patientID, -1)
+		entries, err := s.stateEntries(ctx, tx, patientID)
 		if err != nil {
 			return err
 		}
@@ -507,22 +418,9 @@ func (s *DB) State(ctx context.Context, patientID string) (store.State, error) {
 	return st, nil
 }
 
-// stateEntries returns the patient's resource versions current at change
-// atSeq (-1: now).
-func (s *DB) stateEntries(ctx context.Context, q querier, patientID string, atSeq int64) ([]store.StateEntry, error) {
-	var (
-		rows *sql.Rows
-		err  error
-	)
-	if atSeq < 0 {
-		rows, err = q.QueryContext(ctx, s.d.q(`SELECT rtype, id, version, sha256 FROM resources WHERE patient_id = ?`), patientID)
-	} else {
-		// For each resource, its last version written at or before atSeq.
-		rows, err = q.QueryContext(ctx, s.d.q(`SELECT v.rtype, v.id, v.version, v.sha256 FROM resource_versions v
-WHERE v.patient_id = ? AND v.seq <= ? AND NOT EXISTS (
-  SELECT 1 FROM resource_versions w WHERE w.rtype = v.rtype AND w.id = v.id AND w.version > v.version AND w.seq <= ?)`),
-			patientID, atSeq, atSeq)
-	}
+// stateEntries returns the patient's current resource versions.
+func (s *DB) stateEntries(ctx context.Context, q querier, patientID string) ([]store.StateEntry, error) {
+	rows, err := q.QueryContext(ctx, s.d.q(`SELECT rtype, id, version, sha256 FROM resources WHERE patient_id = ?`), patientID)
 	if err != nil {
 		return nil, dbErr("query state", err)
 	}
@@ -543,3 +441,81 @@ WHERE v.patient_id = ? AND v.seq <= ? AND NOT EXISTS (
 	}
 	return out, dbErr("query state", rows.Err())
 }
+
+// History implements store.Records.
+func (s *DB) History(ctx context.Context, patientID string, after uint64, limit int) ([]store.HistoryEntry, error) {
+	var out []store.HistoryEntry
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if after < math.MaxInt64 { // change numbers are int64: none lies beyond
+			out, err = s.history(ctx, tx, patientID, after, min(after+uint64(store.PageRequest{Count: limit}.Limit()), math.MaxInt64))
+		}
+		if err == nil && len(out) == 0 {
+			err = tx.QueryRowContext(ctx, s.d.q(`SELECT 1 FROM patients WHERE id = ?`), patientID).Scan(new(int))
+			if errors.Is(err, sql.ErrNoRows) {
+				err = fmt.Errorf("patient %s: %w", patientID, store.ErrNotFound)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history of patient %s after %d: %w", patientID, after, err)
+	}
+	return out, nil
+}
+
+// history returns the patient's history entries after..through (change
+// numbers after+1 … through, as far as they exist): the versions those
+// changes wrote, with their SHA-256. Every version row carries the change
+// that wrote it, so one index range gives the history in order. A gap in
+// the numbering is ErrTampered: every change writes exactly one version.
+func (s *DB) history(ctx context.Context, tx *sql.Tx, patientID string, after, through uint64) ([]store.HistoryEntry, error) {
+	rows, err := s.txQuery(ctx, tx, `SELECT seq, rtype, id, version, sha256 FROM resource_versions
+WHERE patient_id = ? AND seq > ? AND seq <= ? ORDER BY seq`, patientID, int64(after), int64(through))
+	if err != nil {
+		return nil, dbErr("query history", err)
+	}
+	defer rows.Close()
+	var out []store.HistoryEntry
+	for rows.Next() {
+		var (
+			e   store.HistoryEntry
+			seq int64
+			sha []byte
+		)
+		if err := rows.Scan(&seq, &e.Type, &e.ID, &e.Version, &sha); err != nil {
+			return nil, dbErr("scan history", err)
+		}
+		e.Seq = uint64(seq)
+		if want := after + uint64(len(out)) + 1; e.Seq != want {
+			return nil, fmt.Errorf("change %d where %d should be: %w", e.Seq, want, store.ErrTampered)
+		}
+		if e.SHA256, err = hash32(sha); err != nil {
+			return nil, fmt.Errorf("change %d: %w: %w", e.Seq, store.ErrTampered, err)
+		}
+		out = append(out, e)
+	}
+	return out, dbErr("query history", rows.Err())
+}
+
+// historyAt returns the patient's history of its first size changes,
+// ErrTampered unless all of them are stored.
+func (s *DB) historyAt(ctx context.Context, tx *sql.Tx, patientID string, size uint64) (store.History, error) {
+	var f anchor.Frontier
+	for f.Size() < size {
+		page, err := s.history(ctx, tx, patientID, f.Size(), min(size, f.Size()+historyPage))
+		if err != nil {
+			return store.History{}, err
+		}
+		if len(page) == 0 {
+			return store.History{}, fmt.Errorf("the history ends at change %d, not %d: %w", f.Size(), size, store.ErrTampered)
+		}
+		for _, e := range page {
+			f.Append(store.HistoryLeaf(e))
+		}
+	}
+	return store.History{Size: size, Root: f.Root()}, nil
+}
+
+// historyPage is how many changes historyAt reads at a time.
+const historyPage = 5000

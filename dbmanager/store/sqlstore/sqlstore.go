@@ -3,7 +3,8 @@
 // implementation serves both; the few differences (placeholders, row locks,
 // read isolation, error codes, DDL) live in a dialect. The schema is created
 // and upgraded by embedded goose migrations, one directory per dialect, when
-// a database is opened.
+// a database is opened; then the search values are filled if they were
+// extracted by an older fhirsearch.Version (search.go, reindex).
 //
 // Concurrency: every write is one transaction. On PostgreSQL, writers to the
 // same patient serialise on the patient's row lock, shared resources on their
@@ -159,7 +160,12 @@ func open(ctx context.Context, db *sql.DB, d *dialect) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	return &DB{db: db, d: d}, nil
+	s := &DB{db: db, d: d}
+	if err := s.reindex(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func migrate(ctx context.Context, db *sql.DB, d *dialect) error {
@@ -212,6 +218,15 @@ func (s *DB) txExec(ctx context.Context, tx *sql.Tx, query string, args ...any) 
 		return nil, err
 	}
 	return tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+}
+
+// txQuery runs a prepared query inside tx.
+func (s *DB) txQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 }
 
 // write runs fn in a write transaction, retrying it when PostgreSQL reports
@@ -364,13 +379,17 @@ func (s *DB) runTx(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) er
 }
 
 // dbErr wraps a driver error with context, turning uniqueness violations
-// into store.ErrConflict.
+// into store.ErrConflict, a database that cannot be reached into
+// store.ErrUnavailable and full storage into store.ErrFull (faults.go).
 func dbErr(what string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if uniqueViolation(err) {
 		return fmt.Errorf("%s: %w: %w", what, store.ErrConflict, err)
+	}
+	if kind := fault(err); kind != nil {
+		return fmt.Errorf("%s: %w: %w", what, kind, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

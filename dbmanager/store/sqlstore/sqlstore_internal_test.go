@@ -102,6 +102,20 @@ func sqliteAt(t *testing.T, version int64) (string, *sql.DB) {
 	return path, raw
 }
 
+// reopen closes the plain handle raw on the database at path and opens it
+// as the store does, which runs the remaining migrations; the store is
+// closed when the test ends.
+func reopen(t *testing.T, path string, raw *sql.DB) *DB {
+	t.Helper()
+	raw.Close()
+	s, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestUpgradeFromV2: nonces recorded before version 3 keyed them by
 // (expiry, nonce) are still refused after it; PostgreSQL's migration is run
 // by every PostgreSQL test.
@@ -112,12 +126,7 @@ func TestUpgradeFromV2(t *testing.T) {
 	if _, err := raw.Exec(`INSERT INTO used_nonces (nonce, expires_us) VALUES (?, ?)`, make([]byte, 32), micros(exp)); err != nil {
 		t.Fatal(err)
 	}
-	raw.Close()
-	s, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := reopen(t, path, raw)
 	if err := s.UseNonce(ctx, [32]byte{}, exp); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("a nonce recorded before the upgrade: %v", err)
 	}
@@ -135,12 +144,7 @@ func TestUpgradeFromV1(t *testing.T) {
 	if _, err := raw.Exec(`SELECT 1 FROM used_nonces`); err == nil {
 		t.Fatal("version 1 already has used_nonces")
 	}
-	raw.Close()
-	s, err := OpenSQLite(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := reopen(t, path, raw)
 	if _, err := s.Patient(ctx, "p1"); err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +152,32 @@ func TestUpgradeFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := [32]byte{2}
-	if err := s.PutClaimCode(ctx, store.ClaimCode{Hash: h, PatientID: "p1", Expires: time.Now().Add(time.Hour)}); err != nil {
+	if err := s.PutClaimCode(ctx, store.ClaimCode{Hash: h, PatientID: "p1", Expires: time.Now().Add(time.Hour), TagCode: storetest.DeskCode(1)}); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := s.ClaimCode(ctx, h, time.Now()); err != nil || c.PatientID != "p1" {
+	if c, err := s.ClaimCode(ctx, h, time.Now()); err != nil || c.PatientID != "p1" || c.TagCode != storetest.DeskCode(1) {
 		t.Fatalf("%+v %v", c, err)
+	}
+}
+
+// TestUpgradeFromV3: a claim code issued before codes were bound to a tag
+// (version 4) reads back without a desk code — it binds nothing, and the
+// gateway refuses it — and keeps its patient and expiry.
+func TestUpgradeFromV3(t *testing.T) {
+	ctx := context.Background()
+	path, raw := sqliteAt(t, 3)
+	exp := time.Now().Add(time.Hour)
+	if _, err := raw.Exec(`INSERT INTO patients (id, created_us) VALUES ('p1', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	h := [32]byte{3}
+	if _, err := raw.Exec(`INSERT INTO claim_codes (code_hash, patient_id, expires_us) VALUES (?, 'p1', ?)`, h[:], micros(exp)); err != nil {
+		t.Fatal(err)
+	}
+	s := reopen(t, path, raw)
+	c, err := s.ClaimCode(ctx, h, time.Now())
+	if err != nil || c.PatientID != "p1" || c.TagCode != "" || !c.Expires.Equal(store.Micro(exp)) {
+		t.Fatalf("a code from before the upgrade: %+v %v", c, err)
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/tagcode"
 )
 
 // Opener returns a fresh, empty store; it closes it when the test ends.
@@ -29,21 +32,33 @@ func Run(t *testing.T, open Opener) {
 	}{
 		{"Patients", testPatients},
 		{"Tags", testTags},
+		{"UnmapTag", testUnmapTag},
+		{"PatientResources", testPatientResources},
 		{"Writes", testWrites},
 		{"BatchIsAtomic", testBatchIsAtomic},
 		{"RawIsKeptByteForByte", testRaw},
 		{"Search", testSearch},
 		{"Everything", testEverything},
+		{"SearchCriteria", testSearchCriteria},
+		{"SearchDates", testSearchDates},
+		{"SearchSortAndPages", testSearchSortAndPages},
+		{"SearchIndexFollowsWrites", testSearchIndexFollowsWrites},
+		{"Includes", testIncludes},
+		{"Versions", testVersions},
+		{"EverythingFilters", testEverythingFilters},
 		{"Changes", testChanges},
 		{"State", testState},
 		{"AccessLog", testAccessLog},
+		{"History", testHistory},
 		{"Anchors", testAnchors},
+		{"LogCommitment", testLogCommitment},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"Nonces", testNonces},
 		{"ConcurrentNonces", testConcurrentNonces},
 		{"NonceWithLog", testNonceWithLog},
 		{"ConcurrentNonceWithLog", testConcurrentNonceWithLog},
 		{"ClaimCodes", testClaimCodes},
+		{"Staff", testStaff},
 		{"ConcurrentClaimCodeConsume", testConcurrentConsume},
 	}
 	for _, tc := range tests {
@@ -53,6 +68,16 @@ func Run(t *testing.T, open Opener) {
 
 // Tag returns a small canonical tag for tests.
 func Tag(n byte) store.Tag { var t store.Tag; t[31] = n; return t }
+
+// DeskCode returns the desk code of Tag(n).
+func DeskCode(n byte) tagcode.Code {
+	t := Tag(n)
+	c, err := tagcode.Of(new(big.Int).SetBytes(t[:]))
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
 
 func obs(id, status string) []byte {
 	return fmt.Appendf(nil, `{"resourceType":"Observation","id":%q,"status":%q,"code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`, id, status)
@@ -140,6 +165,70 @@ func testTags(t *testing.T, s store.Store) {
 	}
 	_, err := s.PatientByTag(ctx, Tag(3))
 	wantErr(t, "unmapped tag", err, store.ErrNotFound)
+}
+
+// testUnmapTag: staff undo a wrong mapping; the entry saying who and why is
+// in the log, in the same transaction; the patient and the tag are free
+// again, and the patient's records state is anchored afresh.
+func testUnmapTag(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	ok(s.CreatePatient(ctx, "p2"))(t)
+	wantErr(t, "map", s.MapTag(ctx, "p1", Tag(1)), nil)
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{{Type: "Observation", ID: "o1", Raw: obs("o1", "final"), Mode: store.Upsert}}}))(t)
+	dirty := ok(s.Dirty(ctx, ok(s.LogHead(ctx))(t).Next))(t)
+	st := ok(s.State(ctx, "p1"))(t)
+	a := ok(s.AddAnchor(ctx, store.Anchor{StateRoot: [32]byte{1}, States: dirty}))(t)
+	if len(a.States) != 1 || ok(s.State(ctx, "p1"))(t).Dirty {
+		t.Fatalf("anchored %+v; state %+v", a.States, st)
+	}
+	entry := func(reason string) store.LogEntry {
+		return store.LogEntry{ActorKind: store.ActorStaff, ActorID: "clerk", Action: "unmap", PatientID: "p1", Outcome: store.Allowed, Detail: reason}
+	}
+	before := ok(s.LogHead(ctx))(t)
+
+	wantErr(t, "unknown patient", s.UnmapTag(ctx, "nobody", Tag(1), entry("x")), store.ErrNotFound)
+	wantErr(t, "patient without a tag", s.UnmapTag(ctx, "p2", Tag(1), entry("x")), store.ErrConflict)
+	wantErr(t, "another tag", s.UnmapTag(ctx, "p1", Tag(2), entry("x")), store.ErrConflict)
+	wantErr(t, "malformed log entry", s.UnmapTag(ctx, "p1", Tag(1), store.LogEntry{ActorKind: store.ActorStaff, Outcome: store.Allowed}), store.ErrInvalid)
+	if h := ok(s.LogHead(ctx))(t); h != before {
+		t.Fatalf("refused unmappings wrote to the log: %+v → %+v", before, h)
+	}
+	if p := ok(s.Patient(ctx, "p1"))(t); p.Tag == nil || *p.Tag != Tag(1) {
+		t.Fatalf("refused unmappings changed the tag: %+v", p)
+	}
+
+	wantErr(t, "unmap", s.UnmapTag(ctx, "p1", Tag(1), entry("claimed with a code seen over the counter")), nil)
+	// The anchored tree keeps the tag's last leaf until another replaces it.
+	if l := ok(s.LatestStates(ctx))(t); len(l) != 1 || l[0].Tag != Tag(1) || l[0].PatientID != "p1" {
+		t.Fatalf("latest leaves after unmapping: %+v", l)
+	}
+	if p := ok(s.Patient(ctx, "p1"))(t); p.Tag != nil {
+		t.Fatalf("tag still mapped: %+v", p)
+	}
+	_, err := s.PatientByTag(ctx, Tag(1))
+	wantErr(t, "unmapped tag", err, store.ErrNotFound)
+	log := ok(s.PatientLog(ctx, "p1", before.Next, 10))(t)
+	if len(log) != 1 || log[0].Action != "unmap" || log[0].ActorID != "clerk" || log[0].Detail != "claimed with a code seen over the counter" {
+		t.Fatalf("log after unmapping: %+v", log)
+	}
+	if _, err := store.VerifyLog(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// Dirty again: the next anchor covers the patient under its next tag.
+	if st := ok(s.State(ctx, "p1"))(t); !st.Dirty {
+		t.Fatalf("state after unmapping: %+v", st)
+	}
+	wantErr(t, "unmap twice", s.UnmapTag(ctx, "p1", Tag(1), entry("again")), store.ErrConflict)
+	// Both are free: the tag for another patient, the patient for another tag.
+	wantErr(t, "the tag to p2", s.MapTag(ctx, "p2", Tag(1)), nil)
+	wantErr(t, "p1 to a new tag", s.MapTag(ctx, "p1", Tag(3)), nil)
+	// Both are anchored next: p1 under its new tag, and the old tag now
+	// for p2, whose records state replaces p1's under it.
+	dirty = ok(s.Dirty(ctx, ok(s.LogHead(ctx))(t).Next))(t)
+	if len(dirty) != 2 || dirty[0].PatientID != "p2" || dirty[0].Tag != Tag(1) || dirty[1].PatientID != "p1" || dirty[1].Tag != Tag(3) {
+		t.Fatalf("dirty after the new mappings: %+v", dirty)
+	}
 }
 
 func testWrites(t *testing.T, s store.Store) {
@@ -338,7 +427,7 @@ func testSearch(t *testing.T, s store.Store) {
 	} {
 		cursor := ""
 		for i, want := range c.pages {
-			page := ok(s.Search(ctx, c.patient, c.typ, store.PageRequest{Count: c.count, Cursor: cursor}))(t)
+			page := ok(s.Search(ctx, c.patient, store.Query{Type: c.typ, PageRequest: store.PageRequest{Count: c.count, Cursor: cursor}}))(t)
 			if !slices.Equal(ids(page.Resources), want) {
 				t.Fatalf("%s: page %d: %v, want %v", c.name, i, ids(page.Resources), want)
 			}
@@ -348,14 +437,14 @@ func testSearch(t *testing.T, s store.Store) {
 			cursor = page.Next
 		}
 	}
-	_, err := s.Search(ctx, "p1", "Observation", store.PageRequest{Cursor: "!!"})
+	_, err := s.Search(ctx, "p1", store.Query{Type: "Observation", PageRequest: store.PageRequest{Cursor: "!!"}})
 	wantErr(t, "bad cursor", err, store.ErrInvalid)
-	page := ok(s.Search(ctx, "p1", "Condition", store.PageRequest{Count: 1}))(t)
-	_, err = s.Search(ctx, "p1", "Observation", store.PageRequest{Cursor: page.Next})
+	page := ok(s.Search(ctx, "p1", store.Query{Type: "Condition", PageRequest: store.PageRequest{Count: 1}}))(t)
+	_, err = s.Search(ctx, "p1", store.Query{Type: "Observation", PageRequest: store.PageRequest{Cursor: page.Next}})
 	wantErr(t, "cursor of another search", err, store.ErrInvalid)
-	_, err = s.Search(ctx, "p1", "Spaceship", store.PageRequest{})
+	_, err = s.Search(ctx, "p1", store.Query{Type: "Spaceship"})
 	wantErr(t, "unknown type", err, store.ErrInvalid)
-	_, err = s.Search(ctx, "nobody", "Observation", store.PageRequest{})
+	_, err = s.Search(ctx, "nobody", store.Query{Type: "Observation"})
 	wantErr(t, "unknown patient", err, store.ErrNotFound)
 }
 
@@ -372,7 +461,10 @@ func testEverything(t *testing.T, s store.Store) {
 		var got []string
 		cursor := ""
 		for pages := 0; ; pages++ {
-			page := ok(s.Everything(ctx, "p1", store.PageRequest{Count: count, Cursor: cursor}))(t)
+			page := ok(s.Everything(ctx, "p1", store.EverythingQuery{PageRequest: store.PageRequest{Count: count, Cursor: cursor}}))(t)
+			if page.Total != len(want) {
+				t.Fatalf("count %d: total %d", count, page.Total)
+			}
 			got = append(got, ids(page.Resources)...)
 			if cursor = page.Next; cursor == "" {
 				break
@@ -385,10 +477,10 @@ func testEverything(t *testing.T, s store.Store) {
 			t.Fatalf("count %d: %v", count, got)
 		}
 	}
-	_, err := s.Everything(ctx, "nobody", store.PageRequest{})
+	_, err := s.Everything(ctx, "nobody", store.EverythingQuery{})
 	wantErr(t, "unknown patient", err, store.ErrNotFound)
 	ok(s.CreatePatient(ctx, "empty"))(t)
-	if page := ok(s.Everything(ctx, "empty", store.PageRequest{}))(t); len(page.Resources) != 0 || page.Next != "" {
+	if page := ok(s.Everything(ctx, "empty", store.EverythingQuery{}))(t); len(page.Resources) != 0 || page.Next != "" || page.Total != 0 {
 		t.Fatalf("empty patient: %+v", page)
 	}
 }
@@ -442,7 +534,7 @@ func stateOf(t *testing.T, s store.Store, patient string) [32]byte {
 	var entries []store.StateEntry
 	cursor := ""
 	for {
-		page := ok(s.Everything(context.Background(), patient, store.PageRequest{Count: 2, Cursor: cursor}))(t)
+		page := ok(s.Everything(context.Background(), patient, store.EverythingQuery{PageRequest: store.PageRequest{Count: 2, Cursor: cursor}}))(t)
 		for _, r := range page.Resources {
 			entries = append(entries, store.StateEntry{Type: r.Type, ID: r.ID, Version: r.Version, SHA256: sha256.Sum256(r.Raw)})
 		}
@@ -521,6 +613,9 @@ func testAccessLog(t *testing.T, s store.Store) {
 	if len(p1) != 2 || p1[0].Seq != 0 || p1[1].Seq != 2 {
 		t.Fatalf("patient log %+v", p1)
 	}
+	if far := ok(s.PatientLog(ctx, "p1", 1<<63, 0))(t); len(far) != 0 {
+		t.Fatalf("patient log from 2^63: %+v", far)
+	}
 	for _, c := range []struct {
 		name string
 		e    store.LogEntry
@@ -551,23 +646,40 @@ func testAnchors(t *testing.T, s store.Store) {
 	ok(s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "a", Outcome: store.Allowed},
 		store.LogEntry{ActorKind: store.ActorSystem, Action: "b", Outcome: store.Allowed}))(t)
 
-	dirty := ok(s.Dirty(ctx))(t)
+	dirty := ok(s.Dirty(ctx, 2))(t)
 	if len(dirty) != 2 || dirty[0].Tag != Tag(1) || dirty[0].PatientID != "p1" || dirty[1].PatientID != "p2" {
 		t.Fatalf("dirty %+v", dirty)
 	}
 	for _, d := range dirty {
-		if d.Hash != stateOf(t, s, d.PatientID) || d.Seq != ok(s.Patient(ctx, d.PatientID))(t).Seq {
-			t.Fatalf("dirty state %+v", d)
-		}
+		checkState(t, s, d, 2)
 	}
+	_, err = s.Dirty(ctx, 3)
+	wantErr(t, "dirty past the log's end", err, store.ErrConflict)
 	wrongHash := dirty[0]
 	wrongHash.Hash[0] ^= 1
 	future := dirty[0]
 	future.Seq++
+	future.History.Size++
 	otherPatient := dirty[0]
 	otherPatient.PatientID = "p2"
 	unknownTag := dirty[0]
 	unknownTag.Tag = Tag(77)
+	wrongRoot := dirty[0]
+	wrongRoot.History.Root[0] ^= 1
+	wrongRoot.Hash = store.StateHashV2(wrongRoot.History, wrongRoot.Log)
+	shortHistory := dirty[1]
+	shortHistory.Seq, shortHistory.History = 1, ok(store.HistoryRoot(ok(s.History(ctx, "p2", 0, 1))(t)))(t)
+	shortHistory.Hash = store.StateHashV2(shortHistory.History, shortHistory.Log)
+	sizeNotSeq := dirty[0]
+	sizeNotSeq.History.Size++
+	wrongThrough := dirty[0]
+	wrongThrough.Log.Through = 1
+	wrongThrough.Hash = store.StateHashV2(wrongThrough.History, wrongThrough.Log)
+	wrongCount := dirty[0]
+	wrongCount.Log.Count = 1
+	wrongCount.Hash = store.StateHashV2(wrongCount.History, wrongCount.Log)
+	legacy := dirty[0]
+	legacy.Legacy = true
 	root := [32]byte{1}
 	for _, c := range []struct {
 		name string
@@ -583,6 +695,12 @@ func testAnchors(t *testing.T, s store.Store) {
 		{"tag of another patient", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{otherPatient}}, store.ErrConflict},
 		{"unknown tag", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{unknownTag}}, store.ErrNotFound},
 		{"tag twice", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{dirty[0], dirty[0]}}, store.ErrInvalid},
+		{"history root that was never the history", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{wrongRoot}}, store.ErrConflict},
+		{"history size that is not the change number", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{sizeNotSeq}}, store.ErrInvalid},
+		{"log commitment through another seq than the batch's end", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{wrongThrough}}, store.ErrConflict},
+		{"log commitment with a wrong count", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{wrongCount}}, store.ErrConflict},
+		{"log commitment for another batch end", store.Anchor{LogFrom: 0, LogCount: 1, LogRoot: root, StateRoot: root, States: []store.PatientState{dirty[0]}}, store.ErrConflict},
+		{"a v1 state", store.Anchor{LogFrom: 0, LogCount: 2, States: []store.PatientState{legacy}}, store.ErrInvalid},
 	} {
 		_, err := s.AddAnchor(ctx, c.a)
 		wantErr(t, c.name, err, c.want)
@@ -598,10 +716,14 @@ func testAnchors(t *testing.T, s store.Store) {
 	if a1.Batch != 0 || len(a1.States) != 2 || a1.States[0].Tag != Tag(1) {
 		t.Fatalf("anchor %+v", a1)
 	}
-	still := ok(s.Dirty(ctx))(t)
+	// An older history than the one anchored would make it go back.
+	_, err = s.AddAnchor(ctx, store.Anchor{LogFrom: 2, LogCount: 0, StateRoot: root, States: []store.PatientState{shortHistory}})
+	wantErr(t, "a history shorter than the anchored one", err, store.ErrConflict)
+	still := ok(s.Dirty(ctx, 2))(t)
 	if len(still) != 1 || still[0].PatientID != "p2" || still[0].Seq != 3 {
 		t.Fatalf("dirty after anchor %+v", still)
 	}
+	checkState(t, s, still[0], 2)
 	if st := ok(s.State(ctx, "p1"))(t); st.Dirty {
 		t.Fatal("p1 still dirty")
 	}
@@ -618,11 +740,166 @@ func testAnchors(t *testing.T, s store.Store) {
 	_, err = s.AddAnchor(ctx, store.Anchor{LogFrom: 0, LogCount: 0, StateRoot: root})
 	wantErr(t, "overlapping batch", err, store.ErrConflict)
 	a2 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 2, LogCount: 0, StateRoot: root, States: still}))(t)
-	if a2.Batch != 1 || len(ok(s.Dirty(ctx))(t)) != 0 {
+	if a2.Batch != 1 || len(ok(s.Dirty(ctx, 2))(t)) != 0 {
 		t.Fatalf("second anchor %+v", a2)
 	}
-	_, err = s.Anchor(ctx, 2)
+	if got := ok(s.Anchor(ctx, 1))(t); len(got.States) != 1 || got.States[0] != still[0] {
+		t.Fatalf("stored states %+v, want %+v", got.States, still)
+	}
+	// A batch with entries may start where a batch without entries
+	// started, as the contract allows.
+	ok(s.AppendLog(ctx, store.LogEntry{ActorKind: store.ActorSystem, Action: "c", Outcome: store.Allowed}))(t)
+	a3 := ok(s.AddAnchor(ctx, store.Anchor{LogFrom: 2, LogCount: 1, LogRoot: root, StateRoot: root}))(t)
+	if a3.Batch != 2 || a3.LogFrom != 2 {
+		t.Fatalf("third anchor %+v", a3)
+	}
+	_, err = s.Anchor(ctx, 3)
 	wantErr(t, "missing anchor", err, store.ErrNotFound)
+	// The latest leaf of every tagged patient, and the batches in order.
+	latest := ok(s.LatestStates(ctx))(t)
+	if len(latest) != 2 || latest[0] != got.States[0] || latest[1] != still[0] {
+		t.Fatalf("latest states %+v", latest)
+	}
+	bs := ok(s.Batches(ctx, 1, 5))(t)
+	if len(bs) != 2 || bs[0].Batch != 1 || bs[1].Batch != 2 || bs[1].LogCount != 1 || len(bs[0].States) != 0 {
+		t.Fatalf("batches from 1: %+v", bs)
+	}
+	if bs := ok(s.Batches(ctx, 0, 1))(t); len(bs) != 1 || bs[0].Batch != 0 || bs[0].TxHash != "0xabc" {
+		t.Fatalf("first batch: %+v", bs)
+	}
+}
+
+// historyOf reads a patient's whole history a page at a time, the way a
+// client does, and returns its tree.
+func historyOf(t *testing.T, s store.Store, patient string) (store.History, []store.HistoryEntry) {
+	t.Helper()
+	var all []store.HistoryEntry
+	for {
+		page := ok(s.History(context.Background(), patient, uint64(len(all)), 2))(t)
+		if len(page) == 0 {
+			return ok(store.HistoryRoot(all))(t), all
+		}
+		all = append(all, page...)
+	}
+}
+
+// logCommitmentOf computes a patient's log commitment through a log seq
+// from the patient's entries, the way a client does.
+func logCommitmentOf(t *testing.T, s store.Store, patient string, through uint64) store.LogCommitment {
+	t.Helper()
+	var c store.LogCommitment
+	for _, e := range ok(s.PatientLog(context.Background(), patient, 0, store.MaxCount))(t) {
+		if e.Seq < through {
+			c = c.Extend(e.Seq, e.Hash)
+		}
+	}
+	c.Through = through
+	return c
+}
+
+// checkState checks a state from Dirty against the patient's history and
+// log as a client computes them, through log seq through.
+func checkState(t *testing.T, s store.Store, st store.PatientState, through uint64) {
+	t.Helper()
+	h, _ := historyOf(t, s, st.PatientID)
+	p := ok(s.Patient(context.Background(), st.PatientID))(t)
+	if st.Seq != p.Seq || st.History != h || st.Log != logCommitmentOf(t, s, st.PatientID, through) ||
+		st.Hash != store.StateHashV2(st.History, st.Log) || st.Legacy {
+		t.Fatalf("state %+v; the patient's history %+v at change %d", st, h, p.Seq)
+	}
+}
+
+// testHistory: the history is every version in change order, with its
+// SHA-256, paged from a size; shared resources and other patients' are not
+// in it.
+func testHistory(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ok(s.CreatePatient(ctx, "p1"))(t)
+	if h := ok(s.History(ctx, "p1", 0, 0))(t); len(h) != 0 {
+		t.Fatalf("empty history %+v", h)
+	}
+	seed(t, s, "p1", []string{"o1", "o2"}, nil)
+	seed(t, s, "p2", []string{"x1"}, nil)
+	ok(s.Apply(ctx, store.Batch{PatientID: "p1", Writes: []store.Write{
+		{Type: "Observation", ID: "o1", Raw: obs("o1", "amended"), Mode: store.Update},
+		{Type: "Organization", ID: "org", Raw: []byte(`{"resourceType":"Organization"}`), Shared: true, Mode: store.CreateIfAbsent},
+		{Type: "Observation", ID: "o2", Raw: obs("o2", "final"), Mode: store.Upsert}, // unchanged: no change, no leaf
+	}}))(t)
+	h, all := historyOf(t, s, "p1")
+	var got []string
+	for _, e := range all {
+		if e.SHA256 != sha256.Sum256(ok(s.GetVersion(ctx, e.Type, e.ID, e.Version))(t).Raw) {
+			t.Fatalf("entry %+v: SHA-256 is not its version's", e)
+		}
+		got = append(got, fmt.Sprintf("%d %s/%s v%d", e.Seq, e.Type, e.ID, e.Version))
+	}
+	if want := []string{"1 Observation/o1 v1", "2 Observation/o2 v1", "3 Observation/o1 v2"}; !slices.Equal(got, want) || h.Size != 3 {
+		t.Fatalf("history %v (%d)", got, h.Size)
+	}
+	if tail := ok(s.History(ctx, "p1", 2, 10))(t); len(tail) != 1 || tail[0].Seq != 3 {
+		t.Fatalf("after 2: %+v", tail)
+	}
+	if none := ok(s.History(ctx, "p1", 3, 10))(t); len(none) != 0 {
+		t.Fatalf("after 3: %+v", none)
+	}
+	for _, after := range []uint64{1 << 63, 1<<64 - 1, 1<<63 - 1} {
+		if far := ok(s.History(ctx, "p1", after, 0))(t); len(far) != 0 {
+			t.Fatalf("after %d: %+v", after, far)
+		}
+	}
+	_, err := s.History(ctx, "nobody", 0, 0)
+	wantErr(t, "unknown patient", err, store.ErrNotFound)
+}
+
+// testLogCommitment: a patient's log commitment grows with the entries
+// about the patient, batch after batch, and makes the patient dirty even
+// when the records did not change; entries about others do not.
+func testLogCommitment(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seed(t, s, "p1", []string{"o1"}, nil)
+	seed(t, s, "p2", []string{"x1"}, nil)
+	seed(t, s, "p3", nil, nil) // untagged until later, entries about it meanwhile
+	wantErr(t, "tag p1", s.MapTag(ctx, "p1", Tag(1)), nil)
+	wantErr(t, "tag p2", s.MapTag(ctx, "p2", Tag(2)), nil)
+	entry := func(p string) store.LogEntry {
+		return store.LogEntry{ActorKind: store.ActorPatient, ActorID: "0xaaaa", Action: "read", PatientID: p, Outcome: store.Allowed}
+	}
+	root := [32]byte{1}
+	anchorAll := func(from uint64) []store.PatientState {
+		t.Helper()
+		end := ok(s.LogHead(ctx))(t).Next
+		dirty := ok(s.Dirty(ctx, end))(t)
+		for _, d := range dirty {
+			checkState(t, s, d, end)
+		}
+		var logRoot [32]byte
+		if end > from {
+			logRoot = root
+		}
+		ok(s.AddAnchor(ctx, store.Anchor{LogFrom: from, LogCount: end - from, LogRoot: logRoot, StateRoot: root, States: dirty}))(t)
+		return dirty
+	}
+	ok(s.AppendLog(ctx, entry("p1"), entry("p3"), entry("p1")))(t)
+	if first := anchorAll(0); len(first) != 2 || first[0].Log.Count != 2 || first[1].Log.Count != 0 {
+		t.Fatalf("first batch %+v", first)
+	}
+	if d := ok(s.Dirty(ctx, 3))(t); len(d) != 0 {
+		t.Fatalf("dirty with nothing new: %+v", d)
+	}
+	// An entry about p2 alone makes p2, and only p2, dirty; p3 has no tag.
+	ok(s.AppendLog(ctx, entry("p2"), entry("p3"), entry("")))(t)
+	second := anchorAll(3)
+	if len(second) != 1 || second[0].PatientID != "p2" || second[0].Log.Count != 1 || second[0].Log.Through != 6 || second[0].Seq != 1 {
+		t.Fatalf("second batch %+v", second)
+	}
+	// p3 gets its tag: its first leaf commits to every entry about it so
+	// far, anchored before or not.
+	wantErr(t, "tag p3", s.MapTag(ctx, "p3", Tag(3)), nil)
+	ok(s.AppendLog(ctx, entry("p1")))(t)
+	third := anchorAll(6)
+	if len(third) != 2 || third[0].PatientID != "p1" || third[0].Log.Count != 3 || third[1].PatientID != "p3" || third[1].Log.Count != 2 {
+		t.Fatalf("third batch %+v", third)
+	}
 }
 
 func testConcurrentWriters(t *testing.T, s store.Store) {
@@ -806,22 +1083,31 @@ func testClaimCodes(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 123_456_789)
 	h1, h2, h3 := sha256.Sum256([]byte("code-1")), sha256.Sum256([]byte("code-2")), sha256.Sum256([]byte("code-3"))
-	wantErr(t, "unknown patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(time.Hour)}), store.ErrNotFound)
+	tc1, tc2 := DeskCode(1), DeskCode(2)
+	wantErr(t, "unknown patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(time.Hour), TagCode: tc1}), store.ErrNotFound)
 	ok(s.CreatePatient(ctx, "p1"))(t)
 	ok(s.CreatePatient(ctx, "p2"))(t)
-	wantErr(t, "no hash", s.PutClaimCode(ctx, store.ClaimCode{PatientID: "p1", Expires: now.Add(time.Hour)}), store.ErrInvalid)
-	wantErr(t, "no expiry", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1"}), store.ErrInvalid)
-	c1 := store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(24 * time.Hour)}
-	wantErr(t, "put", s.PutClaimCode(ctx, c1), nil)
-	wantErr(t, "same hash again", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p2", Expires: now.Add(time.Hour)}), store.ErrConflict)
-	wantErr(t, "put another", s.PutClaimCode(ctx, store.ClaimCode{Hash: h2, PatientID: "p2", Expires: now.Add(time.Hour)}), nil)
-	wantErr(t, "second code of a patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h3, PatientID: "p1", Expires: now.Add(time.Minute)}), nil)
+	wantErr(t, "no hash", s.PutClaimCode(ctx, store.ClaimCode{PatientID: "p1", Expires: now.Add(time.Hour), TagCode: tc1}), store.ErrInvalid)
+	wantErr(t, "no expiry", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", TagCode: tc1}), store.ErrInvalid)
+	wantErr(t, "no desk code", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(time.Hour)}), store.ErrInvalid)
+	wantErr(t, "desk code not canonical", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(time.Hour), TagCode: tagcode.Code(strings.ToLower(string(tc1)))}), store.ErrInvalid)
+	c1 := store.ClaimCode{Hash: h1, PatientID: "p1", Expires: now.Add(24 * time.Hour), TagCode: tc1}
+	issued := store.LogEntry{ActorKind: store.ActorStaff, ActorID: "clerk", Action: "claim-code", PatientID: "p1", Outcome: store.Allowed}
+	head := ok(s.LogHead(ctx))(t)
+	wantErr(t, "malformed log entry", s.PutClaimCode(ctx, c1, store.LogEntry{}), store.ErrInvalid)
+	wantErr(t, "put", s.PutClaimCode(ctx, c1, issued), nil)
+	if l := ok(s.PatientLog(ctx, "p1", head.Next, 10))(t); len(l) != 1 || l[0].Action != "claim-code" || l[0].ActorID != "clerk" {
+		t.Fatalf("log after issuing a code: %+v", l)
+	}
+	wantErr(t, "same hash again", s.PutClaimCode(ctx, store.ClaimCode{Hash: h1, PatientID: "p2", Expires: now.Add(time.Hour), TagCode: tc2}), store.ErrConflict)
+	wantErr(t, "put another", s.PutClaimCode(ctx, store.ClaimCode{Hash: h2, PatientID: "p2", Expires: now.Add(time.Hour), TagCode: tc2}), nil)
+	wantErr(t, "second code of a patient", s.PutClaimCode(ctx, store.ClaimCode{Hash: h3, PatientID: "p1", Expires: now.Add(time.Minute), TagCode: tc1}), nil)
 
 	got := ok(s.ClaimCode(ctx, h1, now))(t)
-	if got.Hash != h1 || got.PatientID != "p1" || !got.Expires.Equal(store.Micro(c1.Expires)) {
+	if got.Hash != h1 || got.PatientID != "p1" || !got.Expires.Equal(store.Micro(c1.Expires)) || got.TagCode != tc1 {
 		t.Fatalf("looked up %+v, want %+v", got, c1)
 	}
-	if got := ok(s.ClaimCode(ctx, h2, now))(t); got.PatientID != "p2" {
+	if got := ok(s.ClaimCode(ctx, h2, now))(t); got.PatientID != "p2" || got.TagCode != tc2 {
 		t.Fatalf("second code %+v", got)
 	}
 	_, err := s.ClaimCode(ctx, sha256.Sum256([]byte("unknown")), now)
@@ -855,7 +1141,7 @@ func testConcurrentConsume(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	ok(s.CreatePatient(ctx, "p1"))(t)
 	h := sha256.Sum256([]byte("code"))
-	wantErr(t, "put", s.PutClaimCode(ctx, store.ClaimCode{Hash: h, PatientID: "p1", Expires: time.Now().Add(time.Hour)}), nil)
+	wantErr(t, "put", s.PutClaimCode(ctx, store.ClaimCode{Hash: h, PatientID: "p1", Expires: time.Now().Add(time.Hour), TagCode: DeskCode(1)}), nil)
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -878,4 +1164,126 @@ func testConcurrentConsume(t *testing.T, s store.Store) {
 	if wins.Load() != 1 {
 		t.Fatalf("%d winners", wins.Load())
 	}
+}
+
+// testStaff: accounts, their tokens and login sessions, roles, disabling.
+func testStaff(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	tok1, tok2, sess := sha256.Sum256([]byte("token-1")), sha256.Sum256([]byte("token-2")), sha256.Sum256([]byte("session"))
+	added := store.LogEntry{ActorKind: store.ActorStaff, ActorID: "boss", Action: "staff-add", Outcome: store.Allowed, Detail: "ann"}
+	head := ok(s.LogHead(ctx))(t)
+	ann := store.StaffAccount{ID: "ann", Name: "Ann Lee", Role: store.RoleClerk, PasswordHash: "$argon2id$x", TokenHash: tok1, Created: now}
+	for _, bad := range []struct {
+		name string
+		a    store.StaffAccount
+	}{
+		{"bad id", store.StaffAccount{ID: "a b", Name: "x", Role: store.RoleClerk}},
+		{"no name", store.StaffAccount{ID: "x", Role: store.RoleClerk}},
+		{"two lines", store.StaffAccount{ID: "x", Name: "a\nb", Role: store.RoleClerk}},
+		{"bad role", store.StaffAccount{ID: "x", Name: "x", Role: "root"}},
+	} {
+		wantErr(t, bad.name, s.AddStaff(ctx, bad.a), store.ErrInvalid)
+	}
+	wantErr(t, "add", s.AddStaff(ctx, ann, added), nil)
+	if l := ok(s.LogRange(ctx, head.Next, 10))(t); len(l) != 1 || l[0].Action != "staff-add" {
+		t.Fatalf("log after adding: %+v", l)
+	}
+	wantErr(t, "same id", s.AddStaff(ctx, store.StaffAccount{ID: "ann", Name: "Other", Role: store.RoleAdmin}), store.ErrConflict)
+	wantErr(t, "same token", s.AddStaff(ctx, store.StaffAccount{ID: "bob", Name: "Bob", Role: store.RoleAdmin, TokenHash: tok1}), store.ErrConflict)
+	wantErr(t, "no token", s.AddStaff(ctx, store.StaffAccount{ID: "bob", Name: "Bob", Role: store.RoleAdmin, Created: now}), nil)
+	wantErr(t, "another without a token", s.AddStaff(ctx, store.StaffAccount{ID: "cy", Name: "Cy", Role: store.RoleClerk, Created: now}), nil)
+
+	got := ok(s.StaffAccount(ctx, "ann"))(t)
+	if got.Name != "Ann Lee" || got.Role != store.RoleClerk || got.PasswordHash != "$argon2id$x" || got.TokenHash != tok1 || !got.Created.Equal(now) || got.Disabled {
+		t.Fatalf("read %+v", got)
+	}
+	_, err := s.StaffAccount(ctx, "nobody")
+	wantErr(t, "unknown", err, store.ErrNotFound)
+	if got := ok(s.StaffByToken(ctx, tok1, now))(t); got.ID != "ann" {
+		t.Fatalf("by token: %+v", got)
+	}
+	_, err = s.StaffByToken(ctx, tok2, now)
+	wantErr(t, "unknown token", err, store.ErrNotFound)
+	if l := ok(s.ListStaff(ctx))(t); len(l) != 3 || l[0].ID != "ann" || l[1].ID != "bob" || l[2].ID != "cy" {
+		t.Fatalf("list: %+v", l)
+	}
+
+	// Sessions: valid strictly before their expiry; deleted once.
+	wantErr(t, "session", s.PutStaffSession(ctx, sess, "bob", now.Add(time.Hour)), nil)
+	if got := ok(s.StaffByToken(ctx, sess, now))(t); got.ID != "bob" {
+		t.Fatalf("by session: %+v", got)
+	}
+	_, err = s.StaffByToken(ctx, sess, now.Add(time.Hour))
+	wantErr(t, "expired session", err, store.ErrNotFound)
+	if n := ok(s.PruneStaffSessions(ctx, now))(t); n != 0 {
+		t.Fatalf("pruned %d live sessions", n)
+	}
+	wantErr(t, "logout", s.DeleteStaffSession(ctx, sess), nil)
+	wantErr(t, "logout again", s.DeleteStaffSession(ctx, sess), store.ErrNotFound)
+	_, err = s.StaffByToken(ctx, sess, now)
+	wantErr(t, "ended session", err, store.ErrNotFound)
+
+	// Changes: role, password, token; a taken token; disabling ends sessions.
+	admin, pw := store.RoleAdmin, "$argon2id$y"
+	wantErr(t, "promote", s.UpdateStaff(ctx, "ann", store.StaffChange{Role: &admin, PasswordHash: &pw, TokenHash: &tok2}), nil)
+	if got := ok(s.StaffAccount(ctx, "ann"))(t); got.Role != store.RoleAdmin || got.PasswordHash != pw || got.TokenHash != tok2 {
+		t.Fatalf("after the change: %+v", got)
+	}
+	_, err = s.StaffByToken(ctx, tok1, now)
+	wantErr(t, "old token", err, store.ErrNotFound)
+	wantErr(t, "taken token", s.UpdateStaff(ctx, "bob", store.StaffChange{TokenHash: &tok2}), store.ErrConflict)
+	bad := store.StaffRole("root")
+	wantErr(t, "bad role", s.UpdateStaff(ctx, "bob", store.StaffChange{Role: &bad}), store.ErrInvalid)
+	wantErr(t, "unknown account", s.UpdateStaff(ctx, "nobody", store.StaffChange{Role: &admin}), store.ErrNotFound)
+	wantErr(t, "session", s.PutStaffSession(ctx, sess, "ann", now.Add(time.Hour)), nil)
+	yes := true
+	wantErr(t, "disable", s.UpdateStaff(ctx, "ann", store.StaffChange{Disabled: &yes}), nil)
+	for _, h := range [][32]byte{tok2, sess} {
+		_, err = s.StaffByToken(ctx, h, now)
+		wantErr(t, "a disabled account's token or session", err, store.ErrNotFound)
+	}
+	no := false
+	wantErr(t, "enable", s.UpdateStaff(ctx, "ann", store.StaffChange{Disabled: &no}), nil)
+	if got := ok(s.StaffByToken(ctx, tok2, now))(t); got.ID != "ann" {
+		t.Fatalf("enabled again: %+v", got)
+	}
+	_, err = s.StaffByToken(ctx, sess, now)
+	wantErr(t, "a session ended by disabling", err, store.ErrNotFound)
+}
+
+// testPatientResources: every patient's current Patient resource, by id,
+// in pages; other types and patients without one are not listed.
+func testPatientResources(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for i := range 5 {
+		id := fmt.Sprintf("p%d", i)
+		ok(s.CreatePatient(ctx, id))(t)
+		if i == 3 {
+			continue // no Patient resource
+		}
+		pat := fmt.Appendf(nil, `{"resourceType":"Patient","id":%q,"name":[{"family":"F%d"}]}`, id, i)
+		ok(s.Apply(ctx, store.Batch{PatientID: id, Writes: []store.Write{{Type: "Patient", ID: id, Raw: pat, Mode: store.Upsert},
+			{Type: "Observation", ID: "o" + id, Raw: obs("o"+id, "final"), Mode: store.Upsert}}}))(t)
+	}
+	var ids []string
+	req := store.PageRequest{Count: 2}
+	for {
+		page := ok(s.PatientResources(ctx, req))(t)
+		for _, r := range page.Resources {
+			if r.Type != "Patient" {
+				t.Fatalf("listed %s/%s", r.Type, r.ID)
+			}
+			ids = append(ids, r.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		req.Cursor = page.Next
+	}
+	if strings.Join(ids, ",") != "p0,p1,p2,p4" {
+		t.Fatalf("patients listed: %v", ids)
+	}
+	_, err := s.PatientResources(ctx, store.PageRequest{Cursor: "not a cursor"})
+	wantErr(t, "bad cursor", err, store.ErrInvalid)
 }

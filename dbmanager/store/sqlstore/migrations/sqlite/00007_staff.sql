@@ -1,0 +1,28 @@
+-- Staff accounts of the provider's desk: a role (clerk or admin), a
+-- password for the desk's web page (argon2id, encoded with its parameters)
+-- and an API token for the command line (its SHA-256 only), and the
+-- sessions a password login opens (their token's SHA-256, until they
+-- expire). Tokens in the gateway's configuration (StaffTokens) stay the
+-- provider's admin tokens.
+
+-- +goose Up
+CREATE TABLE staff (
+    id            TEXT    PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    role          TEXT    NOT NULL CHECK (role IN ('clerk', 'admin')),
+    password_hash TEXT    NOT NULL DEFAULT '',
+    token_hash    BLOB    UNIQUE CHECK (token_hash IS NULL OR length(token_hash) = 32),
+    created_us    INTEGER NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1))
+) STRICT;
+
+CREATE TABLE staff_sessions (
+    token_hash BLOB    PRIMARY KEY CHECK (length(token_hash) = 32),
+    staff_id   TEXT    NOT NULL REFERENCES staff(id),
+    expires_us INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX staff_sessions_expires ON staff_sessions (expires_us);
+
+-- +goose Down
+DROP TABLE staff_sessions;
+DROP TABLE staff;
