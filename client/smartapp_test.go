@@ -216,30 +216,25 @@ func needFHIRClient(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
-// TestFHIRClientLaunch: SMART's own fhirclient (npm, pinned, unmodified),
-// in a small Node app on loopback, completes a standalone launch with PKCE
-// approved in the patient's app, then reads the patient, searches page by
-// page, reads $everything and a resource by id, exports in bulk (kick-off,
-// status, NDJSON files), and is refused a type outside its scope.
-func TestFHIRClientLaunch(t *testing.T) {
+// fhirclientApp runs smart-app.cjs: SMART's fhirclient in a Node app at
+// appAddr, launching at the gateway gw as clientID with scope. It stops
+// with the test.
+func fhirclientApp(t *testing.T, gw, appAddr, clientID, scope string) *bytes.Buffer {
+	t.Helper()
 	node, dir := needFHIRClient(t)
-	appAddr := freeLoopback(t)
-	n, ta := smartNet(t, dbmanager.SMARTApp{ClientID: "fhirclient-app", Name: "fhirclient test app", RedirectURIs: []string{"http://" + appAddr + "/app"}})
-	gw := n.Sites[0].URL
-
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "smart-app.cjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "MEDREC_FHIR_BASE="+gw+"/fhir", "MEDREC_APP_ADDR="+appAddr, "MEDREC_APP_CLIENT_ID=fhirclient-app",
-		"MEDREC_APP_SCOPE=launch/patient patient/Patient.r patient/Observation.rs")
+	cmd.Env = append(os.Environ(), "MEDREC_FHIR_BASE="+gw+"/fhir", "MEDREC_APP_ADDR="+appAddr, "MEDREC_APP_CLIENT_ID="+clientID,
+		"MEDREC_APP_SCOPE="+scope)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer func() { cancel(); cmd.Wait() }()
+	t.Cleanup(func() { cancel(); cmd.Wait() })
 	ready := make(chan error, 1)
 	go func() {
 		b := make([]byte, 64)
@@ -258,32 +253,34 @@ func TestFHIRClientLaunch(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the app did not start in 30 s\n%s", stderr.String())
 	}
+	return &stderr
+}
 
+// fhirclientRun is what smart-app.cjs read after its launch.
+type fhirclientRun struct {
+	Error, Patient, Scope, TokenType, PatientResource, Read string
+	Refresh                                                 bool
+	Pages                                                   []struct {
+		Total int
+		Refs  []string
+	}
+	Everything   []string
+	OutsideScope int
+	Export       struct {
+		KickOff int
+		Files   map[string]int
+	}
+}
+
+// launchFHIRClient plays the browser of ta's user through the app's launch
+// (approving it in ta) and returns what the app read, and the review page.
+func launchFHIRClient(t *testing.T, ta testApp, appAddr string, stderr *bytes.Buffer) (fhirclientRun, string) {
+	t.Helper()
 	hc := &http.Client{Jar: ta.hc.Jar, Timeout: time.Minute}
 	v := browse(t, ta, hc, "http://"+appAddr+"/launch", "approve")
-	if !strings.Contains(v.review, "fhirclient test app") || !strings.Contains(v.review, "Observation, Patient") {
-		t.Fatalf("the review page: %.1500s", v.review)
-	}
-	var got struct {
-		Error, Patient, Scope, TokenType, PatientResource, Read string
-		Refresh                                                 bool
-		Pages                                                   []struct {
-			Total int
-			Refs  []string
-		}
-		Everything   []string
-		OutsideScope int
-		Export       struct {
-			KickOff int
-			Files   map[string]int
-		}
-	}
+	var got fhirclientRun
 	if err := json.Unmarshal([]byte(v.body), &got); err != nil || v.status != 200 || got.Error != "" {
 		t.Fatalf("the app answered %d %q (%v)\n%s", v.status, v.body, err, stderr.String())
-	}
-	if got.Patient != "pat" || got.PatientResource != "Patient/pat" || got.TokenType != "Bearer" || got.Refresh ||
-		got.Scope != "launch/patient patient/Observation.rs patient/Patient.r" {
-		t.Fatalf("the app's launch: %+v", got)
 	}
 	var paged []string
 	for _, p := range got.Pages {
@@ -295,14 +292,85 @@ func TestFHIRClientLaunch(t *testing.T) {
 	if strings.Join(paged, " ") != "Observation/p1-obs0 Observation/p1-obs1 Observation/p1-obs2" {
 		t.Fatalf("the search read %v", paged)
 	}
+	if got.Read != "Observation/p1-obs0" || got.OutsideScope != 403 || got.Export.KickOff != 202 || got.Export.Files["Observation"] != 3 {
+		t.Fatalf("read %q, outside the scope %d, export %+v", got.Read, got.OutsideScope, got.Export)
+	}
+	return got, v.review
+}
+
+// TestFHIRClientLaunch: SMART's own fhirclient (npm, pinned, unmodified),
+// in a small Node app on loopback, completes a standalone launch with PKCE
+// approved in the patient's app, then reads the patient, searches page by
+// page, reads $everything and a resource by id, exports in bulk (kick-off,
+// status, NDJSON files), and is refused a type outside its scope.
+func TestFHIRClientLaunch(t *testing.T) {
+	needFHIRClient(t)
+	appAddr := freeLoopback(t)
+	n, ta := smartNet(t, dbmanager.SMARTApp{ClientID: "fhirclient-app", Name: "fhirclient test app", RedirectURIs: []string{"http://" + appAddr + "/app"}})
+	stderr := fhirclientApp(t, n.Sites[0].URL, appAddr, "fhirclient-app", "launch/patient patient/Patient.r patient/Observation.rs")
+	got, review := launchFHIRClient(t, ta, appAddr, stderr)
+	if !strings.Contains(review, "fhirclient test app") || !strings.Contains(review, "Observation, Patient") {
+		t.Fatalf("the review page: %.1500s", review)
+	}
+	if got.Patient != "pat" || got.PatientResource != "Patient/pat" || got.TokenType != "Bearer" || got.Refresh ||
+		got.Scope != "launch/patient patient/Observation.rs patient/Patient.r" {
+		t.Fatalf("the app's launch: %+v", got)
+	}
 	if strings.Join(got.Everything, " ") != "Observation/p1-obs0 Observation/p1-obs1 Observation/p1-obs2 Patient/pat" {
 		t.Fatalf("$everything: %v", got.Everything)
 	}
-	if got.Read != "Observation/p1-obs0" || got.OutsideScope != 403 {
-		t.Fatalf("read %q, outside the scope %d", got.Read, got.OutsideScope)
-	}
-	if got.Export.KickOff != 202 || got.Export.Files["Observation"] != 3 || got.Export.Files["Patient"] != 1 || len(got.Export.Files) != 2 {
+	if got.Export.Files["Patient"] != 1 || len(got.Export.Files) != 2 {
 		t.Fatalf("export: %+v", got.Export)
+	}
+}
+
+// TestFHIRClientLaunchByViewer: the same unmodified fhirclient app,
+// launched by a doctor who holds an anonymous share of the patient's
+// Observations: the doctor approves in the doctor's own MedRec app with an
+// Entitlement proof (no key of the patient's reaches it), and the app
+// reads, searches, reads $everything and exports what the share covers —
+// and nothing else (the Patient resource, Conditions). The patient's log
+// names the app.
+func TestFHIRClientLaunchByViewer(t *testing.T) {
+	needFHIRClient(t)
+	appAddr := freeLoopback(t)
+	doctorAddr := freeLoopback(t)
+	n := testnet.NewWith(t, 1, func(c *dbmanager.Config) {
+		c.SMARTApps = []dbmanager.SMARTApp{{ClientID: "fhirclient-app", Name: "fhirclient test app", RedirectURIs: []string{"http://" + appAddr + "/app"}}}
+		c.PatientApp = "http://" + doctorAddr
+	})
+	patient := patientApp(t, n, filepath.Join(t.TempDir(), "patient.json"))
+	n.Staff(t, 1, "POST", "/admin/patients/pat/resources", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":`+
+		`{"resourceType":"Patient","id":"pat","name":[{"family":"Doe","given":["Alex"]}],"gender":"other","birthDate":"1970-01-01"}}]}`)
+	doctor := newTestAppAt(t, n, filepath.Join(t.TempDir(), "doctor.json"), doctorAddr)
+	doctor.page(t, "POST", "/restore", url.Values{"words": {doctorWords}, "password": {"doctor-password"}, "password2": {"doctor-password"}})
+	dkeys, _ := delegate.FromMnemonic(doctorWords, "")
+	cv, _ := dkeys.ViewerCommitment(0)
+	obs, _ := access.NewScope("Observation")
+	b, err := patient.wallet().ShareAnonymous(context.Background(), 1, cv, obs, access.Treatment, time.Now().Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := doctor.wallet().SaveBundles([]wallet.ShareBundle{b}); err != nil {
+		t.Fatal(err)
+	}
+
+	stderr := fhirclientApp(t, n.Sites[0].URL, appAddr, "fhirclient-app", "launch/patient patient/*.rs")
+	got, review := launchFHIRClient(t, doctor, appAddr, stderr)
+	if !strings.Contains(review, "fhirclient test app") || !strings.Contains(review, "As the viewer of a share") {
+		t.Fatalf("the doctor's review page: %.2000s", review)
+	}
+	if got.Scope != "launch/patient patient/Observation.rs" || got.PatientResource != "" || got.Refresh || got.TokenType != "Bearer" {
+		t.Fatalf("the app's launch: %+v", got)
+	}
+	if strings.Join(got.Everything, " ") != "Observation/p1-obs0 Observation/p1-obs1 Observation/p1-obs2" {
+		t.Fatalf("$everything beyond the share: %v", got.Everything)
+	}
+	if len(got.Export.Files) != 1 {
+		t.Fatalf("export beyond the share: %+v", got.Export)
+	}
+	if log := patient.page(t, "GET", "/log", nil); !strings.Contains(log, "app fhirclient-app") {
+		t.Fatalf("the patient's log does not name the app: %.2000s", log)
 	}
 }
 

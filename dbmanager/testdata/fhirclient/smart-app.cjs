@@ -1,10 +1,12 @@
 // A SMART app against a MedRec-ZK gateway: SMART's own fhirclient library,
 // as published on npm (package.json pins it; nothing here patches it), in
-// a small Node web app on loopback, driven by client's TestFHIRClientLaunch.
-// The Go test plays the patient's browser: it opens /launch, which starts
-// the standalone launch (authorization code with PKCE, S256 required); the
-// gateway sends the browser to the patient's own MedRec app, the patient
-// approves there, and the browser comes back to /app with a code. The app
+// a small Node web app on loopback, driven by client's TestFHIRClientLaunch
+// (the patient approves) and TestFHIRClientLaunchByViewer (a viewer holding
+// an anonymous share approves with a proof). The Go test plays the user's
+// browser: it opens /launch, which starts the standalone launch
+// (authorization code with PKCE, S256 required); the gateway sends the
+// browser to the user's own MedRec app, the user approves there, and the
+// browser comes back to /app with a code. The app
 // trades it for a token (fhirclient does), then reads what a patient-facing
 // app would — the patient, a search followed page by page, $everything, a
 // read by id, a bulk export — and answers the browser with what it got as JSON, for the Go
@@ -56,7 +58,9 @@ async function app(req, res) {
     out.scope = client.state.tokenResponse.scope;
     out.tokenType = client.state.tokenResponse.token_type;
     out.refresh = !!client.state.tokenResponse.refresh_token;
-    out.patientResource = refOf(await client.patient.read());
+    // The Patient resource, when the granted scope covers it (a viewer's
+    // share may cover Observations only).
+    if (/(^| )patient\/(Patient|\*)\.(r|read)/.test(out.scope)) out.patientResource = refOf(await client.patient.read());
     // A search, page by page: fhirclient follows the Bundles' next links.
     out.pages = [];
     await client.request("Observation?_count=1&_sort=date", {
