@@ -374,13 +374,16 @@ func TestFHIRClientLaunchByViewer(t *testing.T) {
 	}
 }
 
-// TestAppApprovedInChromium: the same approval in a real browser, where
-// the gateway (reached as localhost) and the patient's app (127.0.0.1) are
-// different sites: the landing page is a cross-site navigation (Sec-Fetch-
-// Site: cross-site, no SameSite=Strict cookie), the patient unlocks their
-// app, approves on its review page under its content security policy, and
-// the browser ends at the app's redirect URI with a code.
-func TestAppApprovedInChromium(t *testing.T) {
+// chromiumTab is one tab of a headless Chromium that ends with the test.
+type chromiumTab struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// headlessChromium starts Chromium (MEDREC_CHROMIUM, or /usr/bin/chromium);
+// without one the test is skipped, or fails under MEDREC_REQUIRE_CHROMIUM=1.
+func headlessChromium(t *testing.T) chromiumTab {
+	t.Helper()
 	chromium := os.Getenv("MEDREC_CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"
@@ -391,6 +394,46 @@ func TestAppApprovedInChromium(t *testing.T) {
 		}
 		t.Skipf("no Chromium at %s", chromium)
 	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.NoFirstRun, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-sync", true))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	browser, cancelBrowser := chromedp.NewContext(alloc)
+	t.Cleanup(cancelBrowser)
+	if err := chromedp.Do(browser, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatal(err)
+	}
+	return chromiumTab{t, browser}
+}
+
+// page is the tab's address and text, for a failure's message.
+func (b chromiumTab) page() string {
+	c, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, _ := chromedp.Run(c, chromedp.Evaluate[string](`document.location.href + "\n" + document.body.innerText`))
+	return v
+}
+
+// run does actions in the tab within a minute, or fails the test.
+func (b chromiumTab) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	c, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	if err := chromedp.Do(c, actions...); err != nil {
+		b.t.Fatalf("%s: %v; the page shows:\n%s", what, err, b.page())
+	}
+}
+
+// TestAppApprovedInChromium: the same approval in a real browser, where
+// the gateway (reached as localhost) and the patient's app (127.0.0.1) are
+// different sites: the landing page is a cross-site navigation (Sec-Fetch-
+// Site: cross-site, no SameSite=Strict cookie), the patient unlocks their
+// app, approves on its review page under its content security policy, and
+// the browser ends at the app's redirect URI with a code.
+func TestAppApprovedInChromium(t *testing.T) {
+	browser := headlessChromium(t)
 	codes := make(chan url.Values, 1)
 	appSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -411,31 +454,7 @@ func TestAppApprovedInChromium(t *testing.T) {
 		"state": {"st-chromium"}, "scope": {"launch/patient patient/Observation.rs"}, "aud": {gw + "/fhir"},
 		"code_challenge": {base64.RawURLEncoding.EncodeToString(h[:])}, "code_challenge_method": {"S256"}}.Encode()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
-		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.NoFirstRun, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-sync", true))
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	defer cancelBrowser()
-	if err := chromedp.Do(browser, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatal(err)
-	}
-	page := func() string {
-		c, cancel := context.WithTimeout(browser, 10*time.Second)
-		defer cancel()
-		v, _ := chromedp.Run(c, chromedp.Evaluate[string](`document.location.href + "\n" + document.body.innerText`))
-		return v
-	}
-	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		c, cancel := context.WithTimeout(browser, time.Minute)
-		defer cancel()
-		if err := chromedp.Do(c, actions...); err != nil {
-			t.Fatalf("%s: %v; the page shows:\n%s", what, err, page())
-		}
-	}
+	page, run := browser.page, browser.run
 	run("launch", chromedp.Navigate(start), chromedp.WaitVisible(chromedp.CSS("#unlock-password")))
 	run("unlock", chromedp.SendKeys(chromedp.CSS("#unlock-password"), testPassword), chromedp.Click(chromedp.CSS("#unlock")),
 		chromedp.WaitVisible(chromedp.CSS("#smart-approve")))
@@ -534,4 +553,108 @@ func TestAppApprovedByViewer(t *testing.T) {
 		t.Fatalf("search with the token: %d %+v %v", res.StatusCode, bundle, err)
 	}
 	res.Body.Close()
+}
+
+// TestBrowserAppInChromium: a browser-only SMART app — its whole code runs
+// in its page, SMART's fhirclient browser build (npm, pinned, unmodified) —
+// at its own origin, in real Chromium. It discovers the gateway, sends the
+// browser to the patient's app, which approves it, trades its code and reads
+// (search page by page, $everything, a read by id, a bulk export) from the
+// page: each of those is a cross-origin request, which the browser allows
+// only because the gateway answers the registered app's origin (CORS) — the
+// same requests from a page at an unregistered origin are blocked.
+func TestBrowserAppInChromium(t *testing.T) {
+	_, dir := needFHIRClient(t)
+	browser := headlessChromium(t)
+	var origin string
+	appPage := func(body string) string {
+		return `<!doctype html><meta charset=utf-8><title>web app</title>` +
+			`<script src="/fhir-client.js"></script><script src="/reads.js"></script><script>` + body + `</script>`
+	}
+	var iss string
+	appSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fhir-client.js", "/reads.js":
+			file := map[string]string{"/fhir-client.js": "node_modules/fhirclient/build/fhir-client.js", "/reads.js": "reads.cjs"}[r.URL.Path]
+			w.Header().Set("Content-Type", "text/javascript")
+			http.ServeFile(w, r, filepath.Join(dir, file))
+		case "/app/launch.html":
+			io.WriteString(w, appPage(`FHIR.oauth2.authorize({iss: `+jsString(iss)+`, clientId: "web",
+				scope: "launch/patient patient/Patient.r patient/Observation.rs", redirectUri: "index.html", pkceMode: "required"});`))
+		case "/app/index.html":
+			io.WriteString(w, appPage(`(async () => {
+				const out = {error: ""};
+				try { await medrecReads(await FHIR.oauth2.ready(), out); } catch (e) { out.error = String(e && e.message || e); }
+				const pre = document.createElement("pre"); pre.id = "done"; pre.textContent = JSON.stringify(out);
+				document.body.appendChild(pre);
+			})();`))
+		case "/elsewhere.html":
+			// The same page at an origin the gateway does not know.
+			io.WriteString(w, appPage(`(async () => {
+				let got;
+				try { got = (await fetch(`+jsString(iss)+` + "/metadata")).status; } catch (e) { got = "blocked"; }
+				const pre = document.createElement("pre"); pre.id = "done"; pre.textContent = String(got);
+				document.body.appendChild(pre);
+			})();`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer appSrv.Close()
+	origin = appSrv.URL
+	n, ta := smartNet(t, dbmanager.SMARTApp{ClientID: "web", Name: "Web App", RedirectURIs: []string{origin + "/app/index.html"}})
+	gw := strings.Replace(n.Sites[0].URL, "127.0.0.1", "localhost", 1)
+	iss = gw + "/fhir"
+	ta.page(t, "POST", "/lock", url.Values{}) // the browser unlocks it itself
+
+	browser.run("launch", chromedp.Navigate(origin+"/app/launch.html"), chromedp.WaitVisible(chromedp.CSS("#unlock-password")))
+	browser.run("unlock", chromedp.SendKeys(chromedp.CSS("#unlock-password"), testPassword), chromedp.Click(chromedp.CSS("#unlock")),
+		chromedp.WaitVisible(chromedp.CSS("#smart-approve")))
+	if p := browser.page(); !strings.Contains(p, "Web App (app id web) wants to read Observation, Patient at Provider 1") {
+		t.Fatalf("the review page says:\n%s", p)
+	}
+	browser.run("approve", chromedp.Click(chromedp.CSS("#smart-approve")), chromedp.WaitVisible(chromedp.CSS("#done")))
+	var got fhirclientRun
+	text := readDone(t, browser)
+	if err := json.Unmarshal([]byte(text), &got); err != nil || got.Error != "" {
+		t.Fatalf("the app's page shows %q (%v)", text, err)
+	}
+	if got.Patient != "pat" || got.PatientResource != "Patient/pat" || got.Scope != "launch/patient patient/Observation.rs patient/Patient.r" {
+		t.Fatalf("the app's launch: %+v", got)
+	}
+	var paged []string
+	for _, p := range got.Pages {
+		paged = append(paged, p.Refs...)
+	}
+	if strings.Join(paged, " ") != "Observation/p1-obs0 Observation/p1-obs1 Observation/p1-obs2" || got.Read != "Observation/p1-obs0" ||
+		strings.Join(got.Everything, " ") != "Observation/p1-obs0 Observation/p1-obs1 Observation/p1-obs2 Patient/pat" ||
+		got.OutsideScope != 403 || got.Export.KickOff != 202 || got.Export.Files["Observation"] != 3 || got.Export.Files["Patient"] != 1 {
+		t.Fatalf("the app read %+v", got)
+	}
+
+	// The same fetch from a page at an origin the gateway does not know:
+	// the browser blocks it (localhost and 127.0.0.1 are different origins).
+	elsewhere := strings.Replace(origin, "127.0.0.1", "localhost", 1) + "/elsewhere.html"
+	browser.run("elsewhere", chromedp.Navigate(elsewhere), chromedp.WaitVisible(chromedp.CSS("#done")))
+	if text := readDone(t, browser); text != "blocked" {
+		t.Fatalf("a page at an unregistered origin read the gateway: %s", text)
+	}
+}
+
+// readDone is the text of the page's #done element.
+func readDone(t *testing.T, b chromiumTab) string {
+	t.Helper()
+	c, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	text, err := chromedp.Run(c, chromedp.Evaluate[string](`document.getElementById("done").textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
+}
+
+// jsString is s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

@@ -177,6 +177,9 @@ func (g *Gateway) authorizeApp(c *fiber.Ctx, t *appToken, expired bool, now time
 	if expired {
 		return nil, &denial{err: unauthorized("the access token expired or was revoked"), kind: store.ActorApp, id: id}
 	}
+	if origin := c.Get(fiber.HeaderOrigin); !ap.app.fromOrigin(origin) {
+		return nil, &denial{err: forbidden("this token is app %s's; a page at %.100q may not use it", id, origin), kind: store.ActorApp, id: id}
+	}
 	scope, purpose, err := g.approvalHolds(c, ap, now)
 	if err != nil {
 		patient, _ := g.patientOf(c, ap.tag)

@@ -130,7 +130,8 @@ type Gateway struct {
 	limits *readerLimits // requests per minute per authenticated reader
 	logins loginLock     // failed desk logins per account
 
-	tagPatients sync.Map // store.Tag → cachedPatient (see patientOf)
+	tagPatients sync.Map        // store.Tag → cachedPatient (see patientOf)
+	corsOrigins map[string]bool // the registered apps' web origins (cors.go)
 
 	// Short-lived, in memory only: lost on a restart (re-authenticating is cheap).
 	mu              sync.Mutex
@@ -198,6 +199,7 @@ func New(cfg Config) (*Gateway, error) {
 		limits: newReaderLimits(cfg.ReaderRateLimit),
 		cfg:    cfg, log: cfg.Log, ingest: ingest.New(cfg.Store, cfg.FHIR),
 		chainID:        cfg.Chain.Deployment().ChainID,
+		corsOrigins:    appOrigins(cfg.SMARTApps),
 		challengeKey:   make([]byte, 32),
 		usedChallenges: map[[32]byte]time.Time{},
 		sessions:       map[string]*session{},
@@ -257,18 +259,19 @@ func (g *Gateway) Listen(ctx context.Context, addr string) error {
 
 func (g *Gateway) routes() {
 	app := g.app
-	// CORS stays closed: no Access-Control-Allow-* headers are ever sent, and
-	// preflight requests are refused, so no other web origin can read.
+	// CORS is open on the standard door to registered browser apps' origins
+	// only (cors.go); everywhere else, and to every other origin, no
+	// Access-Control-Allow-* header is sent and a preflight is refused.
 	app.Use(func(c *fiber.Ctx) error {
-		if c.Method() == fiber.MethodOptions {
-			return errf(fiber.StatusForbidden, "forbidden", "cross-origin requests are not allowed")
+		if c.Method() == fiber.MethodOptions && !corsPreflight(c, g.corsOrigins) {
+			return errf(fiber.StatusForbidden, "forbidden", "cross-origin requests are not allowed here")
 		}
 		secureHeaders(c)
 		if err := g.boundBody(c); err != nil {
 			return err
 		}
 		return c.Next()
-	})
+	}, corsFor(g.corsOrigins))
 	perIP := func(max int) fiber.Handler {
 		return limiter.New(limiter.Config{
 			Max:        max,

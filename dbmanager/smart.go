@@ -540,6 +540,9 @@ func (g *Gateway) smartToken(c *fiber.Ctx) error {
 	if !ok {
 		return g.logOAuthRefusal(c, nil, "smart-token", "", oauthErr(fiber.StatusUnauthorized, "invalid_client", "unknown client_id %.128q", req.ClientID))
 	}
+	if origin := c.Get(fiber.HeaderOrigin); !app.fromOrigin(origin) {
+		return g.logOAuthRefusal(c, app, "smart-token", "", oauthErr(fiber.StatusUnauthorized, "invalid_client", "a page at %.100q is not this app's", origin))
+	}
 	var ap *approval
 	switch req.GrantType {
 	case "authorization_code":

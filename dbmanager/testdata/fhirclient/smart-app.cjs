@@ -6,11 +6,11 @@
 // browser: it opens /launch, which starts the standalone launch
 // (authorization code with PKCE, S256 required); the gateway sends the
 // browser to the user's own MedRec app, the user approves there, and the
-// browser comes back to /app with a code. The app
-// trades it for a token (fhirclient does), then reads what a patient-facing
-// app would — the patient, a search followed page by page, $everything, a
-// read by id, a bulk export — and answers the browser with what it got as JSON, for the Go
-// test to check.
+// browser comes back to /app with a code. The app trades it for a token
+// (fhirclient does), then reads what a patient-facing app would (reads.cjs:
+// the patient, a search followed page by page, $everything, a read by id,
+// a bulk export) and answers the browser with what it got as JSON, for the
+// Go test to check.
 //
 // Input comes from the environment: MEDREC_FHIR_BASE, the gateway's FHIR
 // base, MEDREC_APP_ADDR (host:port to listen on), MEDREC_APP_CLIENT_ID and
@@ -19,6 +19,7 @@
 
 const http = require("node:http");
 const smart = require("fhirclient");
+const medrecReads = require("./reads.cjs");
 
 const base = process.env.MEDREC_FHIR_BASE;
 const addr = process.env.MEDREC_APP_ADDR;
@@ -38,8 +39,6 @@ const storage = {
   async unset(key) { return store.delete(key); },
 };
 
-const refOf = (r) => `${r.resourceType}/${r.id}`;
-
 async function app(req, res) {
   const url = new URL(req.url, `http://${addr}`);
   if (url.pathname === "/launch") {
@@ -54,46 +53,7 @@ async function app(req, res) {
   const out = { error: "" };
   try {
     const client = await smart(req, res, storage).ready();
-    out.patient = client.getPatientId();
-    out.scope = client.state.tokenResponse.scope;
-    out.tokenType = client.state.tokenResponse.token_type;
-    out.refresh = !!client.state.tokenResponse.refresh_token;
-    // The Patient resource, when the granted scope covers it (a viewer's
-    // share may cover Observations only).
-    if (/(^| )patient\/(Patient|\*)\.(r|read)/.test(out.scope)) out.patientResource = refOf(await client.patient.read());
-    // A search, page by page: fhirclient follows the Bundles' next links.
-    out.pages = [];
-    await client.request("Observation?_count=1&_sort=date", {
-      pageLimit: 0,
-      onPage: (bundle) => out.pages.push({ total: bundle.total, refs: (bundle.entry || []).map((e) => refOf(e.resource)) }),
-    });
-    const every = await client.request(`Patient/${out.patient}/$everything`);
-    out.everything = (every.entry || []).map((e) => refOf(e.resource)).sort();
-    const first = out.pages[0]?.refs[0];
-    if (first) out.read = refOf(await client.request(first));
-    // Bulk export (patient level): kick off, poll the status, read a file.
-    const kick = await client.request({ url: "Patient/$export", headers: { Prefer: "respond-async" }, includeResponse: true });
-    const status = kick.response.headers.get("content-location");
-    let manifest;
-    for (let i = 0; i < 100 && !manifest; i++) {
-      const r = await client.request({ url: status, includeResponse: true });
-      if (r.response.status === 200) manifest = r.body;
-      else await new Promise((ok) => setTimeout(ok, 100));
-    }
-    out.export = { kickOff: kick.response.status, files: {} };
-    for (const o of (manifest && manifest.output) || []) {
-      const ndjson = await client.request({ url: o.url, headers: { Accept: "application/fhir+ndjson" } });
-      // NDJSON is neither JSON nor text/*: fhirclient hands back the Response.
-      const text = typeof ndjson == "string" ? ndjson : await ndjson.text();
-      out.export.files[o.type] = text.split("\n").filter((l) => l.trim()).length;
-    }
-    // Outside the scope: refused.
-    try {
-      await client.request("Condition?patient=" + out.patient);
-      out.outsideScope = 200;
-    } catch (e) {
-      out.outsideScope = e.status || e.statusCode || -1;
-    }
+    await medrecReads(client, out);
   } catch (e) {
     out.error = String(e && e.message || e);
   }
