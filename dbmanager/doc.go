@@ -14,7 +14,8 @@
 // # The request path
 //
 // A request flows one way through the package's files: gateway.go routes
-// it (security headers, body limit, per-address limits); authorize.go
+// it (security headers, CORS for registered browser apps on the standard
+// door — cors.go —, body limit, per-address limits); authorize.go
 // decides who the reader is and what it may read (signature, session or a
 // SMART app's access token; relationship, grant or approval, scope,
 // per-reader limit); accesslog.go logs the decision with the request's
