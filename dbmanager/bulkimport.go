@@ -78,6 +78,8 @@ func (g *Gateway) importNDJSON(c *fiber.Ctx) error {
 		}
 		return errf(fiber.StatusUnprocessableEntity, "invalid", "nothing imported, %d refused: %s", len(rep.Refused), strings.Join(why, "; "))
 	}
+	// The desk reads the counts back from these words (desk.BulkReport):
+	// change them together.
 	issues := []outcomeIssue{{Severity: "information", Code: "informational", Diagnostics: fmt.Sprintf(
 		"%d patients imported (%d resources: %d created, %d updated, %d unchanged, %d of them shared) from %d lines in %d files; %d refused, nothing of theirs written",
 		rep.Patients, rep.Resources, rep.Created, rep.Updated, rep.Unchanged, rep.Shared, rep.Lines, rep.Files, len(rep.Refused))}}

@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/url"
 	"strings"
 	"sync"
@@ -26,7 +27,27 @@ type Config struct {
 	Gateway  string // the provider's gateway URL
 	Provider string // the provider's name, for the pages
 	Log      *slog.Logger
+	// BulkLimit bounds the NDJSON bytes of one bulk import upload
+	// (DefaultBulkLimit if 0). It is streamed through to the gateway, never
+	// held here; every other request body stays under formLimit.
+	BulkLimit int64
 }
+
+// DefaultBulkLimit is the most NDJSON one bulk import upload may carry
+// unless Config.BulkLimit says otherwise: about a Synthea export of a few
+// thousand patients. Larger exports go in several uploads, or through
+// `medrec desk import-ndjson`, which has no limit.
+const DefaultBulkLimit = 1 << 30
+
+const (
+	// formLimit bounds every request body but a bulk upload's.
+	formLimit = 8 << 20
+	// bulkPath is the bulk import's form action: its body is streamed.
+	bulkPath = "/import/ndjson"
+	// bulkIdle is how long a bulk upload may pause (the browser waits
+	// while the gateway reads) before the desk gives up on it.
+	bulkIdle = 2 * time.Minute
+)
 
 // App is the desk's web page: one per provider, on 127.0.0.1, for the staff
 // at that computer. A login opens a session at the gateway (its token stays
@@ -52,6 +73,10 @@ type session struct {
 	expires time.Time
 }
 
+// admin says the staff member signed in as an admin (the role the gateway
+// gave at login; the gateway still decides every request).
+func (s *session) admin() bool { return s.role == "admin" }
+
 // printed is a claim code waiting on its printable page.
 type printed struct {
 	owner    string // the cookie of the session that issued it
@@ -72,6 +97,9 @@ func New(cfg Config) (*App, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.BulkLimit <= 0 {
+		cfg.BulkLimit = DefaultBulkLimit
+	}
 	csrf, err := localweb.NewToken()
 	if err != nil {
 		return nil, err
@@ -90,7 +118,13 @@ func New(cfg Config) (*App, error) {
 		// owner) must not point into fasthttp's reused buffers.
 		Immutable:   true,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute, IdleTimeout: time.Minute,
-		BodyLimit: 8 << 20, ErrorHandler: a.errorPage,
+		// Request bodies are streamed, so that a bulk import's upload
+		// goes through to the gateway as it comes (fasthttp reads at most
+		// BodyLimit before a handler runs, then streams the rest; nor does
+		// it parse a multipart form before one). boundBody reads every
+		// other body whole, up to formLimit.
+		BodyLimit: formLimit, StreamRequestBody: true, DisablePreParseMultipartForm: true,
+		ErrorHandler: a.errorPage,
 	})
 	a.routes()
 	return a, nil
@@ -108,7 +142,7 @@ func (a *App) Listen(ctx context.Context, addr string) error {
 }
 
 func (a *App) routes() {
-	a.app.Use(localweb.Guard(a.csrf))
+	a.app.Use(a.boundBody, localweb.Guard(a.csrf))
 	a.app.Get("/login", func(c *fiber.Ctx) error { return a.render(c, "login", nil) })
 	a.app.Post("/login", a.login)
 	in := a.app.Group("", a.signedIn)
@@ -123,6 +157,7 @@ func (a *App) routes() {
 	in.Post("/patient/unmap", a.unmap)
 	in.Get("/import", func(c *fiber.Ctx) error { return a.render(c, "import", fiber.Map{"Flash": c.Query("done")}) })
 	in.Post("/import", a.importBundle)
+	in.Post(bulkPath, a.importNDJSON)
 	in.Get("/staff", a.staff)
 	in.Post("/staff", a.addStaff)
 }
@@ -326,6 +361,122 @@ func (a *App) importBundle(c *fiber.Ctx) error {
 	return c.Redirect(fmt.Sprintf("/patient?id=%s&done=%s", url.QueryEscape(rep.Patient), url.QueryEscape(fmt.Sprintf("imported %d entries (%d new, %d updated, %d unchanged)", rep.Entries, rep.Created, rep.Updated, rep.Unchanged))), fiber.StatusSeeOther)
 }
 
+// importNDJSON streams a bulk upload (one or more NDJSON files) through to
+// the gateway's bulk import as the browser sends it, and shows the
+// gateway's report: what went in and each patient refused. Admins only:
+// the desk refuses others before sending anything (the gateway would).
+func (a *App) importNDJSON(c *fiber.Ctx) error {
+	s := sess(c)
+	if !s.admin() {
+		return fiber.NewError(fiber.StatusForbidden, "Not allowed: only an admin may run a bulk import")
+	}
+	mr := localweb.StreamedForm(c)
+	if mr == nil {
+		return a.bulkPage(c, BulkReport{}, fmt.Errorf("%w: not a multipart form with the form token first", ErrBadUpload))
+	}
+	u := &upload{c: c, mr: mr, limit: a.cfg.BulkLimit}
+	first, err := u.nextPart()
+	if errors.Is(err, io.EOF) {
+		return a.bulkPage(c, BulkReport{}, ErrNoFiles)
+	}
+	if err != nil {
+		return a.bulkPage(c, BulkReport{}, err)
+	}
+	next := func() (NDJSONFile, error) {
+		p := first
+		if p == nil {
+			if p, err = u.nextPart(); err != nil {
+				return NDJSONFile{}, err
+			}
+		}
+		first = nil
+		return NDJSONFile{Name: p.FileName(), R: &uploadFile{u: u, p: p}}, nil
+	}
+	rep, err := s.client.ImportNDJSONFrom(c.UserContext(), next, 0, nil)
+	if err != nil && !errors.Is(err, ErrRefusedPatients) {
+		a.cfg.Log.Warn("Desk bulk import failed", "staff", s.staff, "status", pageStatus(err), "err", err)
+	}
+	return a.bulkPage(c, rep, err)
+}
+
+// bulkPage shows the import page with a bulk import's report or error,
+// under the status pageStatus gives.
+func (a *App) bulkPage(c *fiber.Ctx, rep BulkReport, err error) error {
+	data := fiber.Map{}
+	switch {
+	case err == nil:
+		data["Bulk"] = rep
+	case errors.Is(err, ErrRefusedPatients):
+		data["Bulk"], data["Refusals"] = rep, rep.Refusals()
+		data["Error"] = fmt.Sprintf("%d refused: nothing of theirs was written (listed below); the others went in.", len(rep.Refused))
+	case errors.Is(err, ErrNoFiles):
+		data["Error"] = "Choose one or more NDJSON files to import."
+	case pageStatus(err) == fiber.StatusBadGateway:
+		data["Error"] = "The import did not finish: " + refusal(err) + ". The patients the gateway stored before it stopped stay; importing the same files again resumes it."
+	case pageStatus(err) == fiber.StatusUnprocessableEntity:
+		data["Error"] = refusal(err) // the gateway's words say nothing went in, and why
+	default:
+		data["Error"] = "Nothing was imported: " + refusal(err)
+	}
+	c.Status(pageStatus(err))
+	return a.render(c, "import", data)
+}
+
+// upload reads the files of a bulk upload, part after part, keeping the
+// browser's connection open while it pauses (bulkIdle a read, not the
+// server's ReadTimeout for the whole request) and counting its bytes
+// against the limit.
+type upload struct {
+	c     *fiber.Ctx
+	mr    *multipart.Reader
+	limit int64
+	read  int64
+}
+
+// awake gives the browser bulkIdle for its next bytes.
+func (u *upload) awake() {
+	if conn := u.c.Context().Conn(); conn != nil {
+		conn.SetReadDeadline(time.Now().Add(bulkIdle))
+	}
+}
+
+// nextPart returns the next file of the upload (io.EOF after the last);
+// other fields and a file input left empty are skipped.
+func (u *upload) nextPart() (*multipart.Part, error) {
+	for {
+		u.awake()
+		p, err := u.mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadUpload, err)
+		}
+		if p.FileName() != "" {
+			return p, nil
+		}
+	}
+}
+
+// uploadFile is one file of an upload, read as the gateway takes it.
+type uploadFile struct {
+	u *upload
+	p *multipart.Part
+}
+
+func (f *uploadFile) Read(b []byte) (int, error) {
+	f.u.awake()
+	n, err := f.p.Read(b)
+	f.u.read += int64(n)
+	if f.u.read > f.u.limit {
+		return n, fmt.Errorf("%w (%s at most in one upload; split the export, or use medrec desk import-ndjson)", ErrUploadTooLarge, size(f.u.limit))
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("%w: %v", ErrBadUpload, err)
+	}
+	return n, err
+}
+
 func (a *App) staff(c *fiber.Ctx) error {
 	list, err := sess(c).client.Staff(c.UserContext())
 	if err != nil {
@@ -341,6 +492,64 @@ func (a *App) addStaff(c *fiber.Ctx) error {
 		return a.render(c, "staff", fiber.Map{"Staff": list, "Error": refusal(err), "New": ns})
 	}
 	return c.Redirect("/staff?done="+url.QueryEscape("added "+ns.ID), fiber.StatusSeeOther)
+}
+
+// boundBody reads the request's body, at most formLimit bytes of it, so
+// that handlers see it whole (c.FormValue, c.FormFile); a longer one is
+// refused (413). A bulk import's upload is left to its handler, which
+// streams it.
+func (a *App) boundBody(c *fiber.Ctx) error {
+	stream := c.Context().RequestBodyStream()
+	if stream == nil {
+		return c.Next()
+	}
+	tooLarge := func(what string, limit int64) error {
+		// The rest of the body is not read: the connection is not reused.
+		c.Context().SetConnectionClose()
+		return fiber.NewError(fiber.StatusRequestEntityTooLarge, fmt.Sprintf("%s is larger than this desk takes (%s)", what, size(limit)))
+	}
+	cl := int64(c.Request().Header.ContentLength())
+	if c.Method() == fiber.MethodPost && strings.TrimRight(strings.ToLower(c.Path()), "/") == bulkPath {
+		c.Context().SetConnectionClose() // what the handler leaves unread cannot be skipped
+		if cl > a.cfg.BulkLimit {
+			return tooLarge("the upload", a.cfg.BulkLimit)
+		}
+		return c.Next()
+	}
+	if cl > formLimit {
+		return tooLarge("the form", formLimit)
+	}
+	body, err := io.ReadAll(io.LimitReader(stream, formLimit+1))
+	if err != nil {
+		c.Context().SetConnectionClose()
+		return fiber.NewError(fiber.StatusBadRequest, "reading the form: "+err.Error())
+	}
+	if len(body) > formLimit {
+		return tooLarge("the form", formLimit)
+	}
+	c.Request().SetBody(body)
+	return c.Next()
+}
+
+// pageStatus is the HTTP status of a page that shows err: the gateway's
+// refusals keep theirs (400 bad input, 403 not allowed, 422 nothing
+// imported, 429 busy …), its failures and silence are 502, and the
+// desk's own refusals of an upload 400 or 413. A bulk import that took
+// some patients and refused others is 200, as at the gateway: an error
+// status means nothing was stored.
+func pageStatus(err error) int {
+	var e *Error
+	switch {
+	case err == nil, errors.Is(err, ErrRefusedPatients):
+		return fiber.StatusOK
+	case errors.Is(err, ErrNoFiles), errors.Is(err, ErrBadUpload):
+		return fiber.StatusBadRequest
+	case errors.Is(err, ErrUploadTooLarge):
+		return fiber.StatusRequestEntityTooLarge
+	case errors.As(err, &e) && e.Status >= 400 && e.Status < 500:
+		return e.Status
+	}
+	return fiber.StatusBadGateway
 }
 
 // refusal says a gateway error in words.
@@ -367,7 +576,7 @@ func (a *App) render(c *fiber.Ctx, page string, data fiber.Map) error {
 	}
 	data["CSRF"], data["Page"], data["Provider"] = a.csrf, page, a.cfg.Provider
 	if s := a.sessionOf(c); s != nil {
-		data["Me"] = fiber.Map{"Staff": s.staff, "Name": s.name, "Role": s.role, "Admin": s.role == "admin"}
+		data["Me"] = fiber.Map{"Staff": s.staff, "Name": s.name, "Role": s.role, "Admin": s.admin()}
 	}
 	var b bytes.Buffer
 	if err := a.pages.ExecuteTemplate(&b, page, data); err != nil {
@@ -389,6 +598,14 @@ func (a *App) errorPage(c *fiber.Ctx, err error) error {
 	}
 	c.Status(status)
 	return a.render(c, "message", fiber.Map{"Message": err.Error()})
+}
+
+// size says a number of bytes in words.
+func size(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -32,42 +34,115 @@ type BulkReport struct {
 	Refused []string `json:"refused,omitempty"`
 }
 
+// BulkRefusal is one patient (or shared resource) a bulk import refused.
+type BulkRefusal struct {
+	File    string // the input file
+	Line    int    // its line (0 if the gateway's words could not be read)
+	Patient string // "" for a shared resource
+	Reason  string // why; the gateway's whole sentence if it could not be read
+}
+
+// refusalRE reads the gateway's words for a refusal (ingest.Refusal.String).
+var refusalRE = regexp.MustCompile(`^(.+) line (\d+): (?:patient (\S+)|shared resource) refused: (.*)$`)
+
+// Refusals returns the refusals of the report, each split into file, line,
+// patient and reason.
+func (r BulkReport) Refusals() []BulkRefusal {
+	out := make([]BulkRefusal, 0, len(r.Refused))
+	for _, s := range r.Refused {
+		m := refusalRE.FindStringSubmatch(s)
+		if m == nil {
+			out = append(out, BulkRefusal{Reason: s})
+			continue
+		}
+		line, _ := strconv.Atoi(m[2])
+		out = append(out, BulkRefusal{File: m[1], Line: line, Patient: m[3], Reason: m[4]})
+	}
+	return out
+}
+
+// summaryRE reads the counts of the gateway's summary of a partial import
+// (dbmanager's importNDJSON writes it).
+var summaryRE = regexp.MustCompile(`^(\d+) patients imported \((\d+) resources: (\d+) created, (\d+) updated, (\d+) unchanged, (\d+) of them shared\) from (\d+) lines in (\d+) files`)
+
+// countSummary fills the report's counts from its Summary, if it reads.
+func (r *BulkReport) countSummary() {
+	m := summaryRE.FindStringSubmatch(r.Summary)
+	if m == nil {
+		return
+	}
+	n := make([]int, len(m))
+	for i := 1; i < len(m); i++ {
+		n[i], _ = strconv.Atoi(m[i])
+	}
+	r.Patients, r.Resources, r.Created, r.Updated, r.Unchanged, r.Shared, r.Lines, r.Files = n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8]
+}
+
 // BulkProgress is how far the upload of a bulk import got.
 type BulkProgress struct {
 	File  string // the file being sent
 	Sent  int64  // bytes sent, of all files
-	Total int64  // bytes of all files
+	Total int64  // bytes of all files (0 if not known)
 	Lines int    // lines sent (resources, give or take blank lines)
 	Done  bool   // everything is sent; the gateway is writing
 }
 
-// ErrRefusedPatients: a bulk import took some patients and refused others
-// (BulkReport.Refused says which and why).
-var ErrRefusedPatients = errors.New("the gateway refused some patients")
+// NDJSONFile is one file of a bulk import: its name (the gateway's
+// messages name it) and its lines. R is closed once sent if it is an
+// io.Closer.
+type NDJSONFile struct {
+	Name string
+	R    io.Reader
+}
 
 // ImportNDJSON streams NDJSON files (one resource per line, e.g. a Synthea
-// bulk export's Patient.ndjson, Observation.ndjson …) to the gateway's bulk
-// import, in one request, never holding a file in memory; each patient goes
-// in whole or not at all. progress, if set, is called as the upload
-// advances (from another goroutine). When the gateway refused some patients
-// the report lists them and the error is ErrRefusedPatients.
+// bulk export's Patient.ndjson, Observation.ndjson …) from disk to the
+// gateway's bulk import, as ImportNDJSONFrom does, opening one file at a
+// time.
 func (c *Client) ImportNDJSON(ctx context.Context, files []string, progress func(BulkProgress)) (BulkReport, error) {
-	var rep BulkReport
 	var total int64
 	for _, f := range files {
 		fi, err := os.Stat(f)
 		if err != nil {
-			return rep, err
+			return BulkReport{}, err
 		}
 		total += fi.Size()
 	}
+	i := 0
+	next := func() (NDJSONFile, error) {
+		if i == len(files) {
+			return NDJSONFile{}, io.EOF
+		}
+		i++
+		in, err := os.Open(files[i-1])
+		if err != nil {
+			return NDJSONFile{}, err
+		}
+		return NDJSONFile{Name: filepath.Base(files[i-1]), R: in}, nil
+	}
+	return c.ImportNDJSONFrom(ctx, next, total, progress)
+}
+
+// ImportNDJSONFrom streams the NDJSON files next returns (io.EOF after the
+// last; total is their size, 0 if not known) to the gateway's bulk import,
+// in one request, never holding a file in memory; each patient goes in
+// whole or not at all. progress, if set, is called as the upload advances
+// (from another goroutine). When the gateway refused some patients the
+// report says what went in and lists those refused, and the error is
+// ErrRefusedPatients. An error reading the files (next's, or a file's)
+// ends the upload, and is the error returned: the gateway then stores
+// nothing of that upload.
+func (c *Client) ImportNDJSONFrom(ctx context.Context, next func() (NDJSONFile, error), total int64, progress func(BulkProgress)) (BulkReport, error) {
+	var rep BulkReport
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
+	var sendErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pw.CloseWithError(sendFiles(mw, files, total, progress))
+		sendErr = sendFiles(mw, next, total, progress)
+		pw.CloseWithError(sendErr)
 	}()
 	req, err := http.NewRequestWithContext(ctx, "POST", c.Base+"/admin/import/ndjson", pr)
 	if err != nil {
@@ -82,13 +157,20 @@ func (c *Client) ImportNDJSON(ctx context.Context, files []string, progress func
 	res, err := hc.Do(req)
 	pr.CloseWithError(errors.New("request over"))
 	wg.Wait()
+	var rerr *readError
+	if errors.As(sendErr, &rerr) {
+		if res != nil {
+			res.Body.Close()
+		}
+		return rep, rerr.err
+	}
 	if err != nil {
 		return rep, fmt.Errorf("the gateway %s: %w", c.Base, err)
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("the gateway's answer: %w", err)
 	}
 	var oo struct {
 		Issue []struct {
@@ -111,6 +193,7 @@ func (c *Client) ImportNDJSON(ctx context.Context, files []string, progress func
 				rep.Refused = append(rep.Refused, i.Diagnostics)
 			}
 		}
+		rep.countSummary()
 		return rep, ErrRefusedPatients
 	}
 	msg := strings.TrimSpace(string(raw))
@@ -120,45 +203,32 @@ func (c *Client) ImportNDJSON(ctx context.Context, files []string, progress func
 	return rep, &Error{Status: res.StatusCode, Message: msg}
 }
 
-// sendFiles writes each file as one part of the multipart body.
-func sendFiles(mw *multipart.Writer, files []string, total int64, progress func(BulkProgress)) error {
+// readError is an error reading the files of an upload (not sending them).
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+
+// sendFiles writes each file next returns as one part of the multipart
+// body.
+func sendFiles(mw *multipart.Writer, next func() (NDJSONFile, error), total int64, progress func(BulkProgress)) error {
 	p := BulkProgress{Total: total}
 	report := func() {
 		if progress != nil {
 			progress(p)
 		}
 	}
-	for _, f := range files {
-		p.File = filepath.Base(f)
-		part, err := mw.CreateFormFile("file", p.File)
+	buf := make([]byte, 256<<10)
+	for {
+		f, err := next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
 		if err != nil {
+			return &readError{err}
+		}
+		if err := sendFile(mw, f, buf, &p, report); err != nil {
 			return err
 		}
-		in, err := os.Open(f)
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 256<<10)
-		for {
-			n, rerr := in.Read(buf)
-			if n > 0 {
-				if _, err := part.Write(buf[:n]); err != nil {
-					in.Close()
-					return err
-				}
-				p.Sent += int64(n)
-				p.Lines += bytes.Count(buf[:n], []byte("\n"))
-				report()
-			}
-			if errors.Is(rerr, io.EOF) {
-				break
-			}
-			if rerr != nil {
-				in.Close()
-				return fmt.Errorf("%s: %w", f, rerr)
-			}
-		}
-		in.Close()
 	}
 	if err := mw.Close(); err != nil {
 		return err
@@ -166,4 +236,33 @@ func sendFiles(mw *multipart.Writer, files []string, total int64, progress func(
 	p.Done = true
 	report()
 	return nil
+}
+
+// sendFile writes one file as a part, and closes it.
+func sendFile(mw *multipart.Writer, f NDJSONFile, buf []byte, p *BulkProgress, report func()) error {
+	if cl, ok := f.R.(io.Closer); ok {
+		defer cl.Close()
+	}
+	p.File = f.Name
+	part, err := mw.CreateFormFile("file", f.Name)
+	if err != nil {
+		return err
+	}
+	for {
+		n, rerr := f.R.Read(buf)
+		if n > 0 {
+			if _, err := part.Write(buf[:n]); err != nil {
+				return err
+			}
+			p.Sent += int64(n)
+			p.Lines += bytes.Count(buf[:n], []byte("\n"))
+			report()
+		}
+		if errors.Is(rerr, io.EOF) {
+			return nil
+		}
+		if rerr != nil {
+			return &readError{fmt.Errorf("reading %s: %w", f.Name, rerr)}
+		}
+	}
 }

@@ -74,6 +74,24 @@ code{word-break:break-all} .big{font-size:2rem;font-family:monospace;letter-spac
 <p>A FHIR R4 Bundle of one patient (a Synthea file, an EHR export): all of it is stored, or none of it. Importing the same file again changes nothing.</p>
 <form method="post" action="/import" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
 <label for="bundle">Bundle (JSON)</label><input id="bundle" name="bundle" type="file" accept=".json,application/fhir+json,application/json" required> <button id="import">Import</button></form>
+{{if .Me.Admin}}<h2 id="bulk">Bulk import (NDJSON)</h2>
+<p>FHIR bulk data: one resource per line, one file per resource type (a Synthea bulk export, an EHR's export). Choose all the files of one export at once. Each patient is stored whole or not at all: a patient with a bad line is refused, the others go in. Importing the same files again changes nothing.</p>
+<form method="post" action="/import/ndjson" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<label for="ndjson">NDJSON files</label><input id="ndjson" name="file" type="file" multiple accept=".ndjson,.jsonl,application/fhir+ndjson" required> <button id="import-ndjson">Import the files</button></form>
+{{with .Bulk}}<section id="bulk-report" aria-labelledby="bulk-title"><h2 id="bulk-title">{{if $.Refusals}}Imported in part{{else}}Imported{{end}}</h2>
+<table><caption>What went in</caption>
+<tr><th scope="row">Files</th><td id="bulk-files">{{.Files}}</td></tr>
+<tr><th scope="row">Lines</th><td id="bulk-lines">{{.Lines}}</td></tr>
+<tr><th scope="row">Patients</th><td id="bulk-patients">{{.Patients}}</td></tr>
+<tr><th scope="row">Resources</th><td id="bulk-resources">{{.Resources}} ({{.Shared}} shared: organizations, practitioners …)</td></tr>
+<tr><th scope="row">Created</th><td id="bulk-created">{{.Created}}</td></tr>
+<tr><th scope="row">Updated</th><td id="bulk-updated">{{.Updated}}</td></tr>
+<tr><th scope="row">Unchanged</th><td id="bulk-unchanged">{{.Unchanged}}</td></tr></table>
+{{if not .Files}}{{with .Summary}}<p id="bulk-summary">The gateway: {{.}}.</p>{{end}}{{end}}
+{{with $.Refusals}}<table id="bulk-refused"><caption class="err">{{len .}} refused, nothing of theirs written: fix their lines and import the same files again (what went in stays, unchanged)</caption>
+<tr><th scope="col">File</th><th scope="col">Line</th><th scope="col">Patient</th><th scope="col">Reason</th></tr>
+{{range .}}<tr>{{if .File}}<td>{{.File}}</td><td>{{.Line}}</td><td>{{if .Patient}}{{.Patient}}{{else}}(a shared resource){{end}}</td><td>{{.Reason}}</td>{{else}}<td colspan="4">{{.Reason}}</td>{{end}}</tr>{{end}}</table>{{end}}
+</section>{{end}}{{end}}
 {{template "foot" .}}{{end}}
 
 {{define "staff"}}{{template "head" .}}<h1>Staff</h1>

@@ -64,6 +64,7 @@ var deskCommand = &cli.Command{
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7610", Usage: "loopback `ADDRESS` to serve on"},
 				&cli.StringFlag{Name: "name", Usage: "the provider's name, shown on the pages"},
+				&cli.Int64Flag{Name: "bulk-limit-mib", Value: desk.DefaultBulkLimit >> 20, Usage: "the most `MiB` of NDJSON one bulk import upload on the page may carry (streamed to the gateway, never held)"},
 			},
 			Action: deskServe,
 		},
@@ -637,7 +638,10 @@ func deskStaffSet(ctx *cli.Context, sr *secretReader) error {
 }
 
 func deskServe(ctx *cli.Context) error {
-	a, err := desk.New(desk.Config{Gateway: ctx.String(gatewayFlag.Name), Provider: ctx.String("name"), Log: stderrLog(ctx)})
+	if ctx.Int64("bulk-limit-mib") <= 0 {
+		return exitError{2, errors.New("--bulk-limit-mib: want a positive number of MiB")}
+	}
+	a, err := desk.New(desk.Config{Gateway: ctx.String(gatewayFlag.Name), Provider: ctx.String("name"), Log: stderrLog(ctx), BulkLimit: ctx.Int64("bulk-limit-mib") << 20})
 	if err != nil {
 		return exitError{2, err}
 	}

@@ -11,6 +11,9 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/url"
 	"slices"
@@ -37,6 +40,8 @@ func NewToken() (string, error) {
 // headers every answer carries: a strict content security policy, no
 // framing, no caching (pages hold personal data: Back after logging out
 // shows nothing), and a referrer policy that keeps Origin on form posts.
+// A POST body the server streams carries the token as its first part
+// (formToken).
 func Guard(csrf string, entries ...string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		host := c.Hostname()
@@ -57,7 +62,7 @@ func Guard(csrf string, entries ...string) fiber.Handler {
 				return fiber.NewError(fiber.StatusForbidden, "requests from other web pages are refused")
 			}
 		}
-		if c.Method() == fiber.MethodPost && subtle.ConstantTimeCompare([]byte(c.FormValue("csrf")), []byte(csrf)) != 1 {
+		if c.Method() == fiber.MethodPost && subtle.ConstantTimeCompare([]byte(formToken(c)), []byte(csrf)) != 1 {
 			return fiber.NewError(fiber.StatusForbidden, "the form is stale or came from elsewhere; reload the page")
 		}
 		c.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
@@ -66,6 +71,43 @@ func Guard(csrf string, entries ...string) fiber.Handler {
 		c.Set("Referrer-Policy", "same-origin") // "no-referrer" makes form posts send Origin: null
 		return c.Next()
 	}
+}
+
+// formToken returns the form token a POST carries: its csrf field. A body
+// the server streams (fiber's StreamRequestBody, left unread for its
+// handler: a large upload) is read only as far as the token, which must be
+// its first part: multipart/form-data with the hidden csrf input before
+// every other field of the form (browsers send fields in document order).
+// The handler reads the rest with StreamedForm.
+func formToken(c *fiber.Ctx) string {
+	stream := c.Context().RequestBodyStream()
+	if stream == nil {
+		return c.FormValue("csrf")
+	}
+	mt, params, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return ""
+	}
+	mr := multipart.NewReader(stream, params["boundary"])
+	p, err := mr.NextPart()
+	if err != nil || p.FormName() != "csrf" || p.FileName() != "" {
+		return ""
+	}
+	token, err := io.ReadAll(io.LimitReader(p, 256))
+	if err != nil {
+		return ""
+	}
+	c.Locals(streamedFormKey{}, mr)
+	return string(token)
+}
+
+type streamedFormKey struct{}
+
+// StreamedForm returns the rest of a streamed multipart POST, after the
+// form token Guard read and checked; nil if the request is not one.
+func StreamedForm(c *fiber.Ctx) *multipart.Reader {
+	mr, _ := c.Locals(streamedFormKey{}).(*multipart.Reader)
+	return mr
 }
 
 // Serve serves app on addr, which must be a loopback address, until ctx
