@@ -120,7 +120,9 @@ type analyzer struct {
 
 	providers   map[uint32]*providerState
 	leaves      uint32
-	rootSize    map[[32]byte]uint32
+	commitments map[[32]byte]uint32 // commitment → its first leaf
+	duplicates  uint32              // leaves whose commitment an earlier leaf holds
+	rootSize    map[[32]byte]uint32 // root → distinct commitments under it
 	enrolBlocks []uint64
 
 	rels     []relation
@@ -147,7 +149,7 @@ func newAnalyzer(d *contracts.Deployment, cfg Config) (*analyzer, error) {
 	fl := func() findings { return findings{max: cfg.MaxFindings} }
 	return &analyzer{
 		cfg: cfg, d: d, abi: a, regs: bindings.NewAgentRegistry(),
-		providers: map[uint32]*providerState{}, rootSize: map[[32]byte]uint32{},
+		providers: map[uint32]*providerState{}, rootSize: map[[32]byte]uint32{}, commitments: map[[32]byte]uint32{},
 		relByTag: map[[32]byte]int32{}, owners: map[common.Address][]int32{}, grantees: map[common.Address][]int32{},
 		openByTx: map[common.Hash][]int32{}, times: map[uint64]uint64{}, expiries: map[expiryAt]expiryRels{},
 		perPatient: fl(), delegateEth: fl(), relays: fl(), badDelegates: map[common.Address]bool{},
@@ -289,23 +291,40 @@ func (a *analyzer) enrol(l *types.Log) error {
 		return err
 	}
 	switch {
-	case e.index < a.leaves:
-		return fmt.Errorf("enrolment at index %d, %d leaves seen", e.index, a.leaves)
-	case e.index > a.leaves:
+	case e.start < a.leaves:
+		return fmt.Errorf("enrolment at index %d, %d leaves seen", e.start, a.leaves)
+	case e.start > a.leaves:
 		// Leaves enrolled before the deployment record's first block: the
 		// record is wrong, but the set sizes stay right.
 		a.perPatient.add(Finding{Severity: SeverityNote, Block: l.BlockNumber,
-			Message: fmt.Sprintf("enrolment index %d in block %d, but only %d enrolments seen before (deployment record's block too late?)", e.index, l.BlockNumber, a.leaves)})
-		for range e.index - a.leaves {
+			Message: fmt.Sprintf("enrolment index %d in block %d, but only %d enrolments seen before (deployment record's block too late?)", e.start, l.BlockNumber, a.leaves)})
+		for range e.start - a.leaves {
 			a.enrolBlocks = append(a.enrolBlocks, l.BlockNumber)
 		}
 	}
-	a.leaves = e.index + 1
-	a.rootSize[e.root] = a.leaves
-	a.enrolBlocks = append(a.enrolBlocks, l.BlockNumber)
+	// The registry keeps no record per commitment (it would cost more than
+	// the insertion): a commitment enrolled twice is found here, and counted
+	// once in the anonymity set.
+	for i, c := range e.commitments {
+		leaf := e.start + uint32(i)
+		if first, dup := a.commitments[c]; dup {
+			a.duplicates++
+			a.perPatient.add(Finding{Severity: SeverityWarn, Block: l.BlockNumber, Tx: txp(l.TxHash),
+				Message: fmt.Sprintf("commitment %s enrolled again at leaf %d by provider %d (first at leaf %d): the anonymity set counts it once", shortTag(c), leaf, e.provider, first)})
+		} else {
+			a.commitments[c] = leaf
+		}
+		a.enrolBlocks = append(a.enrolBlocks, l.BlockNumber)
+	}
+	a.leaves = e.start + uint32(len(e.commitments))
+	a.rootSize[e.root] = a.members()
 	a.noteTime(l)
 	return nil
 }
+
+// members is the anonymity set's size now: the distinct commitments
+// enrolled.
+func (a *analyzer) members() uint32 { return a.leaves - a.duplicates }
 
 func (a *analyzer) open(l *types.Log) error {
 	e, err := decodeOpened(l)
@@ -317,14 +336,14 @@ func (a *analyzer) open(l *types.Log) error {
 	appendRel(a.owners, e.owner, i)
 	o := openRec{
 		rel: i, provider: e.provider, block: l.BlockNumber, logIndex: l.Index,
-		tx: l.TxHash, blockHash: l.BlockHash, txIndex: l.TxIndex, enrolled: a.leaves,
+		tx: l.TxHash, blockHash: l.BlockHash, txIndex: l.TxIndex, enrolled: a.members(),
 	}
 	if p, ok := a.providers[e.provider]; ok {
 		o.gateway, o.active = p.gateway, p.active
 	}
 	o.setSize, o.rootKnown = a.rootSize[e.root]
 	if !o.rootKnown {
-		o.setSize = a.leaves
+		o.setSize = a.members()
 	}
 	a.openByTx[l.TxHash] = append(a.openByTx[l.TxHash], int32(len(a.opens)))
 	a.opens = append(a.opens, o)
@@ -474,7 +493,7 @@ func (a *analyzer) tagList(rels []int32) []string {
 // finish computes checks 1–7 and the report's statistics.
 func (a *analyzer) finish() ([]Check, []Cluster, Stats, *timeline) {
 	a.stats.Providers = len(a.providers)
-	a.stats.Enrolled = a.leaves
+	a.stats.Enrolled, a.stats.DuplicateEnrolments = a.leaves, a.duplicates
 	a.stats.Relationships = len(a.rels)
 	a.stats.Opens = len(a.opens)
 	a.stats.Delegates = len(a.owners)

@@ -103,7 +103,7 @@ func (w *world) at(b uint64, from common.Address, to *common.Address, logs ...ty
 
 func (w *world) enrol(b uint64, provider uint32, index uint32) {
 	w.at(b, w.gateway(provider), nil, eventLog(&bindings.PatientRegistryMetaData, w.d.PatientRegistry, 0, "Enrolled",
-		tag("commitment"+string(rune(index))), index, rootOf(index), provider))
+		provider, index, rootOf(index), []*big.Int{tag("commitment" + string(rune(index)))}))
 }
 
 func rootOf(index uint32) *big.Int { return tag("root" + string(rune(index))) }
@@ -333,5 +333,32 @@ func TestLogSpansAdapt(t *testing.T) {
 	}
 	if n.queries > 40 {
 		t.Fatalf("%d log queries for 301 blocks", n.queries)
+	}
+}
+
+// TestDuplicateEnrolment: the registry keeps no record per commitment, so
+// the same commitment can be a second leaf (two gateways enrolling it at
+// once). The audit reports it and counts it once in the anonymity set; a
+// batch's leaves are each counted.
+func TestDuplicateEnrolment(t *testing.T) {
+	w := newWorld()
+	batch := func(b uint64, provider, start uint32, root *big.Int, commitments ...string) {
+		cs := make([]*big.Int, len(commitments))
+		for i, c := range commitments {
+			cs[i] = tag(c)
+		}
+		w.at(b, w.gateway(provider), nil, eventLog(&bindings.PatientRegistryMetaData, w.d.PatientRegistry, 0, "Enrolled", provider, start, root, cs))
+	}
+	batch(2, 1, 0, tag("root-a"), "alice", "bob", "carol")
+	batch(3, 2, 3, tag("root-b"), "dave", "bob")
+	w.open(5, w.gateway(2), 2, "b", "owner-b", tag("root-b"))
+	r := mustRun(t, w.chain(6), w.d, Config{MinAnonymity: 2})
+	c := expect(t, r, CheckPerPatient, StatusWarn, "enrolled again at leaf 4 by provider 2 (first at leaf 1)")
+	if len(c.Findings) != 1 {
+		t.Fatalf("findings %+v", c.Findings)
+	}
+	// The open proves against the root of 5 leaves: 4 patients.
+	if r.Stats.Enrolled != 5 || r.Stats.DuplicateEnrolments != 1 || r.Stats.MinAnonymitySet != 4 {
+		t.Fatalf("stats %+v", r.Stats)
 	}
 }

@@ -50,7 +50,7 @@ func benchChain(n int) *synthChain {
 		owner, rotated, grantee := common.BigToAddress(num(2, i)), common.BigToAddress(num(3, i)), common.BigToAddress(num(4, i))
 		g := common.LeftPadBytes(grantee[:], 32)
 		exp := uint64(2_000_000_000)
-		emit(gw(p), d.PatientRegistry, eventLog(patients, d.PatientRegistry, 0, "Enrolled", num(5, i), uint32(i), num(6, i), p))
+		emit(gw(p), d.PatientRegistry, eventLog(patients, d.PatientRegistry, 0, "Enrolled", p, uint32(i), num(6, i), []*big.Int{num(5, i)}))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Opened", tag, p, owner, num(6, i)))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(2), hash(7, i), uint64(5), uint8(1), exp, uint32(0)))
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Granted", tag, uint8(1), [32]byte(g), uint64(5), uint8(1), exp, uint32(0)))

@@ -337,8 +337,14 @@ func TestDecodeMatchesBindings(t *testing.T) {
 		case a.enrolled:
 			got, err1 := decodeEnrolled(l)
 			want, err2 := patients.UnpackEnrolledEvent(l)
-			if err1 != nil || err2 != nil || got.index != want.Index || got.provider != want.Provider || new(big.Int).SetBytes(got.root[:]).Cmp(want.Root) != 0 {
+			if err1 != nil || err2 != nil || got.start != want.Start || got.provider != want.Provider || new(big.Int).SetBytes(got.root[:]).Cmp(want.Root) != 0 ||
+				len(got.commitments) != len(want.Commitments) {
 				t.Fatalf("Enrolled: %+v %+v", got, want)
+			}
+			for i, c := range want.Commitments {
+				if new(big.Int).SetBytes(got.commitments[i][:]).Cmp(c) != 0 {
+					t.Fatalf("Enrolled commitment %d: %x, want %x", i, got.commitments[i], c)
+				}
 			}
 			seen["Enrolled"] = true
 		}

@@ -186,24 +186,42 @@ func decodeGranted(l *types.Log, revoke bool) (e grantedEvent, err error) {
 }
 
 type enrolledEvent struct {
-	commitment [32]byte
-	index      uint32
-	root       [32]byte
-	provider   uint32
+	provider    uint32
+	start       uint32
+	root        [32]byte
+	commitments [][32]byte
 }
 
+// decodeEnrolled decodes a batch's Enrolled(uint32 indexed provider,
+// uint32 start, uint256 root, uint256[] commitments): data is start, root,
+// the array's offset (96), its length n, then n words.
 func decodeEnrolled(l *types.Log) (e enrolledEvent, err error) {
-	w, err := words(l, 3, 2)
+	if len(l.Topics) != 2 {
+		return e, fmt.Errorf("%w: %d topics, want 2", ErrChainData, len(l.Topics))
+	}
+	if len(l.Data) < 128 || len(l.Data)%32 != 0 {
+		return e, fmt.Errorf("%w: %d data bytes of an enrolment batch", ErrChainData, len(l.Data))
+	}
+	w := func(i int) []byte { return l.Data[32*i : 32*i+32] }
+	start, err := asUint(w(0), 32)
 	if err != nil {
 		return e, err
 	}
-	i, err := asUint(w[0], 32)
+	off, err := asUint(w(2), 64)
+	if err != nil || off != 96 {
+		return e, fmt.Errorf("%w: enrolment batch's array at offset %x", ErrChainData, w(2))
+	}
+	n, err := asUint(w(3), 64)
+	if err != nil || n == 0 || n != uint64(len(l.Data)/32-4) {
+		return e, fmt.Errorf("%w: enrolment batch of %x commitments in %d data bytes", ErrChainData, w(3), len(l.Data))
+	}
+	p, err := asUint(l.Topics[1][:], 32)
 	if err != nil {
 		return e, err
 	}
-	p, err := asUint(l.Topics[2][:], 32)
-	if err != nil {
-		return e, err
+	e = enrolledEvent{provider: uint32(p), start: uint32(start), root: [32]byte(w(1)), commitments: make([][32]byte, n)}
+	for i := range e.commitments {
+		e.commitments[i] = [32]byte(w(4 + i))
 	}
-	return enrolledEvent{commitment: l.Topics[1], index: uint32(i), root: [32]byte(w[1]), provider: uint32(p)}, nil
+	return e, nil
 }

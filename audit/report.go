@@ -105,19 +105,22 @@ type Cluster struct {
 
 // Stats are the audited range's totals.
 type Stats struct {
-	Blocks          uint64 `json:"blocks"`
-	Logs            uint64 `json:"logs"`
-	Transactions    uint64 `json:"transactions"`
-	Providers       int    `json:"providers"`
-	Enrolled        uint32 `json:"enrolled"`
-	Relationships   int    `json:"relationships"`
-	Opens           int    `json:"opens"`
-	Rotations       int    `json:"rotations"`
-	AddressGrants   int    `json:"addressGrants"`
-	AnonymousGrants int    `json:"anonymousGrants"`
-	Revocations     int    `json:"revocations"`
-	Anchors         int    `json:"anchors"`
-	Delegates       int    `json:"delegates"`
+	Blocks       uint64 `json:"blocks"`
+	Logs         uint64 `json:"logs"`
+	Transactions uint64 `json:"transactions"`
+	Providers    int    `json:"providers"`
+	Enrolled     uint32 `json:"enrolled"`
+	// DuplicateEnrolments are leaves whose commitment an earlier leaf holds
+	// (the anonymity set counts each commitment once).
+	DuplicateEnrolments uint32 `json:"duplicateEnrolments,omitempty"`
+	Relationships       int    `json:"relationships"`
+	Opens               int    `json:"opens"`
+	Rotations           int    `json:"rotations"`
+	AddressGrants       int    `json:"addressGrants"`
+	AnonymousGrants     int    `json:"anonymousGrants"`
+	Revocations         int    `json:"revocations"`
+	Anchors             int    `json:"anchors"`
+	Delegates           int    `json:"delegates"`
 	// MinAnonymitySet is the smallest anonymity set of an open (0: no opens).
 	MinAnonymitySet uint32 `json:"minAnonymitySet"`
 }

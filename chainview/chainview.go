@@ -359,24 +359,31 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			if err != nil {
 				return err
 			}
-			if int(e.Index) != len(v.leaves) {
-				return fmt.Errorf("enrolment at index %d, the view has %d leaves", e.Index, len(v.leaves))
+			if int(e.Start) != len(v.leaves) {
+				return fmt.Errorf("enrolment at index %d, the view has %d leaves", e.Start, len(v.leaves))
 			}
-			c, err := zkhash.FromBig(e.Commitment)
-			if err != nil {
-				return err
-			}
-			if _, err := v.tree.Insert(c); err != nil {
-				return err
-			}
-			if got := zkhash.Big(v.tree.Root()); got.Cmp(e.Root) != 0 {
-				return fmt.Errorf("root after leaf %d: view %#x, chain %#x", e.Index, got, e.Root)
-			}
-			v.leaves = append(v.leaves, c)
-			b.undo = append(b.undo, func() {
-				v.leaves = v.leaves[:len(v.leaves)-1]
+			n := len(v.leaves)
+			undo := func() {
+				v.leaves = v.leaves[:n]
 				v.tree, _ = merkle.New(v.leaves) // rare: rebuild
-			})
+			}
+			for _, cm := range e.Commitments {
+				c, err := zkhash.FromBig(cm)
+				if err == nil {
+					_, err = v.tree.Insert(c)
+				}
+				if err != nil {
+					undo()
+					return err
+				}
+				v.leaves = append(v.leaves, c)
+			}
+			// The chain's tree stands only at a batch's end: one root per batch.
+			if got := zkhash.Big(v.tree.Root()); got.Cmp(e.Root) != 0 {
+				undo()
+				return fmt.Errorf("root after leaves %d–%d: view %#x, chain %#x", e.Start, len(v.leaves)-1, got, e.Root)
+			}
+			b.undo = append(b.undo, undo)
 			return nil
 		}},
 		{d.Relationships, &bindings.RelationshipsMetaData, "Opened", func(v *View, l *types.Log, b *appliedBlock) error {

@@ -3,6 +3,7 @@ package contracts
 import (
 	"crypto/ecdsa"
 	"fmt"
+	"math/big"
 	"testing"
 
 	"github.com/medrec-zk/medrec/circuits"
@@ -41,7 +42,7 @@ func TestAccessMatrix(t *testing.T) {
 	fns := []fn{
 		{"enrol", func(k *ecdsa.PrivateKey) error {
 			c := zkhash.Commitment(newSecret(fresh()))
-			_, err := e.send(k, e.patientsC, e.patients.PackEnrol(zkhash.Big(c)))
+			_, err := e.send(k, e.patientsC, e.patients.PackEnrol([]*big.Int{zkhash.Big(c)}))
 			if err == nil {
 				if _, ierr := e.tree.Insert(c); ierr != nil {
 					t.Fatal(ierr)

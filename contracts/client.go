@@ -69,10 +69,15 @@ func (c *Client) Wait(ctx context.Context, tx *types.Transaction) (*types.Receip
 	return r, nil
 }
 
-// Enrol inserts an identity commitment (auth: an active provider's gateway).
-func (c *Client) Enrol(ctx context.Context, auth *bind.TransactOpts, commitment *big.Int) (*types.Transaction, error) {
-	return c.transact(ctx, auth, c.patientsC, c.patients.PackEnrol(commitment))
+// Enrol inserts identity commitments, in order, at the registry's next
+// leaves: one batch, 1 to MaxEnrolBatch (auth: an active provider's gateway).
+func (c *Client) Enrol(ctx context.Context, auth *bind.TransactOpts, commitments ...*big.Int) (*types.Transaction, error) {
+	return c.transact(ctx, auth, c.patientsC, c.patients.PackEnrol(commitments))
 }
+
+// MaxEnrolBatch is the most commitments one Enrol may insert
+// (PatientRegistry.MAX_BATCH).
+const MaxEnrolBatch = 256
 
 // Open opens relationship tag at provider for owner (auth: that provider's gateway).
 func (c *Client) Open(ctx context.Context, auth *bind.TransactOpts, tag *big.Int, provider uint32, owner common.Address, root *big.Int, proof []byte) (*types.Transaction, error) {

@@ -176,7 +176,7 @@ func TestTreeMatchesGo(t *testing.T) {
 		t.Fatalf("empty root %#x, want %s", got, roots[0])
 	}
 	for i, leaf := range v.Trees[longest].Leaves {
-		e.mustSend(gw, e.patientsC, e.patients.PackEnrol(hexBig(t, leaf)))
+		e.mustSend(gw, e.patientsC, e.patients.PackEnrol([]*big.Int{hexBig(t, leaf)}))
 		if want, ok := roots[i+1]; ok {
 			if got := e.root(); got.Cmp(hexBig(t, want)) != 0 {
 				t.Fatalf("root after %d leaves: %#x, want %s", i+1, got, want)

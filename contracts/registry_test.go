@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/medrec-zk/medrec/merkle"
 	"github.com/medrec-zk/medrec/prover"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -22,36 +24,96 @@ func TestEnrol(t *testing.T) {
 	p1 := e.providers[0]
 	c := zkhash.Big(zkhash.Commitment(newSecret("alice")))
 	r := zkhash.Modulus()
+	one := func(v *big.Int) []*big.Int { return []*big.Int{v} }
 	for _, tc := range []struct {
-		name string
-		v    *big.Int
-		want string
+		name  string
+		batch []*big.Int
+		want  string
 	}{
-		{"zero", big.NewInt(0), "InvalidCommitment"},
-		{"r", r, "InvalidCommitment"},
-		{"r+1", new(big.Int).Add(r, big.NewInt(1)), "InvalidCommitment"},
-		{"2^256-1", new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1)), "InvalidCommitment"},
+		{"zero", one(big.NewInt(0)), "InvalidCommitment"},
+		{"r", one(r), "InvalidCommitment"},
+		{"r+1", one(new(big.Int).Add(r, big.NewInt(1))), "InvalidCommitment"},
+		{"2^256-1", one(new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1))), "InvalidCommitment"},
+		{"one bad in a batch", []*big.Int{c, big.NewInt(7), big.NewInt(0), big.NewInt(8)}, "InvalidCommitment"},
+		{"empty batch", nil, "BatchSize"},
+		{"batch over MAX_BATCH", make([]*big.Int, MaxEnrolBatch+1), "BatchSize"},
 	} {
-		_, err := e.send(p1.gateway, e.patientsC, e.patients.PackEnrol(tc.v))
+		for i := range tc.batch {
+			if tc.batch[i] == nil {
+				tc.batch[i] = big.NewInt(int64(i + 1))
+			}
+		}
+		_, err := e.send(p1.gateway, e.patientsC, e.patients.PackEnrol(tc.batch))
 		wantRevert(t, err, tc.want)
 	}
-	rcpt := e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(c))
+	if n := call(t, e.patientsC, e.patients.PackSize(), e.patients.UnpackSize); n != 0 {
+		t.Fatalf("refused batches left %d leaves", n)
+	}
+	rcpt := e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(one(c)))
 	ev, err := e.patients.UnpackEnrolledEvent(rcpt.Logs[0])
-	if err != nil || ev.Commitment.Cmp(c) != 0 || ev.Index != 0 || ev.Provider != p1.id || ev.Root.Cmp(e.root()) != 0 {
+	if err != nil || len(ev.Commitments) != 1 || ev.Commitments[0].Cmp(c) != 0 || ev.Start != 0 || ev.Provider != p1.id || ev.Root.Cmp(e.root()) != 0 {
 		t.Fatalf("Enrolled event %+v %v", ev, err)
 	}
-	// Once per patient, at any provider.
-	_, err = e.send(e.providers[1].gateway, e.patientsC, e.patients.PackEnrol(c))
-	wantRevert(t, err, "AlreadyEnrolled")
+	// The chain keeps no record per commitment: the same one again is a
+	// second leaf (gateways refuse it, the audit reports it).
+	e.mustSend(e.providers[1].gateway, e.patientsC, e.patients.PackEnrol(one(c)))
 	// r-1 is a valid field element.
-	e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(new(big.Int).Sub(r, big.NewInt(1))))
-	if n := call(t, e.patientsC, e.patients.PackSize(), e.patients.UnpackSize); n != 2 {
+	e.mustSend(p1.gateway, e.patientsC, e.patients.PackEnrol(one(new(big.Int).Sub(r, big.NewInt(1)))))
+	if n := call(t, e.patientsC, e.patients.PackSize(), e.patients.UnpackSize); n != 3 {
 		t.Fatalf("size %d", n)
 	}
 	// Empty tree: its root is not a valid proof root.
 	e2 := newEnv(t, 1)
 	if call(t, e2.patientsC, e2.patients.PackIsKnownRoot(e2.root()), e2.patients.UnpackIsKnownRoot) {
 		t.Fatal("the empty tree's root is accepted")
+	}
+}
+
+// TestEnrolBatches: batches of every shape — starting at odd and even
+// leaves, spanning subtrees, one leaf, MAX_BATCH — leave the root that
+// inserting the same leaves one by one leaves (merkle.Tree, as the chain
+// view and the wallets build it), and only each batch's final root is a
+// known root.
+func TestEnrolBatches(t *testing.T) {
+	e := newEnv(t, 1)
+	gw := e.providers[0].gateway
+	var leaves []fr.Element
+	tree, _ := merkle.New(nil)
+	n := 0
+	for _, k := range []int{1, 1, 3, 2, 5, 8, 16, 1, 31, 64, 7, MaxEnrolBatch, 2, 129} {
+		batch := make([]*big.Int, k)
+		for i := range batch {
+			leaf := zkhash.Commitment(newSecret(fmt.Sprintf("patient %d", n)))
+			n++
+			leaves = append(leaves, leaf)
+			if _, err := tree.Insert(leaf); err != nil {
+				t.Fatal(err)
+			}
+			batch[i] = zkhash.Big(leaf)
+		}
+		before := e.root()
+		rcpt := e.mustSend(gw, e.patientsC, e.patients.PackEnrol(batch))
+		want := zkhash.Big(tree.Root())
+		if got := e.root(); got.Cmp(want) != 0 {
+			t.Fatalf("after a batch of %d at leaf %d: root %#x, want %#x", k, len(leaves)-k, got, want)
+		}
+		ev, err := e.patients.UnpackEnrolledEvent(rcpt.Logs[0])
+		if err != nil || int(ev.Start) != len(leaves)-k || len(ev.Commitments) != k || ev.Root.Cmp(want) != 0 {
+			t.Fatalf("event of a batch of %d: %+v %v", k, ev, err)
+		}
+		if k > 1 {
+			// The root after the batch's first leaf alone never existed on chain.
+			mid, _ := merkle.New(leaves[:len(leaves)-k+1])
+			if call(t, e.patientsC, e.patients.PackIsKnownRoot(zkhash.Big(mid.Root())), e.patients.UnpackIsKnownRoot) {
+				t.Fatalf("an intermediate root of a batch of %d is known", k)
+			}
+		}
+		if !call(t, e.patientsC, e.patients.PackIsKnownRoot(before), e.patients.UnpackIsKnownRoot) && len(leaves) > k {
+			t.Fatal("the root before the batch is no longer known")
+		}
+	}
+	if sz := call(t, e.patientsC, e.patients.PackSize(), e.patients.UnpackSize); int(sz) != len(leaves) {
+		t.Fatalf("size %d, want %d", sz, len(leaves))
 	}
 }
 
@@ -124,7 +186,7 @@ func TestGovernance(t *testing.T) {
 	// A removed provider can no longer propose, vote, enrol or anchor.
 	_, err = e.send(p[3].authority, e.agentsC, e.agents.PackProposeRemove(1))
 	wantRevert(t, err, "NotActiveProvider")
-	_, err = e.send(p[3].gateway, e.patientsC, e.patients.PackEnrol(big.NewInt(5)))
+	_, err = e.send(p[3].gateway, e.patientsC, e.patients.PackEnrol([]*big.Int{big.NewInt(5)}))
 	wantRevert(t, err, "NotActiveProvider")
 	if ids := call(t, e.agentsC, e.agents.PackActiveProviders(), e.agents.UnpackActiveProviders); fmt.Sprint(ids) != "[1 2 3]" {
 		t.Fatalf("active providers %v", ids)
@@ -233,7 +295,7 @@ func TestRegistryRecords(t *testing.T) {
 	_, err = e.send(p1.gateway, e.agentsC, e.agents.PackSetGateway(addr(key("gw-moved")), "x"))
 	wantRevert(t, err, "NotAuthority")
 	e.mustSend(p1.authority, e.agentsC, e.agents.PackSetGateway(addr(key("gw-moved")), "http://127.0.0.1:9999"))
-	_, err = e.send(p1.gateway, e.patientsC, e.patients.PackEnrol(big.NewInt(5)))
+	_, err = e.send(p1.gateway, e.patientsC, e.patients.PackEnrol([]*big.Int{big.NewInt(5)}))
 	wantRevert(t, err, "NotActiveProvider")
 	if id := call(t, e.agentsC, e.agents.PackActiveGateway(addr(key("gw-moved"))), e.agents.UnpackActiveGateway); id != 1 {
 		t.Fatalf("moved gateway maps to %d", id)

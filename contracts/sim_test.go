@@ -57,7 +57,7 @@ type testProvider struct {
 
 // env is one simulated chain with a fresh MedRec-ZK deployment.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	sim       *simulated.Backend
 	client    simulated.Client
 	chainID   *big.Int
@@ -79,7 +79,7 @@ type env struct {
 }
 
 // newEnv starts a chain with n providers (ids 1..n) and deploys the contracts.
-func newEnv(t *testing.T, n int) *env {
+func newEnv(t testing.TB, n int) *env {
 	t.Helper()
 	e := &env{t: t, deployer: key("deployer"), stranger: key("stranger")}
 	alloc := types.GenesisAlloc{}
@@ -181,7 +181,7 @@ func (e *env) mustSend(k *ecdsa.PrivateKey, c *bind.BoundContract, data []byte) 
 }
 
 // wantRevert checks that err is the custom error name.
-func wantRevert(t *testing.T, err error, name string) {
+func wantRevert(t testing.TB, err error, name string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("accepted; want %s", name)
@@ -195,7 +195,7 @@ func wantRevert(t *testing.T, err error, name string) {
 	}
 }
 
-func call[T any](t *testing.T, c *bind.BoundContract, data []byte, unpack func([]byte) (T, error)) T {
+func call[T any](t testing.TB, c *bind.BoundContract, data []byte, unpack func([]byte) (T, error)) T {
 	t.Helper()
 	v, err := bind.Call(c, nil, data, unpack)
 	if err != nil {
@@ -248,7 +248,7 @@ func (e *env) enrol(p testProvider, label string) patient {
 	e.t.Helper()
 	s := newSecret(label)
 	c := zkhash.Commitment(s)
-	e.mustSend(p.gateway, e.patientsC, e.patients.PackEnrol(zkhash.Big(c)))
+	e.mustSend(p.gateway, e.patientsC, e.patients.PackEnrol([]*big.Int{zkhash.Big(c)}))
 	idx, err := e.tree.Insert(c)
 	if err != nil {
 		e.t.Fatal(err)
