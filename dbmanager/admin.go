@@ -60,20 +60,25 @@ func (g *Gateway) enrol(c *fiber.Ctx) error {
 	if err != nil || vs[0].Sign() == 0 || vs[0].Cmp(zkhash.Modulus()) >= 0 {
 		return badRequest("commitment must be a non-zero field element in 0x hex")
 	}
-	v := vs[0]
+	cm, err := zkhash.FromBig(vs[0])
+	if err != nil {
+		return badRequest("commitment: %v", err)
+	}
 	if _, err := g.cfg.Store.Patient(c.UserContext(), pid); err != nil {
 		return storeError(err)
 	}
-	r, err := g.send(c, func(ctx context.Context) (*types.Transaction, error) {
-		return g.cfg.Chain.Enrol(ctx, g.cfg.Relayer, v)
-	})
+	ctx, cancel := context.WithTimeout(c.UserContext(), chainTimeout)
+	defer cancel()
+	done, err := g.enrolCommitment(ctx, cm)
 	if err != nil {
 		return err
 	}
-	if err := g.appendLog(c, store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "enrol", PatientID: pid, Outcome: store.Allowed}); err != nil {
+	r := done.receipt
+	if err := g.appendLog(c, store.LogEntry{ActorKind: store.ActorStaff, ActorID: staffID(c), Action: "enrol", PatientID: pid, Outcome: store.Allowed,
+		Detail: fmt.Sprintf("in a batch of %d, block %d", done.batch, r.BlockNumber.Uint64())}); err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"tx": r.TxHash.Hex(), "block": r.BlockNumber.Uint64()})
+	return c.JSON(fiber.Map{"tx": r.TxHash.Hex(), "block": r.BlockNumber.Uint64(), "batch": done.batch})
 }
 
 type claimRequest struct {

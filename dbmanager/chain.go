@@ -49,13 +49,19 @@ const chainTimeout = 60 * time.Second
 func (g *Gateway) send(c *fiber.Ctx, do func(ctx context.Context) (*types.Transaction, error)) (*types.Receipt, error) {
 	ctx, cancel := context.WithTimeout(c.UserContext(), chainTimeout)
 	defer cancel()
+	return g.transact(ctx, do)
+}
+
+// transact sends a transaction with do, waits for it to be mined, and maps
+// contract refusals to HTTP.
+func (g *Gateway) transact(ctx context.Context, do func(ctx context.Context) (*types.Transaction, error)) (*types.Receipt, error) {
 	tx, err := g.sendTx(ctx, do)
 	if err != nil {
 		var re *contracts.RevertError
 		if errors.As(err, &re) {
 			status := fiber.StatusBadRequest
 			switch re.Name {
-			case "AlreadyEnrolled", "TagInUse", "AlreadyRevoked", "GrantEnded", "BadNonce":
+			case "TagInUse", "AlreadyRevoked", "GrantEnded", "BadNonce":
 				status = fiber.StatusConflict
 			case "WrongSigner", "InvalidSignature", "MalleableSignature", "ProofInvalid":
 				status = fiber.StatusForbidden

@@ -52,7 +52,11 @@ type Config struct {
 	// the view's age.
 	Heads        chainview.HeadSource
 	SyncInterval time.Duration // how stale the chain view may be at a decision (default 500 ms)
-	SessionTTL   time.Duration // anonymous viewer sessions (default 10 min)
+	// EnrolLinger is how long the enrolment queue waits before it sends a
+	// batch, for bigger batches (enrolment.go; 0: at once — batches then
+	// form from what arrives while one is being mined).
+	EnrolLinger time.Duration
+	SessionTTL  time.Duration // anonymous viewer sessions (default 10 min)
 	// BodyLimit bounds every request body (default 4 MiB) but the bulk
 	// NDJSON import's (POST /admin/import/ndjson), which is streamed.
 	BodyLimit int
@@ -123,6 +127,7 @@ type Gateway struct {
 	txMu sync.Mutex
 
 	ingest *ingest.Ingester
+	enrols enrolQueue // enrolments on their way to the chain, in batches (enrolment.go)
 
 	anchorMu sync.Mutex
 	anchors  anchorState

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
 	"github.com/ethereum/go-ethereum/common"
@@ -39,7 +40,9 @@ type GatewayOptions struct {
 	// (ReadBackendClients); none without it.
 	BackendClientsFile string
 	PatientApp         string // where the gateway sends patients to approve apps (default: dbmanager's)
-	Log                *slog.Logger
+	// EnrolLinger is how long enrolments wait to be batched (dbmanager.Config.EnrolLinger).
+	EnrolLinger time.Duration
+	Log         *slog.Logger
 }
 
 // Gateway is a provider's assembled gateway with what it runs on.
@@ -173,7 +176,7 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	g.Gateway, err = dbmanager.New(dbmanager.Config{
 		Provider: prov.ID, Store: db, View: g.View, Chain: contracts.NewClient(ec, d), Heads: heads,
 		Relayer: bind.NewKeyedTransactor(key, d.ChainID), Prover: prover.New(ks),
-		StaffTokens: tokens, Log: opt.Log, SMARTApps: apps, PatientApp: opt.PatientApp, BackendClients: backends,
+		StaffTokens: tokens, Log: opt.Log, SMARTApps: apps, PatientApp: opt.PatientApp, BackendClients: backends, EnrolLinger: opt.EnrolLinger,
 		PublicURL: strings.TrimSuffix(prov.GatewayURL, "/"),
 		// Stable across restarts, secret like the key it comes from.
 		PseudonymKey: crypto.Keccak256([]byte("medrec-zk research pseudonyms"), crypto.FromECDSA(key)),

@@ -29,6 +29,7 @@ var providerCommand = &cli.Command{
 			&cli.DurationFlag{Name: "anchor-interval", Value: time.Minute, Usage: "how often to anchor the log and records state (only when something changed)"},
 			&cli.StringFlag{Name: "smart-apps", Usage: "`FILE`: the SMART apps this provider registers, a JSON array of {\"clientId\", \"name\", \"redirectUris\", \"scope\"} (docs/fhir.md)"},
 			&cli.StringFlag{Name: "backend-clients", Usage: "`FILE`: the systems that write records in FHIR (SMART Backend Services), a JSON array of {\"clientId\", \"name\", \"jwks\", \"scope\"} (docs/fhir.md)"},
+			&cli.DurationFlag{Name: "enrol-linger", Usage: "how long the desks' enrolments wait to be sent together in one batch (0: at once; enrolments arriving while a batch is mined still form the next)"},
 			&cli.StringFlag{Name: "patient-app", Usage: "`URL` where patients approve apps: their own MedRec app (default http://127.0.0.1:7600)"},
 		},
 		Before: required("dir", "provider"),
@@ -44,6 +45,9 @@ func providerServe(ctx *cli.Context) error {
 	if ctx.Duration("anchor-interval") < time.Second {
 		return exitError{2, errors.New("--anchor-interval must be at least 1s")}
 	}
+	if l := ctx.Duration("enrol-linger"); l < 0 || l > 10*time.Minute {
+		return exitError{2, errors.New("--enrol-linger must be between 0 and 10m")}
+	}
 	if dsnHasPassword(ctx.String("db")) {
 		return exitError{2, errors.New("--db: a password on the command line shows in the process list; leave it out of the DSN and set PGPASSWORD or use ~/.pgpass")}
 	}
@@ -55,7 +59,8 @@ func providerServe(ctx *cli.Context) error {
 	defer stop()
 	log := stderrLog(ctx)
 	g, err := devnet.OpenGateway(c, n, p, devnet.GatewayOptions{DSN: ctx.String("db"), StaffTokenFile: ctx.String("staff-tokens"),
-		SMARTAppsFile: ctx.String("smart-apps"), BackendClientsFile: ctx.String("backend-clients"), PatientApp: ctx.String("patient-app"), Log: log})
+		SMARTAppsFile: ctx.String("smart-apps"), BackendClientsFile: ctx.String("backend-clients"), PatientApp: ctx.String("patient-app"),
+		EnrolLinger: ctx.Duration("enrol-linger"), Log: log})
 	if err != nil {
 		return err
 	}

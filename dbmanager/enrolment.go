@@ -1,0 +1,130 @@
+package dbmanager
+
+import (
+	"context"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// Enrolments go on chain in batches. The registry inserts many commitments
+// in one transaction for a fraction of the gas of as many single
+// insertions (about 18 k gas a commitment in a batch of 64 against 440 k
+// alone), so the desks' enrolments queue here and one transaction at a time
+// takes everyone waiting, up to contracts.MaxEnrolBatch. At a quiet desk an
+// enrolment is a batch of one, sent at once; at a busy one the enrolments
+// that arrive while a batch is being mined form the next. Config.EnrolLinger
+// makes the queue wait that long before each batch, for bigger ones at the
+// cost of every enrolment waiting up to that long.
+//
+// The registry keeps no record per commitment, so the gateway refuses a
+// commitment already in the tree (its chain view) or already queued; two
+// gateways enrolling the same commitment at the same moment would both get
+// it in, which weakens no proof and which the audit reports.
+
+// enrolQueue is the gateway's queue of enrolments not yet on chain.
+type enrolQueue struct {
+	mu      sync.Mutex
+	waiting []*enrolment
+	pending map[fr.Element]bool // waiting or in a batch being mined
+	busy    bool                // a sender runs (sendEnrolments)
+}
+
+// enrolment is one commitment waiting for its batch's receipt.
+type enrolment struct {
+	c    fr.Element
+	done chan enrolled
+}
+
+// enrolled is what became of a batch.
+type enrolled struct {
+	receipt *types.Receipt
+	batch   int // the commitments in the batch
+	err     error
+}
+
+// enrolCommitment queues c and waits until its batch is mined (or ctx
+// ends: the batch still goes on).
+func (g *Gateway) enrolCommitment(ctx context.Context, c fr.Element) (enrolled, error) {
+	if err := g.syncChain(ctx); err != nil {
+		return enrolled{}, err
+	}
+	if _, err := g.cfg.View.MerkleProof(c); err == nil {
+		return enrolled{}, errf(fiber.StatusConflict, "business-rule", "this commitment is already enrolled: the patient can connect at any provider")
+	}
+	q := &g.enrols
+	q.mu.Lock()
+	if q.pending[c] {
+		q.mu.Unlock()
+		return enrolled{}, errf(fiber.StatusConflict, "business-rule", "this commitment is being enrolled already (its batch is on its way to the chain)")
+	}
+	if q.pending == nil {
+		q.pending = map[fr.Element]bool{}
+	}
+	e := &enrolment{c: c, done: make(chan enrolled, 1)}
+	q.waiting = append(q.waiting, e)
+	q.pending[c] = true
+	start := !q.busy
+	q.busy = true
+	q.mu.Unlock()
+	if start {
+		go g.sendEnrolments()
+	}
+	select {
+	case r := <-e.done:
+		return r, r.err
+	case <-ctx.Done():
+		return enrolled{}, errf(fiber.StatusServiceUnavailable, "transient", "the enrolment's batch was not mined in time; it may still be: look the patient up again before enrolling again")
+	}
+}
+
+// sendEnrolments sends batches while enrolments wait, one at a time.
+func (g *Gateway) sendEnrolments() {
+	q := &g.enrols
+	for {
+		if g.cfg.EnrolLinger > 0 {
+			q.mu.Lock()
+			full := len(q.waiting) >= contracts.MaxEnrolBatch
+			q.mu.Unlock()
+			if !full {
+				time.Sleep(g.cfg.EnrolLinger)
+			}
+		}
+		q.mu.Lock()
+		n := min(len(q.waiting), contracts.MaxEnrolBatch)
+		if n == 0 {
+			q.busy = false
+			q.mu.Unlock()
+			return
+		}
+		batch := q.waiting[:n:n]
+		q.waiting = append([]*enrolment(nil), q.waiting[n:]...)
+		q.mu.Unlock()
+
+		cs := make([]*big.Int, n)
+		for i, e := range batch {
+			cs[i] = zkhash.Big(e.c)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), chainTimeout)
+		r, err := g.transact(ctx, func(ctx context.Context) (*types.Transaction, error) {
+			return g.cfg.Chain.Enrol(ctx, g.cfg.Relayer, cs...)
+		})
+		cancel()
+		if err != nil {
+			g.log.Error("an enrolment batch failed", "commitments", n, "err", err)
+		}
+		q.mu.Lock()
+		for _, e := range batch {
+			delete(q.pending, e.c)
+			e.done <- enrolled{receipt: r, batch: n, err: err}
+		}
+		q.mu.Unlock()
+	}
+}
