@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"math/big"
 	"os"
+	"path/filepath"
 	"testing"
+	"testing/fstest"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254"
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -231,7 +233,7 @@ func TestExtractCompiledShortPush(t *testing.T) {
 		}
 		t.Skipf("%v (make test installs it)", err)
 	}
-	ks, err := prover.LoadKeyDir("testdata/shortpush-keys", false)
+	ks, err := prover.LoadKeys(shortPushKeys(t), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +262,42 @@ func TestExtractCompiledShortPush(t *testing.T) {
 			t.Fatalf("%s: extracted key hash differs from the keys'", c)
 		}
 	}
+}
+
+// shortPushKeys is testdata/shortpush-keys, the verifying keys of a
+// ceremony for the depth-20 Ownership circuit, presented as keys of the
+// circuits this binary compiles: a verifier's code depends on its verifying
+// key alone (and the number of public inputs, the same at every depth), so
+// the keys still compile to the short verifier this test is about, while
+// prover refuses keys for another circuit. Only the manifest's circuit
+// digests and constraint counts are replaced, in memory.
+func shortPushKeys(t *testing.T) fstest.MapFS {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	for _, f := range []string{prover.ManifestFile, "ownership.vk", "entitlement.vk"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "shortpush-keys", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[f] = &fstest.MapFile{Data: b}
+	}
+	var m prover.Manifest
+	if err := json.Unmarshal(fsys[prover.ManifestFile].Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := prover.DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, e := range m.Circuits {
+		e.R1CS, e.Constraints = dev.Manifest.Circuits[c].R1CS, dev.Manifest.Circuits[c].Constraints
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys[prover.ManifestFile] = &fstest.MapFile{Data: b}
+	return fsys
 }
 
 func isSlot(tpl *verifierTemplate, i int) bool { _, ok := tpl.slots[i]; return ok }

@@ -16,8 +16,10 @@ import (
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
-// Depth is the number of levels between a leaf and the root.
-const Depth = 20
+// Depth is the number of levels between a leaf and the root: 2^30, about
+// 1.07 × 10^9 patients in one anonymity set — a nation's (ADR 0002). The
+// Ownership proof costs 1.17× what it cost at depth 20 (same FFT domain).
+const Depth = 30
 
 // Capacity is the number of leaves the tree holds.
 const Capacity = 1 << Depth
@@ -49,8 +51,8 @@ type Tree struct {
 // New returns a tree holding leaves, inserted in order. It hashes each level
 // once, so it is much faster than inserting the leaves one by one.
 func New(leaves []fr.Element) (*Tree, error) {
-	if len(leaves) > Capacity {
-		return nil, fmt.Errorf("%d leaves: %w", len(leaves), ErrFull)
+	if err := fits(len(leaves)); err != nil {
+		return nil, err
 	}
 	t := &Tree{}
 	t.levels[0] = append([]fr.Element(nil), leaves...)
@@ -67,6 +69,14 @@ func New(leaves []fr.Element) (*Tree, error) {
 		t.levels[h+1] = above
 	}
 	return t, nil
+}
+
+// fits refuses a tree of n leaves beyond Capacity.
+func fits(n int) error {
+	if n > Capacity {
+		return fmt.Errorf("%d leaves: %w", n, ErrFull)
+	}
+	return nil
 }
 
 // Len returns the number of leaves inserted.
@@ -93,8 +103,8 @@ func (t *Tree) IndexOf(leaf fr.Element) int {
 // Insert appends leaf and returns its index.
 func (t *Tree) Insert(leaf fr.Element) (int, error) {
 	index := t.Len()
-	if index >= Capacity {
-		return 0, ErrFull
+	if err := fits(index + 1); err != nil {
+		return 0, err
 	}
 	t.levels[0] = append(t.levels[0], leaf)
 	node, i := leaf, index

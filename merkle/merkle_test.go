@@ -134,9 +134,14 @@ func TestProofs(t *testing.T) {
 	}
 }
 
+// TestCapacity: New and Insert refuse a tree beyond Capacity (2^30 leaves
+// cannot be allocated in a test: the check they share is tested).
 func TestCapacity(t *testing.T) {
-	if _, err := New(make([]fr.Element, Capacity+1)); !errors.Is(err, ErrFull) {
-		t.Fatalf("New with Capacity+1 leaves: error = %v, want ErrFull", err)
+	if err := fits(Capacity); err != nil {
+		t.Fatalf("a full tree: %v", err)
+	}
+	if err := fits(Capacity + 1); !errors.Is(err, ErrFull) {
+		t.Fatalf("Capacity+1 leaves: error = %v, want ErrFull", err)
 	}
 }
 

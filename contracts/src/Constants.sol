@@ -3,7 +3,7 @@
 pragma solidity 0.8.37;
 
 // Depth of the patient registry's Merkle tree (merkle.Depth), usable as an array length.
-uint256 constant MERKLE_DEPTH = 20;
+uint256 constant MERKLE_DEPTH = 30;
 
 /// @title Constants shared with the Go packages zkhash, merkle and access.
 library Constants {
@@ -11,7 +11,7 @@ library Constants {
     uint256 internal constant FIELD_MODULUS = 0x30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001;
 
     /// @notice Depth of the patient registry's Merkle tree (merkle.Depth).
-    uint256 internal constant TREE_DEPTH = 20;
+    uint256 internal constant TREE_DEPTH = 30;
 
     /// @notice Every grantable FHIR resource type (access.AllTypes).
     uint64 internal constant SCOPE_MASK = 0x1ffffffffffff;
@@ -41,6 +41,16 @@ library Constants {
             case 18 { z := 0x2aa2761cac5ebb65d79c962b85d9dda0333e9a91444b1e043db4e9490794e062 }
             case 19 { z := 0x27e1dca63721195743fa782638ff05845a26044fc8f56dc616b6ea53ac30ebc4 }
             case 20 { z := 0x0de4cf0f0ce87377831b5146f927f2e700948648e23f0c7459d04476ae51a1a9 }
+            case 21 { z := 0x2ef84ccab30814bc23f590f81ab8db3ec1b68e6996f735abb1d8a1e3a62fc9c7 }
+            case 22 { z := 0x18dd464b3d2edf89c944c55b3d7c2d473504a9588a508e5143441b83ddb64e6a }
+            case 23 { z := 0x295d92306c11a7331fd75368fa4ff78008d1b07c0e7f395d8219d5bf104b1cbf }
+            case 24 { z := 0x0ec2b5f09b1994b16e3e09a39bc21acc7c6f31ca3cb4272d1f216059e6943c87 }
+            case 25 { z := 0x282b653c7e29a8d2357f674a3c27f0b3188ae2c036b53c7a4d6b2198f36f95b7 }
+            case 26 { z := 0x0115e80915f502ba60fcc0044e03d3090c0ea56d1efc7253ed6c90537ff3ed95 }
+            case 27 { z := 0x1348b2c012b34e4ab81e7f7cbaa0de5022f7c5778349bd669e63a58ad86da259 }
+            case 28 { z := 0x0921567690b920987af2190d2caee435f0693283b58c2cee9b2b3bd70614d905 }
+            case 29 { z := 0x1e4562983d539706c0d5ea6e39b785c1f717e81c1212b04e1cf201374f5dc672 }
+            case 30 { z := 0x18ffe9db928bc07b3d47349f99ac70695d22fd9bcb884d6afc9f10ada99281b4 }
             default { revert(0, 0) }
         }
     }

@@ -6,7 +6,7 @@ import {Constants, MERKLE_DEPTH} from "./Constants.sol";
 import {Poseidon2} from "./Poseidon2.sol";
 
 /// @title PatientRegistry: the anonymity set of MedRec-ZK.
-/// @notice An incremental Merkle tree (depth 20, node = H(D_node; left, right), empty
+/// @notice An incremental Merkle tree (depth 30, node = H(D_node; left, right), empty
 /// leaf 0) of identity commitments C = H(D_commit; s). An active provider's gateway
 /// inserts commitments when it enrols patients (once per patient, at any provider), in
 /// batches: the commitments its desks enrolled since its last batch, in one transaction.
@@ -32,7 +32,7 @@ contract PatientRegistry {
 
     /// @notice How long a replaced root stays valid for proofs.
     uint256 public constant ROOT_TTL = 1 hours;
-    /// @notice The most commitments one batch may insert (about 3 M gas at depth 20).
+    /// @notice The most commitments one batch may insert (about 3.6 M gas at depth 30).
     uint256 public constant MAX_BATCH = 256;
 
     AgentRegistry public immutable agents;
