@@ -710,6 +710,23 @@ func (v *View) MerkleProof(c fr.Element) (merkle.Proof, error) {
 	return v.tree.Proof(i)
 }
 
+// Tops returns the roots of the tree's buckets (merkle.Tree.Tops), the
+// number of leaves and the root, read together.
+func (v *View) Tops() (tops []fr.Element, leaves int, root fr.Element) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.tree.Tops(), len(v.leaves), v.tree.Root()
+}
+
+// Bucket returns the leaves of bucket b (merkle.Tree.Bucket) and whether
+// it is full (full buckets never change).
+func (v *View) Bucket(b int) ([]fr.Element, bool, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	leaves, err := v.tree.Bucket(b)
+	return leaves, len(leaves) == merkle.BucketSize, err
+}
+
 // Root returns the current tree root.
 func (v *View) Root() fr.Element {
 	v.mu.RLock()

@@ -292,6 +292,8 @@ func (g *Gateway) routes() {
 	app.Get("/fhir/metadata", g.metadata)
 	app.Get("/.well-known/smart-configuration", g.smartConfiguration)
 	app.Get("/fhir/.well-known/smart-configuration", g.smartConfiguration)
+	app.Get("/registry/tops", public, g.registryTops)
+	app.Get("/registry/buckets/:b", public, g.registryBucket)
 	smart := app.Group("/smart", public)
 	smart.Get("/authorize", g.smartAuthorize)
 	smart.Get("/request", g.smartRequest)

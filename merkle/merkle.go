@@ -3,8 +3,10 @@
 // commitments, nodes are zkhash.Node(left, right) and empty leaves are zero.
 // The contract inserts leaves left to right; this package reproduces its roots
 // and produces the membership paths the Ownership circuit consumes. Clients
-// rebuild it from the registry's events, never by asking a gateway (which
-// would reveal which commitment is theirs).
+// rebuild it from the registry's events, or compute their path from one
+// bucket of leaves and every bucket's root (bucket.go) fetched from any
+// server, which learns the bucket but not the leaf; never by asking for
+// their path (which would reveal which commitment is theirs).
 package merkle
 
 import (
