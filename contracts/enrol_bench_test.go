@@ -56,6 +56,7 @@ func BenchmarkEnrolBatches(b *testing.B) {
 		b.ReportMetric(float64(gas)/float64(n), "gas/enrolment")
 		b.ReportMetric(float64(elapsed.Milliseconds())/float64(batches), "ms/batch")
 		b.ReportMetric(float64(n), "enrolments")
+		b.ReportMetric(float64(merkle.Capacity), "capacity")
 		b.StartTimer()
 	}
 }
