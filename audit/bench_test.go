@@ -12,10 +12,36 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/contracts/bindings"
 )
 
 const benchProviders = 5
+
+// benchGateway is provider p's gateway on the synthetic bench chains.
+func benchGateway(p uint32) common.Address { return common.BigToAddress(big.NewInt(int64(0x9000 + p))) }
+
+// synthBlock collects one synthetic block's transactions and logs, one
+// transaction per log.
+type synthBlock struct {
+	b    uint64
+	txs  []*types.Transaction
+	logs []types.Log
+}
+
+func (s *synthBlock) emit(from common.Address, to common.Address, l types.Log) {
+	l.TxIndex = uint(len(s.txs))
+	s.txs = append(s.txs, synthTx(s.b<<8|uint64(len(s.txs)), from, &to, nil, callFor[l.Topics[0]]))
+	s.logs = append(s.logs, l)
+}
+
+// registerProviders adds benchProviders providers (block 1 of the bench chains).
+func (s *synthBlock) registerProviders(d *contracts.Deployment) {
+	for p := uint32(1); p <= benchProviders; p++ {
+		s.emit(common.Address{1}, d.AgentRegistry, eventLog(&bindings.AgentRegistryMetaData, d.AgentRegistry, 0, "ProviderAdded",
+			p, common.BigToAddress(big.NewInt(int64(0x8000+p))), benchGateway(p), "Provider", "http://gw"))
+	}
+}
 
 // benchChain is a synthetic chain of n patients over n+1 blocks: block 1
 // registers the providers; block 2+i carries patient i's ten events —
@@ -25,23 +51,16 @@ const benchProviders = 5
 // relationships, 200,000 delegates and 1,000,000 events.
 func benchChain(n int) *synthChain {
 	d := synthDeployment()
-	gw := func(p uint32) common.Address { return common.BigToAddress(big.NewInt(int64(0x9000 + p))) }
+	gw := benchGateway
 	num := func(base, i int) *big.Int { return big.NewInt(int64(base)<<32 | int64(i)) }
 	hash := func(base, i int) [32]byte { return common.BigToHash(num(base, i)) }
-	agents, patients, rels, anchors := &bindings.AgentRegistryMetaData, &bindings.PatientRegistryMetaData, &bindings.RelationshipsMetaData, &bindings.AnchorsMetaData
+	patients, rels, anchors := &bindings.PatientRegistryMetaData, &bindings.RelationshipsMetaData, &bindings.AnchorsMetaData
 	gen := func(b uint64) ([]*types.Transaction, []types.Log) {
-		var logs []types.Log
-		var txs []*types.Transaction
-		emit := func(from common.Address, to common.Address, l types.Log) {
-			l.TxIndex = uint(len(txs))
-			txs = append(txs, synthTx(b<<8|uint64(len(txs)), from, &to, nil, callFor[l.Topics[0]]))
-			logs = append(logs, l)
-		}
+		blk := &synthBlock{b: b}
+		emit := blk.emit
 		if b == 1 {
-			for p := uint32(1); p <= benchProviders; p++ {
-				emit(common.Address{1}, d.AgentRegistry, eventLog(agents, d.AgentRegistry, 0, "ProviderAdded", p, common.BigToAddress(big.NewInt(int64(0x8000+p))), gw(p), "Provider", "http://gw"))
-			}
-			return txs, logs
+			blk.registerProviders(d)
+			return blk.txs, blk.logs
 		}
 		if b < 2 || b >= uint64(n)+2 {
 			return nil, nil
@@ -62,7 +81,7 @@ func benchChain(n int) *synthChain {
 		emit(gw(p), d.Relationships, eventLog(rels, d.Relationships, 0, "Revoked", tag, uint8(2), hash(7, i)))
 		emit(gw(p), d.Anchors, eventLog(anchors, d.Anchors, 0, "Anchored", p, uint64(i), hash(9, i), uint64(2*i), uint64(2), hash(10, i)))
 		emit(gw(p), d.Anchors, eventLog(anchors, d.Anchors, 0, "Anchored", p, uint64(i)+1, hash(11, i), uint64(2*i+2), uint64(2), hash(12, i)))
-		return txs, logs
+		return blk.txs, blk.logs
 	}
 	return newSynthChain(uint64(n)+1, gen)
 }
@@ -114,23 +133,16 @@ func BenchmarkAudit100k(b *testing.B) {
 func enrolChain(n int) *synthChain {
 	const batch = 256
 	d := synthDeployment()
-	gw := func(p uint32) common.Address { return common.BigToAddress(big.NewInt(int64(0x9000 + p))) }
+	gw := benchGateway
 	num := func(base, i int) *big.Int { return big.NewInt(int64(base)<<40 | int64(i)) }
-	agents, patients, rels := &bindings.AgentRegistryMetaData, &bindings.PatientRegistryMetaData, &bindings.RelationshipsMetaData
+	patients, rels := &bindings.PatientRegistryMetaData, &bindings.RelationshipsMetaData
 	batches := (n + batch - 1) / batch
 	gen := func(b uint64) ([]*types.Transaction, []types.Log) {
-		var logs []types.Log
-		var txs []*types.Transaction
-		emit := func(from common.Address, to common.Address, l types.Log) {
-			l.TxIndex = uint(len(txs))
-			txs = append(txs, synthTx(b<<8|uint64(len(txs)), from, &to, nil, callFor[l.Topics[0]]))
-			logs = append(logs, l)
-		}
+		blk := &synthBlock{b: b}
+		emit := blk.emit
 		if b == 1 {
-			for p := uint32(1); p <= benchProviders; p++ {
-				emit(common.Address{1}, d.AgentRegistry, eventLog(agents, d.AgentRegistry, 0, "ProviderAdded", p, common.BigToAddress(big.NewInt(int64(0x8000+p))), gw(p), "Provider", "http://gw"))
-			}
-			return txs, logs
+			blk.registerProviders(d)
+			return blk.txs, blk.logs
 		}
 		k := int(b) - 2
 		if k < 0 || k > batches {
@@ -147,7 +159,7 @@ func enrolChain(n int) *synthChain {
 			}
 			emit(gw(p), d.PatientRegistry, eventLog(patients, d.PatientRegistry, 0, "Enrolled", p, uint32(k*batch), num(6, k), cs))
 		}
-		return txs, logs
+		return blk.txs, blk.logs
 	}
 	return newSynthChain(uint64(batches)+2, gen)
 }

@@ -342,18 +342,7 @@ func TestFHIRClientLaunchByViewer(t *testing.T) {
 	patient := patientApp(t, n, filepath.Join(t.TempDir(), "patient.json"))
 	n.Staff(t, 1, "POST", "/admin/patients/pat/resources", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":`+
 		`{"resourceType":"Patient","id":"pat","name":[{"family":"Doe","given":["Alex"]}],"gender":"other","birthDate":"1970-01-01"}}]}`)
-	doctor := newTestAppAt(t, n, filepath.Join(t.TempDir(), "doctor.json"), doctorAddr)
-	doctor.page(t, "POST", "/restore", url.Values{"words": {doctorWords}, "password": {"doctor-password"}, "password2": {"doctor-password"}})
-	dkeys, _ := delegate.FromMnemonic(doctorWords, "")
-	cv, _ := dkeys.ViewerCommitment(0)
-	obs, _ := access.NewScope("Observation")
-	b, err := patient.wallet().ShareAnonymous(context.Background(), 1, cv, obs, access.Treatment, time.Now().Add(24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := doctor.wallet().SaveBundles([]wallet.ShareBundle{b}); err != nil {
-		t.Fatal(err)
-	}
+	doctor := doctorWithShare(t, n, patient, doctorAddr)
 
 	stderr := fhirclientApp(t, n.Sites[0].URL, appAddr, "fhirclient-app", "launch/patient patient/*.rs")
 	got, review := launchFHIRClient(t, doctor, appAddr, stderr)
@@ -485,18 +474,11 @@ func TestAppApprovedInChromium(t *testing.T) {
 	}
 }
 
-// TestAppApprovedByViewer: a doctor holding a patient's anonymous share
-// approves an app in the doctor's own MedRec app, with an Entitlement proof
-// (no key of the patient's); the app reads what the share allows.
-func TestAppApprovedByViewer(t *testing.T) {
-	const redirect = "https://app.example/cb"
-	doctorAddr := freeLoopback(t)
-	n := testnet.NewWith(t, 1, func(c *dbmanager.Config) {
-		c.SMARTApps = []dbmanager.SMARTApp{{ClientID: "chart", Name: "Chart App", RedirectURIs: []string{redirect}}}
-		c.PatientApp = "http://" + doctorAddr
-	})
-	patient := patientApp(t, n, filepath.Join(t.TempDir(), "patient.json"))
-	doctor := newTestAppAt(t, n, filepath.Join(t.TempDir(), "doctor.json"), doctorAddr)
+// doctorWithShare is a doctor's MedRec app at addr, signed in, holding the
+// patient's anonymous share of Observations at provider 1 (treatment, a day).
+func doctorWithShare(t *testing.T, n *testnet.Net, patient testApp, addr string) testApp {
+	t.Helper()
+	doctor := newTestAppAt(t, n, filepath.Join(t.TempDir(), "doctor.json"), addr)
 	doctor.page(t, "POST", "/restore", url.Values{"words": {doctorWords}, "password": {"doctor-password"}, "password2": {"doctor-password"}})
 	dkeys, _ := delegate.FromMnemonic(doctorWords, "")
 	cv, _ := dkeys.ViewerCommitment(0)
@@ -508,6 +490,21 @@ func TestAppApprovedByViewer(t *testing.T) {
 	if _, err := doctor.wallet().SaveBundles([]wallet.ShareBundle{b}); err != nil {
 		t.Fatal(err)
 	}
+	return doctor
+}
+
+// TestAppApprovedByViewer: a doctor holding a patient's anonymous share
+// approves an app in the doctor's own MedRec app, with an Entitlement proof
+// (no key of the patient's); the app reads what the share allows.
+func TestAppApprovedByViewer(t *testing.T) {
+	const redirect = "https://app.example/cb"
+	doctorAddr := freeLoopback(t)
+	n := testnet.NewWith(t, 1, func(c *dbmanager.Config) {
+		c.SMARTApps = []dbmanager.SMARTApp{{ClientID: "chart", Name: "Chart App", RedirectURIs: []string{redirect}}}
+		c.PatientApp = "http://" + doctorAddr
+	})
+	patient := patientApp(t, n, filepath.Join(t.TempDir(), "patient.json"))
+	doctor := doctorWithShare(t, n, patient, doctorAddr)
 
 	gw := n.Sites[0].URL
 	verifier := strings.Repeat("viewer-verifier-", 4)
