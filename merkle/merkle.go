@@ -20,7 +20,7 @@ import (
 
 // Depth is the number of levels between a leaf and the root: 2^30, about
 // 1.07 × 10^9 patients in one anonymity set — a nation's (ADR 0002). The
-// Ownership proof costs 1.17× what it cost at depth 20 (same FFT domain).
+// Ownership proof costs ≈ 1.2× what it cost at depth 20 (same FFT domain).
 const Depth = 30
 
 // Capacity is the number of leaves the tree holds.
