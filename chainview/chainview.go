@@ -155,7 +155,13 @@ type View struct {
 	lost map[grantKey]uint32
 
 	handlers map[common.Address]map[common.Hash]func(*View, *types.Log, *appliedBlock) error
+	// noTree: the view reads no registry events and holds no tree
+	// (NewWithoutTree).
+	noTree bool
 }
+
+// ErrNoTree says a view made by NewWithoutTree holds no registry tree.
+var ErrNoTree = errors.New("chainview: this view holds no registry tree (NewWithoutTree)")
 
 // New returns an empty view of the deployment d, to be advanced with Sync.
 func New(src Source, d *contracts.Deployment) (*View, error) {
@@ -178,6 +184,20 @@ func New(src Source, d *contracts.Deployment) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
+	return v, nil
+}
+
+// NewWithoutTree returns a view that neither reads the patient registry's
+// events nor holds its tree: what a client that fetches its membership path
+// by bucket needs (package bucketpath), without a copy of every
+// commitment. MerkleProof, Tops and Bucket fail with ErrNoTree; Leaves is 0.
+func NewWithoutTree(src Source, d *contracts.Deployment) (*View, error) {
+	v, err := New(src, d)
+	if err != nil {
+		return nil, err
+	}
+	v.noTree = true
+	delete(v.handlers, d.PatientRegistry)
 	return v, nil
 }
 
@@ -258,7 +278,7 @@ func (v *View) applyRangeLocked(ctx context.Context, from, to uint64) error {
 	logs, err := v.src.FilterLogs(ctx, ethereum.FilterQuery{
 		FromBlock: new(big.Int).SetUint64(from),
 		ToBlock:   new(big.Int).SetUint64(to),
-		Addresses: []common.Address{v.d.AgentRegistry, v.d.PatientRegistry, v.d.Relationships, v.d.Anchors},
+		Addresses: v.addresses(),
 	})
 	if err != nil {
 		return fmt.Errorf("chainview: logs %d..%d: %w", from, to, err)
@@ -294,6 +314,14 @@ func (v *View) applyRangeLocked(ctx context.Context, from, to uint64) error {
 	}
 	v.next, v.tip = to+1, toHeader.Hash()
 	return nil
+}
+
+// addresses are the contracts whose logs the view reads.
+func (v *View) addresses() []common.Address {
+	if v.noTree {
+		return []common.Address{v.d.AgentRegistry, v.d.Relationships, v.d.Anchors}
+	}
+	return []common.Address{v.d.AgentRegistry, v.d.PatientRegistry, v.d.Relationships, v.d.Anchors}
 }
 
 // --- event handlers ---------------------------------------------------------------
@@ -703,6 +731,9 @@ func (v *View) Leaves() int {
 func (v *View) MerkleProof(c fr.Element) (merkle.Proof, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if v.noTree {
+		return merkle.Proof{}, ErrNoTree
+	}
 	i := v.tree.IndexOf(c)
 	if i < 0 {
 		return merkle.Proof{}, fmt.Errorf("chainview: commitment %s is not enrolled", zkhash.Hex(c))
@@ -723,6 +754,9 @@ func (v *View) Tops() (tops []fr.Element, leaves int, root fr.Element) {
 func (v *View) Bucket(b int) ([]fr.Element, bool, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	if v.noTree {
+		return nil, false, ErrNoTree
+	}
 	leaves, err := v.tree.Bucket(b)
 	return leaves, len(leaves) == merkle.BucketSize, err
 }

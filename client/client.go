@@ -219,7 +219,15 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 		a.cfg.Log.Error("Cannot reach the chain", "err", err)
 		return errNoChain
 	}
-	v, err := chainview.New(src, a.cfg.Deployment)
+	// With a node that answers calls too (RPC always does), the wallet keeps
+	// no copy of the registry's tree: it fetches its membership path by
+	// bucket from the gateways (wallet.UseBucketPaths).
+	reg, buckets := src.(wallet.RegistryReader)
+	newView := chainview.New
+	if buckets {
+		newView = chainview.NewWithoutTree
+	}
+	v, err := newView(src, a.cfg.Deployment)
 	if err != nil {
 		closeSrc()
 		return err
@@ -245,6 +253,9 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 		a.closeFn()
 	}
 	a.w = wallet.New(keys, v, a.cfg.Deployment, a.cfg.Prover)
+	if buckets {
+		a.w.UseBucketPaths(reg, a.cfg.Deployment.Block)
+	}
 	a.w.Remember(mem)
 	clear(a.ops)
 	clear(a.opByKey)

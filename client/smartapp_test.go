@@ -655,3 +655,17 @@ func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// TestAppKeepsNoTree: the patient's app keeps no copy of the registry's
+// tree — its chain view reads no enrolment — and still connects (the
+// membership paths come by bucket from the gateways).
+func TestAppKeepsNoTree(t *testing.T) {
+	n := testnet.New(t, 2)
+	ta := patientApp(t, n, filepath.Join(t.TempDir(), "keystore.json")) // connected at both providers
+	if got := ta.wallet().View().Leaves(); got != 0 {
+		t.Fatalf("the app's view holds %d leaves of the registry", got)
+	}
+	if ok, err := ta.wallet().Enrolled(); !ok || err != nil {
+		t.Fatalf("enrolled: %v %v", ok, err)
+	}
+}

@@ -53,6 +53,9 @@ type Wallet struct {
 	// the wallet's view: the node it reads may be a block or two behind the
 	// desk that just enrolled it.
 	enrolWait time.Duration
+	// buckets, when set, is where the wallet's membership path comes from
+	// instead of its view's tree (bucketpaths.go).
+	buckets *bucketPaths
 
 	mu    sync.Mutex
 	cache map[recordsKey]cachedRecords // the last records read at each provider
@@ -109,6 +112,10 @@ func (w *Wallet) Enrolled() (bool, error) {
 	c, err := w.keys.Commitment()
 	if err != nil {
 		return false, err
+	}
+	if w.buckets != nil {
+		i, err := w.buckets.findLeaf(context.Background(), w, c)
+		return i >= 0, err
 	}
 	_, err = w.view.MerkleProof(c)
 	return err == nil, nil
@@ -314,6 +321,9 @@ var ErrNotEnrolled = errors.New("your enrolment is not on the chain")
 // enrolled a moment ago may not have reached the wallet's node yet: it
 // syncs again for up to enrolWait before it says so.
 func (w *Wallet) enrolledPath(ctx context.Context, c fr.Element) (merkle.Proof, error) {
+	if w.buckets != nil {
+		return w.bucketPath(ctx, c)
+	}
 	deadline := time.Now().Add(w.enrolWait)
 	for {
 		path, err := w.view.MerkleProof(c)

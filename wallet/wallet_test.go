@@ -320,3 +320,51 @@ func TestConnectRightAfterEnrolment(t *testing.T) {
 		t.Fatal("not enrolled after connecting")
 	}
 }
+
+// TestBucketPaths: a wallet with no copy of the registry's tree (its view
+// reads no registry event) finds its leaf in the enrolments once, fetches
+// its path by bucket from the gateways, and connects at two providers —
+// the proofs' roots are ones the chain knows, or the opens would fail.
+func TestBucketPaths(t *testing.T) {
+	ctx := context.Background()
+	n := newNet(t, 2)
+	keys, err := delegate.FromMnemonic(patientWords, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := chainview.NewWithoutTree(n.Chain.Backend, n.Chain.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := New(keys, v, n.Chain.D, n.Prover)
+	w.UseBucketPaths(n.Chain.Backend, 0)
+	// Others enrolled before and after: the patient's leaf is not the first.
+	for i := range 5 {
+		other, _ := delegate.FromMnemonic(viewerWords, fmt.Sprint(i))
+		c, _ := other.Commitment()
+		n.staff(t, 1, "POST", "/admin/patients", fmt.Sprintf(`{"id":"o%d"}`, i))
+		n.staff(t, 1, "POST", fmt.Sprintf("/admin/patients/o%d/enrol", i), `{"commitment":"`+zkhash.Hex(c)+`"}`)
+	}
+	if ok, err := w.Enrolled(); ok || err != nil {
+		t.Fatalf("enrolled before the desk enrolled it: %v %v", ok, err)
+	}
+	code1 := n.SeedPatient(t, 1, "pat", "", w, true)
+	code2 := n.SeedPatient(t, 2, "pat", "", w, false)
+	if ok, err := w.Enrolled(); !ok || err != nil {
+		t.Fatalf("not enrolled after the desk enrolled it: %v %v", ok, err)
+	}
+	for p, code := range map[uint32]string{1: code1, 2: code2} {
+		if err := w.Connect(ctx, p, code); err != nil {
+			t.Fatalf("connect at %d by bucket paths: %v", p, err)
+		}
+	}
+	if v.Leaves() != 0 {
+		t.Fatalf("the view holds %d leaves", v.Leaves())
+	}
+	if _, err := v.MerkleProof(zkhash.FromUint64(1)); !errors.Is(err, chainview.ErrNoTree) {
+		t.Fatalf("the view's MerkleProof: %v", err)
+	}
+	if leaf := w.buckets.leaf; leaf != 5 {
+		t.Fatalf("the wallet found itself at leaf %d, want 5", leaf)
+	}
+}

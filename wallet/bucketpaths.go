@@ -1,0 +1,191 @@
+package wallet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/medrec-zk/medrec/bucketpath"
+	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/contracts/bindings"
+	"github.com/medrec-zk/medrec/merkle"
+	"github.com/medrec-zk/medrec/zkhash"
+)
+
+// A wallet can do without a copy of the registry's tree: with
+// UseBucketPaths (and a view from chainview.NewWithoutTree) it finds its
+// leaf once in the registry's Enrolled events — read from a block it is
+// given, onwards, and only until found — and from then on fetches its
+// membership path by bucket from the network's gateways (package
+// bucketpath: every bucket's root and its own bucket of 4,096, ≈ 0.9 MB at
+// 10^8 patients), trying them in random order, and proves against a root
+// only once the chain says it knows it. A gateway learns which bucket,
+// never which leaf; a lying one is refused and the next one tried.
+
+// RegistryReader is what the wallet asks the chain for in bucket mode: the
+// registry's events and its isKnownRoot.
+type RegistryReader interface {
+	chainview.Source
+	ethereum.ContractCaller
+}
+
+// bucketPaths is the wallet's bucket mode.
+type bucketPaths struct {
+	src  RegistryReader
+	mu   sync.Mutex
+	from uint64 // the next block to scan for the wallet's enrolment
+	leaf int    // the wallet's leaf, -1 until found
+}
+
+// UseBucketPaths switches the wallet to fetching its membership path by
+// bucket: src reads the registry; the wallet's enrolment is looked for
+// from block from on (the deployment's block when the wallet cannot know
+// better, e.g. restored from its words; the block it first showed its
+// enrolment code otherwise).
+func (w *Wallet) UseBucketPaths(src RegistryReader, from uint64) {
+	w.buckets = &bucketPaths{src: src, from: max(from, w.d.Block), leaf: -1}
+}
+
+// findLeaf returns the wallet's leaf, scanning the registry's Enrolled
+// events it has not scanned yet; -1 if it is not enrolled as of the head.
+func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.leaf >= 0 {
+		return b.leaf, nil
+	}
+	head, err := b.src.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return -1, fmt.Errorf("wallet: the chain's head: %w", err)
+	}
+	to := head.Number.Uint64()
+	if to < b.from {
+		return -1, nil
+	}
+	reg := bindings.NewPatientRegistry()
+	abi, err := bindings.PatientRegistryMetaData.ParseABI()
+	if err != nil {
+		return -1, err
+	}
+	want := zkhash.Big(c)
+	// In spans, stopping at the enrolment: a first look after a restore
+	// reads the registry's history, but never all of it at once.
+	for b.from <= to {
+		end := min(b.from+scanSpan-1, to)
+		logs, err := b.src.FilterLogs(ctx, ethereum.FilterQuery{
+			FromBlock: new(big.Int).SetUint64(b.from), ToBlock: new(big.Int).SetUint64(end),
+			Addresses: []common.Address{w.d.PatientRegistry},
+			Topics:    [][]common.Hash{{abi.Events[bindings.PatientRegistryEnrolledEventName].ID}},
+		})
+		if err != nil {
+			return -1, fmt.Errorf("wallet: the registry's enrolments in blocks %d–%d: %w", b.from, end, err)
+		}
+		for i := range logs {
+			ev, err := reg.UnpackEnrolledEvent(&logs[i])
+			if err != nil {
+				return -1, fmt.Errorf("wallet: an enrolment in block %d: %w", logs[i].BlockNumber, err)
+			}
+			for j, cm := range ev.Commitments {
+				if cm.Cmp(want) == 0 {
+					b.leaf = int(ev.Start) + j
+					return b.leaf, nil
+				}
+			}
+		}
+		b.from = end + 1
+	}
+	return -1, nil
+}
+
+// scanSpan is how many blocks one query for enrolments covers.
+const scanSpan = 5000
+
+// forget drops a leaf the gateways' trees do not confirm (a reorg moved the
+// enrolment): the next look scans again from the deployment.
+func (b *bucketPaths) forget(w *Wallet) {
+	b.mu.Lock()
+	b.leaf, b.from = -1, w.d.Block
+	b.mu.Unlock()
+}
+
+// errNoPath says no gateway served a path to a root the chain knows.
+var errNoPath = errors.New("no gateway served a membership path to a root the chain knows")
+
+// bucketPath returns c's path fetched by bucket, waiting up to enrolWait
+// for the enrolment to appear, as enrolledPath does with the view's tree.
+func (w *Wallet) bucketPath(ctx context.Context, c fr.Element) (merkle.Proof, error) {
+	deadline := time.Now().Add(w.enrolWait)
+	for {
+		i, err := w.buckets.findLeaf(ctx, w, c)
+		if err != nil {
+			return merkle.Proof{}, err
+		}
+		if i >= 0 {
+			p, err := w.fetchPath(ctx, c, i)
+			if err == nil || !errors.Is(err, errNoPath) {
+				return p, err
+			}
+			if !time.Now().Before(deadline) {
+				return merkle.Proof{}, err
+			}
+		} else if !time.Now().Before(deadline) {
+			return merkle.Proof{}, fmt.Errorf("%w (after waiting %s): if a desk enrolled you a moment ago, try again in a minute; otherwise show your enrolment code at a provider's desk first", ErrNotEnrolled, w.enrolWait.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return merkle.Proof{}, fmt.Errorf("%w: %w", ErrNotEnrolled, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// fetchPath fetches leaf i's path from the active providers' gateways in
+// random order, until one serves a path of c to a root the chain knows.
+func (w *Wallet) fetchPath(ctx context.Context, c fr.Element, i int) (merkle.Proof, error) {
+	if err := w.view.Sync(ctx); err != nil {
+		return merkle.Proof{}, err
+	}
+	provs := w.view.Providers()
+	rand.Shuffle(len(provs), func(a, b int) { provs[a], provs[b] = provs[b], provs[a] })
+	reg := bindings.NewPatientRegistry()
+	var errs []error
+	for _, p := range provs {
+		if !p.Active || p.GatewayURL == "" {
+			continue
+		}
+		path, root, err := bucketpath.Fetch(ctx, w.http, p.GatewayURL, i)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+			continue
+		}
+		if path.Leaf != c {
+			// Not ours at that leaf in this gateway's tree: a reorg moved the
+			// enrolment, or the gateway lies. Look for the leaf again.
+			w.buckets.forget(w)
+			errs = append(errs, fmt.Errorf("%s: leaf %d is not this wallet's commitment", p.Name, i))
+			continue
+		}
+		out, err := w.buckets.src.CallContract(ctx, ethereum.CallMsg{To: &w.d.PatientRegistry, Data: reg.PackIsKnownRoot(zkhash.Big(root))}, nil)
+		if err != nil {
+			return merkle.Proof{}, fmt.Errorf("wallet: isKnownRoot: %w", err)
+		}
+		known, err := reg.UnpackIsKnownRoot(out)
+		if err != nil {
+			return merkle.Proof{}, fmt.Errorf("wallet: isKnownRoot: %w", err)
+		}
+		if !known {
+			errs = append(errs, fmt.Errorf("%s: its tree's root is not one the chain knows", p.Name))
+			continue
+		}
+		return path, nil
+	}
+	return merkle.Proof{}, fmt.Errorf("wallet: %w: %w", errNoPath, errors.Join(errs...))
+}
