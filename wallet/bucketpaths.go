@@ -62,6 +62,10 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 	if b.leaf >= 0 {
 		return b.leaf, nil
 	}
+	if i, ok := w.recallLeaf(); ok {
+		b.leaf = i // checked at each use: the path's leaf must be ours
+		return b.leaf, nil
+	}
 	head, err := b.src.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return -1, fmt.Errorf("wallet: the chain's head: %w", err)
@@ -96,6 +100,9 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 			for j, cm := range ev.Commitments {
 				if cm.Cmp(want) == 0 {
 					b.leaf = int(ev.Start) + j
+					if err := w.rememberLeaf(b.leaf); err != nil {
+						return -1, err
+					}
 					return b.leaf, nil
 				}
 			}
@@ -110,10 +117,50 @@ const scanSpan = 5000
 
 // forget drops a leaf the gateways' trees do not confirm (a reorg moved the
 // enrolment): the next look scans again from the deployment.
-func (b *bucketPaths) forget(w *Wallet) {
+func (b *bucketPaths) forget(w *Wallet) error {
 	b.mu.Lock()
 	b.leaf, b.from = -1, w.d.Block
 	b.mu.Unlock()
+	return w.rememberLeaf(-1)
+}
+
+// registryMemory is what this device remembers of the registry: the
+// wallet's leaf, so later sessions need not look for it again.
+type registryMemory struct {
+	Leaf int `json:"leaf"` // -1: not known
+}
+
+// leafMemoryName is the device store's section of the registry's memory,
+// per network (chain, registry contract).
+func (w *Wallet) leafMemoryName() string {
+	return fmt.Sprintf("registry/%s/%s", w.d.ChainID, w.d.PatientRegistry.Hex())
+}
+
+// recallLeaf returns the leaf this device remembers, if any.
+func (w *Wallet) recallLeaf() (int, bool) {
+	w.mem.mu.Lock()
+	defer w.mem.mu.Unlock()
+	if w.mem.store == nil {
+		return -1, false
+	}
+	m := registryMemory{Leaf: -1}
+	if ok, err := w.mem.store.Get(w.leafMemoryName(), &m); !ok || err != nil || m.Leaf < 0 {
+		return -1, false
+	}
+	return m.Leaf, true
+}
+
+// rememberLeaf saves the wallet's leaf on the device (-1 forgets it).
+func (w *Wallet) rememberLeaf(i int) error {
+	w.mem.mu.Lock()
+	defer w.mem.mu.Unlock()
+	if w.mem.store == nil {
+		return nil
+	}
+	if err := w.mem.store.Put(w.leafMemoryName(), registryMemory{Leaf: i}); err != nil {
+		return fmt.Errorf("wallet: remembering the registry leaf: %w", err)
+	}
+	return nil
 }
 
 // errNoPath says no gateway served a path to a root the chain knows.
@@ -169,8 +216,10 @@ func (w *Wallet) fetchPath(ctx context.Context, c fr.Element, i int) (merkle.Pro
 		if path.Leaf != c {
 			// Not ours at that leaf in this gateway's tree: a reorg moved the
 			// enrolment, or the gateway lies. Look for the leaf again.
-			w.buckets.forget(w)
 			errs = append(errs, fmt.Errorf("%s: leaf %d is not this wallet's commitment", p.Name, i))
+			if err := w.buckets.forget(w); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		out, err := w.buckets.src.CallContract(ctx, ethereum.CallMsg{To: &w.d.PatientRegistry, Data: reg.PackIsKnownRoot(zkhash.Big(root))}, nil)

@@ -5,16 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/delegate"
+	"github.com/medrec-zk/medrec/devstore"
 	"github.com/medrec-zk/medrec/internal/testnet"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -367,4 +373,57 @@ func TestBucketPaths(t *testing.T) {
 	if leaf := w.buckets.leaf; leaf != 5 {
 		t.Fatalf("the wallet found itself at leaf %d, want 5", leaf)
 	}
+
+	// A device that remembers its leaf does not look for it again; a wrong
+	// memory is caught by the path's leaf and corrected.
+	key, err := keys.DeviceStoreKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := devstore.Open(filepath.Join(t.TempDir(), "device"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Remember(store)
+	if err := w.rememberLeaf(5); err != nil {
+		t.Fatal(err)
+	}
+	scans := &countingNode{RegistryReader: n.Chain.Backend, registry: n.Chain.D.PatientRegistry}
+	v2, _ := chainview.NewWithoutTree(n.Chain.Backend, n.Chain.D)
+	w2 := New(keys, v2, n.Chain.D, n.Prover)
+	w2.Remember(store)
+	w2.UseBucketPaths(scans, 0)
+	if _, _, err := w2.ownership(ctx, 1, circuits.ActionOpen, common.Address{1}, 0); err != nil {
+		t.Fatalf("a proof from the remembered leaf: %v", err)
+	}
+	if scans.n.Load() != 0 {
+		t.Fatalf("the registry was read %d times with the leaf remembered", scans.n.Load())
+	}
+	if err := w2.rememberLeaf(3); err != nil {
+		t.Fatal(err)
+	}
+	w3 := New(keys, v2, n.Chain.D, n.Prover)
+	w3.Remember(store)
+	w3.UseBucketPaths(scans, 0)
+	w3.enrolWait = 5 * time.Second
+	if _, _, err := w3.ownership(ctx, 1, circuits.ActionOpen, common.Address{1}, 0); err != nil {
+		t.Fatalf("a proof after a wrong memory: %v", err)
+	}
+	if i, ok := w3.recallLeaf(); !ok || i != 5 || scans.n.Load() == 0 {
+		t.Fatalf("the wrong memory was not corrected: %d %v after %d reads", i, ok, scans.n.Load())
+	}
+}
+
+// countingNode counts the log queries for the registry's events.
+type countingNode struct {
+	RegistryReader
+	registry common.Address
+	n        atomic.Int64
+}
+
+func (c *countingNode) FilterLogs(ctx context.Context, q ethereum.FilterQuery) ([]types.Log, error) {
+	if slices.Contains(q.Addresses, c.registry) {
+		c.n.Add(1)
+	}
+	return c.RegistryReader.FilterLogs(ctx, q)
 }
