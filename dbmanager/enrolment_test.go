@@ -37,8 +37,18 @@ func TestEnrolmentBatches(t *testing.T) {
 			results[i] = w.staff("POST", fmt.Sprintf("/admin/patients/b%d/enrol", i), map[string]string{"commitment": zkhash.Hex(commitment(i))})
 		})
 	}
-	// While they wait: the same commitment again is refused.
-	time.Sleep(100 * time.Millisecond)
+	// While they wait (queued, their batch not mined): the same commitment
+	// again is refused.
+	queued := func() bool {
+		w.gw.enrols.mu.Lock()
+		defer w.gw.enrols.mu.Unlock()
+		return w.gw.enrols.pending[commitment(0)]
+	}
+	for deadline := time.Now().Add(10 * time.Second); !queued(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the enrolment never reached the queue")
+		}
+	}
 	if r := w.staff("POST", "/admin/patients/b8/enrol", map[string]string{"commitment": zkhash.Hex(commitment(0))}); r.status != 409 || !strings.Contains(string(r.body), "being enrolled") {
 		t.Fatalf("a queued commitment again: %d %s", r.status, r.body)
 	}
