@@ -109,10 +109,25 @@ func TestRealNetwork(t *testing.T) {
 		gas[op] = r.GasUsed + zeros*(params.TxDataNonZeroGasEIP2028-params.TxDataZeroGas)
 	}
 
-	var s = zkhash.FromUint64(0)
-	s.SetBytes(crypto.Keccak256([]byte("devnet test patient")))
-	tx, err := c.Enrol(ctx, relayer, zkhash.Big(zkhash.Commitment(s)))
+	var first, s = zkhash.FromUint64(0), zkhash.FromUint64(0)
+	first.SetBytes(crypto.Keccak256([]byte("devnet first patient")))
+	tx, err := c.Enrol(ctx, relayer, zkhash.Big(zkhash.Commitment(first)))
 	wait("enrol", tx, err)
+	// A batch of 64 with the test's patient among them: enrolled in a
+	// batch, the patient opens below.
+	s.SetBytes(crypto.Keccak256([]byte("devnet test patient")))
+	batch := make([]*big.Int, 64)
+	for i := range batch {
+		batch[i] = zkhash.Big(zkhash.Commitment(zkhash.FromUint64(uint64(1000 + i))))
+	}
+	batch[17] = zkhash.Big(zkhash.Commitment(s))
+	tx, err = c.Enrol(ctx, relayer, batch...)
+	wait("enrol batch", tx, err)
+	if per := gas["enrol batch"] / 64; per > 30_000 {
+		t.Errorf("a batch of 64 on the real chain: %d gas a commitment, above 30,000", per)
+	} else {
+		t.Logf("gas (real London chain): a batch of 64 at leaves 1–64, %d a commitment", per)
+	}
 
 	view, err := chainview.New(ec, d)
 	if err != nil {
@@ -122,8 +137,8 @@ func TestRealNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	path, err := view.MerkleProof(zkhash.Commitment(s))
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || path.Index != 18 {
+		t.Fatalf("the batch's patient: leaf %d, %v", path.Index, err)
 	}
 	owner, _ := crypto.GenerateKey()
 	proof, pub, err := prover.New(ks).ProveOwnership(circuits.OwnershipWitness{

@@ -107,14 +107,17 @@ func (w *Wallet) Commitment() (string, error) {
 }
 
 // Enrolled reports whether the identity commitment is in the patient
-// registry (as of the view's last sync).
+// registry: as of the view's last sync, or in bucket mode (UseBucketPaths)
+// as of the chain's head.
 func (w *Wallet) Enrolled() (bool, error) {
 	c, err := w.keys.Commitment()
 	if err != nil {
 		return false, err
 	}
 	if w.buckets != nil {
-		i, err := w.buckets.findLeaf(context.Background(), w, c)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		i, err := w.buckets.findLeaf(ctx, w, c)
 		return i >= 0, err
 	}
 	_, err = w.view.MerkleProof(c)
