@@ -10,7 +10,9 @@ body{font-family:system-ui,sans-serif;max-width:900px;margin:1rem auto;padding:0
 header{display:flex;flex-wrap:wrap;gap:1rem;align-items:center;border-bottom:1px solid #ccc;padding-bottom:.5rem}
 nav a{margin-right:1rem;color:#0645ad} label{display:block;margin:.4rem 0} input,select{font-size:1rem;padding:.3rem;max-width:100%}
 .err{background:#fde8e8;padding:.6rem;border-left:4px solid #b00020} .ok{background:#e6f4ea;padding:.6rem;border-left:4px solid #1e7b34}
-table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}
+table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left} th{white-space:nowrap}
+@media (max-width:600px){td{overflow-wrap:anywhere}}
+caption{text-align:left;font-weight:600;margin:.5rem 0}
 code{word-break:break-all} .big{font-size:2rem;font-family:monospace;letter-spacing:.1rem}
 @media print{header,nav,form,.noprint{display:none}}
 </style></head><body>
@@ -71,13 +73,6 @@ code{word-break:break-all} .big{font-size:2rem;font-family:monospace;letter-spac
 {{template "foot" .}}{{end}}
 
 {{define "import"}}{{template "head" .}}<h1>Import a patient's records</h1>
-<p>A FHIR R4 Bundle of one patient (a Synthea file, an EHR export): all of it is stored, or none of it. Importing the same file again changes nothing.</p>
-<form method="post" action="/import" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<label for="bundle">Bundle (JSON)</label><input id="bundle" name="bundle" type="file" accept=".json,application/fhir+json,application/json" required> <button id="import">Import</button></form>
-{{if .Me.Admin}}<h2 id="bulk">Bulk import (NDJSON)</h2>
-<p>FHIR bulk data: one resource per line, one file per resource type (a Synthea bulk export, an EHR's export). Choose all the files of one export at once. Each patient is stored whole or not at all: a patient with a bad line is refused, the others go in. Importing the same files again changes nothing.</p>
-<form method="post" action="/import/ndjson" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<label for="ndjson">NDJSON files</label><input id="ndjson" name="file" type="file" multiple accept=".ndjson,.jsonl,application/fhir+ndjson" required> <button id="import-ndjson">Import the files</button></form>
 {{with .Bulk}}<section id="bulk-report" aria-labelledby="bulk-title"><h2 id="bulk-title">{{if $.Refusals}}Imported in part{{else}}Imported{{end}}</h2>
 <table><caption>What went in</caption>
 <tr><th scope="row">Files</th><td id="bulk-files">{{.Files}}</td></tr>
@@ -91,7 +86,15 @@ code{word-break:break-all} .big{font-size:2rem;font-family:monospace;letter-spac
 {{with $.Refusals}}<table id="bulk-refused"><caption class="err">{{len .}} refused, nothing of theirs written: fix their lines and import the same files again (what went in stays, unchanged)</caption>
 <tr><th scope="col">File</th><th scope="col">Line</th><th scope="col">Patient</th><th scope="col">Reason</th></tr>
 {{range .}}<tr>{{if .File}}<td>{{.File}}</td><td>{{.Line}}</td><td>{{if .Patient}}{{.Patient}}{{else}}(a shared resource){{end}}</td><td>{{.Reason}}</td>{{else}}<td colspan="4">{{.Reason}}</td>{{end}}</tr>{{end}}</table>{{end}}
-</section>{{end}}{{end}}
+</section>{{end}}
+<p>A FHIR R4 Bundle of one patient (a Synthea file, an EHR export): all of it is stored, or none of it. Importing the same file again changes nothing.</p>
+<form method="post" action="/import" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<label for="bundle">Bundle (JSON)</label><input id="bundle" name="bundle" type="file" accept=".json,application/fhir+json,application/json" required> <button id="import">Import</button></form>
+{{if .Me.Admin}}<h2 id="bulk">Bulk import (NDJSON)</h2>
+<p>FHIR bulk data: one resource per line, one file per resource type (a Synthea bulk export, an EHR's export). Choose all the files of one export at once. Each patient is stored whole or not at all: a patient with a bad line is refused, the others go in. Importing the same files again changes nothing.</p>
+<form method="post" action="/import/ndjson" enctype="multipart/form-data"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<label for="ndjson">NDJSON files</label><input id="ndjson" name="file" type="file" multiple accept=".ndjson,.jsonl,application/fhir+ndjson" required> <button id="import-ndjson">Import the files</button></form>
+{{end}}
 {{template "foot" .}}{{end}}
 
 {{define "staff"}}{{template "head" .}}<h1>Staff</h1>
