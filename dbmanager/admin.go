@@ -144,9 +144,9 @@ func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor 
 	// enough), which the proof alone does not show: check it before the tag
 	// is mapped, so that a claim the chain would refuse writes nothing.
 	root := zkhash.Big(pub.Root)
-	known, err := g.cfg.Chain.IsKnownRoot(c.UserContext(), root)
+	known, err := g.knownRoot(c.UserContext(), root)
 	if err != nil {
-		return errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
+		return err
 	}
 	if !known {
 		return badRequest("the proof's root is not a current root of the patient registry: prove again against the latest root")

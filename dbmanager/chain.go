@@ -3,6 +3,7 @@ package dbmanager
 import (
 	"context"
 	"errors"
+	"math/big"
 	"time"
 
 	"github.com/ethereum/go-ethereum/core/types"
@@ -82,4 +83,30 @@ func (g *Gateway) transact(ctx context.Context, do func(ctx context.Context) (*t
 	g.lastSync = time.Time{}
 	g.syncMu.Unlock()
 	return r, nil
+}
+
+// rootWait bounds how long a claim waits for this gateway's node to know
+// the root of its proof: the claimant's node may be a block ahead (a
+// desk's enrolment mined a moment ago), and only a root no node will know
+// should be refused.
+const rootWait = 3 * time.Second
+
+// knownRoot reports whether the patient registry knows root, looking again
+// for up to rootWait before it says no.
+func (g *Gateway) knownRoot(ctx context.Context, root *big.Int) (bool, error) {
+	deadline := time.Now().Add(rootWait)
+	for {
+		known, err := g.cfg.Chain.IsKnownRoot(ctx, root)
+		if err != nil {
+			return false, errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", err)
+		}
+		if known || !time.Now().Before(deadline) {
+			return known, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, errf(fiber.StatusServiceUnavailable, "transient", "the chain is unreachable: %v", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/gatewayapi"
 	"github.com/medrec-zk/medrec/internal/simchain"
+	"github.com/medrec-zk/medrec/merkle"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -70,6 +71,58 @@ func TestClaimUnknownRoot(t *testing.T) {
 	}
 	if r := w.staff("POST", "/admin/patients/p1/claim", w.claimFor(1, owner)); r.status != 200 {
 		t.Fatalf("the genuine claim after the refused one: %d %s", r.status, r.body)
+	}
+}
+
+// TestClaimRootAhead: the claimant's node may be a block ahead of the
+// gateway's (a desk enrolled someone a moment ago, and the wallet proved
+// against the root that made). The gateway looks again for a while before
+// it refuses a root its node does not know yet.
+func TestClaimRootAhead(t *testing.T) {
+	w := newWorld(t)
+	w.createEnrolled("p1", w.keys)
+	next := mustKeys(t, "legal winner thank year wave sausage worth useful legal winner thank yellow")
+	cm, _ := w.keys.Commitment()
+	cm2, _ := next.Commitment()
+	ahead, err := merkle.New([]fr.Element{cm, cm2}) // the registry once next is enrolled
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := ahead.Proof(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := simchain.Addr(w.owner)
+	s, _ := w.keys.Identity()
+	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{
+		Secret: s.Element(), Path: path, Provider: 1,
+		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, w.chain.ChainID, w.chain.D.Relationships),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The root becomes known a second into the claim (inside rootWait).
+	enrolled := make(chan error, 1)
+	time.AfterFunc(time.Second, func() {
+		ctx := context.Background()
+		tx, err := w.chain.Client.Enrol(ctx, w.chain.Auth(w.chain.Providers[1].Gateway), zkhash.Big(cm2))
+		if err == nil {
+			_, err = w.chain.Client.Wait(ctx, tx)
+		}
+		enrolled <- err
+	})
+	r := w.staff("POST", "/admin/patients/p1/claim", map[string]string{"tag": zkhash.Hex(pub.Tag), "owner": owner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()})
+	if err := <-enrolled; err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 200 {
+		t.Fatalf("a claim against a root mined a moment later: %d %s", r.status, r.body)
+	}
+	if err := w.view.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.view.Root(); got != ahead.Root() {
+		t.Fatalf("the registry's root is not the one proved against")
 	}
 }
 

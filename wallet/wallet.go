@@ -367,9 +367,22 @@ func (w *Wallet) Connect(ctx context.Context, p uint32, code string) error {
 	if err != nil {
 		return err
 	}
-	return w.postJSON(ctx, prov, "/claims", map[string]string{
+	if err := w.postJSON(ctx, prov, "/claims", map[string]string{
 		"code": strings.TrimSpace(code), "tag": zkhash.Hex(pub.Tag), "owner": d.Address.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String(),
-	}, nil)
+	}, nil); err != nil {
+		return err
+	}
+	// The gateway answers once its own node mined the opening; this
+	// device's node may be a block behind. Connected means connected here:
+	// the app's next page must show it.
+	tag := zkhash.Big(pub.Tag)
+	if err := w.awaitChain(ctx, chainWait, func() bool {
+		rel, ok := w.view.Relationship(tag)
+		return ok && rel.Owner == d.Address
+	}); err != nil {
+		return fmt.Errorf("wallet: %s opened the relationship, but this device's chain node has not shown it after %s: look again in a minute", prov.Name, chainWait)
+	}
+	return nil
 }
 
 // ProviderResult says how reading one provider went.
