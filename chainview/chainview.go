@@ -1,7 +1,10 @@
-// Package chainview follows the MedRec-ZK contracts' events into an in-memory
-// view of the public chain state: the providers, the patient tree (so a client
-// builds its Merkle path from the chain and never asks a gateway, which would
-// reveal its commitment), relationships, grants and anchors.
+// Package chainview follows the MedRec-ZK contracts' events into a view of
+// the public chain state: the providers, the patient tree, relationships,
+// grants and anchors, in memory — except the tree, which a gateway keeps in
+// its records database (NewWithNodes) and the patient's app does not keep
+// at all (NewWithoutTree: it fetches its path by bucket, package
+// bucketpath, and never asks for its leaf, which would reveal its
+// commitment).
 //
 // A View is advanced by Sync, which reads logs block range by block range and
 // follows reorgs: every applied block keeps an undo list, and when a block the
@@ -143,8 +146,8 @@ type View struct {
 	applied   []appliedBlock
 	trimmed   bool // older applied blocks were forgotten
 	providers map[uint32]*Provider
-	leaves    []fr.Element
-	tree      *merkle.Tree
+	tree      *merkle.Tree // may hold more leaves than enrolled while it catches up (NewWithNodes)
+	enrolled  int          // leaves the applied Enrolled events put in the tree
 	rels      map[string]*Relationship
 	owners    map[common.Address]map[string]struct{} // owner → its relationships' tags
 	grants    map[grantKey]*Grant
@@ -187,6 +190,28 @@ func New(src Source, d *contracts.Deployment) (*View, error) {
 	return v, nil
 }
 
+// NewWithNodes returns an empty view like New whose registry tree is kept
+// in nodes — a gateway's records database (sqlstore.DB.RegistryNodes) —
+// instead of memory. A tree already there from an earlier run is kept
+// where the chain's enrolments match it, checked leaf by leaf as the view
+// replays them, so a restart rewrites nothing; whatever the chain does not
+// have (another deployment, a reorg while the gateway was down) is dropped.
+// Until the view has caught up, MerkleProof, Tops and Bucket say so.
+func NewWithNodes(src Source, d *contracts.Deployment, nodes merkle.Nodes) (*View, error) {
+	v, err := New(src, d)
+	if err != nil {
+		return nil, err
+	}
+	if v.tree, err = merkle.Open(nodes); err != nil {
+		return nil, fmt.Errorf("chainview: %w", err)
+	}
+	return v, nil
+}
+
+// ErrCatchingUp says the view's stored tree holds enrolments the view has
+// not yet read from the chain (NewWithNodes, before the first full Sync).
+var ErrCatchingUp = errors.New("chainview: the registry tree is catching up with the chain")
+
 // NewWithoutTree returns a view that neither reads the patient registry's
 // events nor holds its tree: what a client that fetches its membership path
 // by bucket needs (package bucketpath), without a copy of every
@@ -228,6 +253,12 @@ func (v *View) Sync(ctx context.Context) error {
 		to := min(v.next+v.batchSize-1, target)
 		if err := v.applyRangeLocked(ctx, v.next, to); err != nil {
 			return err
+		}
+	}
+	// Caught up: stored leaves no enrolment put there are not the chain's.
+	if !v.noTree && v.tree.Len() > v.enrolled {
+		if err := v.tree.Truncate(v.enrolled); err != nil {
+			return fmt.Errorf("chainview: drop stored leaves the chain does not have: %w", err)
 		}
 	}
 	return nil
@@ -387,32 +418,7 @@ func handlers(d *contracts.Deployment) (map[common.Address]map[common.Hash]func(
 			if err != nil {
 				return err
 			}
-			if int(e.Start) != len(v.leaves) {
-				return fmt.Errorf("enrolment at index %d, the view has %d leaves", e.Start, len(v.leaves))
-			}
-			n := len(v.leaves)
-			undo := func() {
-				v.leaves = v.leaves[:n]
-				v.tree, _ = merkle.New(v.leaves) // rare: rebuild
-			}
-			for _, cm := range e.Commitments {
-				c, err := zkhash.FromBig(cm)
-				if err == nil {
-					_, err = v.tree.Insert(c)
-				}
-				if err != nil {
-					undo()
-					return err
-				}
-				v.leaves = append(v.leaves, c)
-			}
-			// The chain's tree stands only at a batch's end: one root per batch.
-			if got := zkhash.Big(v.tree.Root()); got.Cmp(e.Root) != 0 {
-				undo()
-				return fmt.Errorf("root after leaves %d–%d: view %#x, chain %#x", e.Start, len(v.leaves)-1, got, e.Root)
-			}
-			b.undo = append(b.undo, undo)
-			return nil
+			return v.enrol(b, int(e.Start), e.Commitments, e.Root)
 		}},
 		{d.Relationships, &bindings.RelationshipsMetaData, "Opened", func(v *View, l *types.Log, b *appliedBlock) error {
 			e, err := rels.UnpackOpenedEvent(l)
@@ -719,11 +725,81 @@ func (v *View) GrantsTo(kind access.GranteeKind, grantee [32]byte) []Grant {
 	return out
 }
 
+// enrol applies one Enrolled event: commitments from index start, the
+// chain's root after them. A tree stored ahead (NewWithNodes, after a
+// restart) is checked against the commitments instead of written again.
+func (v *View) enrol(b *appliedBlock, start int, commitments []*big.Int, root *big.Int) error {
+	if start != v.enrolled {
+		return fmt.Errorf("enrolment at index %d, the view has %d leaves", start, v.enrolled)
+	}
+	cs := make([]fr.Element, len(commitments))
+	for i, cm := range commitments {
+		c, err := zkhash.FromBig(cm)
+		if err != nil {
+			return fmt.Errorf("commitment %d: %w", start+i, err)
+		}
+		cs[i] = c
+	}
+	undo := func() {
+		v.enrolled = start
+		if v.tree.Len() > start {
+			// An error here leaves stored leaves the next Sync drops or
+			// checks; the view's count is what decides.
+			_ = v.tree.Truncate(start)
+		}
+	}
+	// Stored ahead: keep the leaves that match, drop from the first that
+	// does not.
+	matched := 0
+	if stored := v.tree.Len() - start; stored > 0 {
+		have, err := v.tree.Leaves(start, min(stored, len(cs)))
+		if err != nil {
+			return err
+		}
+		for matched < len(have) && have[matched] == cs[matched] {
+			matched++
+		}
+		if matched < len(have) {
+			if err := v.tree.Truncate(start + matched); err != nil {
+				return err
+			}
+		}
+	}
+	if matched < len(cs) {
+		if _, err := v.tree.Append(cs[matched:]); err != nil {
+			undo()
+			return err
+		}
+	}
+	v.enrolled = start + len(cs)
+	// The chain's tree stands only at a batch's end: one root per batch. A
+	// tree stored further ahead is checked at the last batch it holds.
+	if v.tree.Len() == v.enrolled {
+		if got := zkhash.Big(v.tree.Root()); got.Cmp(root) != 0 {
+			undo()
+			return fmt.Errorf("root after leaves %d–%d: view %#x, chain %#x", start, v.enrolled-1, got, root)
+		}
+	}
+	b.undo = append(b.undo, undo)
+	return nil
+}
+
 // Leaves returns the number of enrolled commitments.
 func (v *View) Leaves() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return len(v.leaves)
+	return v.enrolled
+}
+
+// treeLocked returns the tree if it stands where the chain does.
+func (v *View) treeLocked() (*merkle.Tree, error) {
+	switch {
+	case v.noTree:
+		return nil, ErrNoTree
+	case v.tree.Len() != v.enrolled:
+		return nil, ErrCatchingUp
+	}
+	return v.tree, nil
 }
 
 // MerkleProof returns the membership path of commitment c under the current
@@ -731,22 +807,36 @@ func (v *View) Leaves() int {
 func (v *View) MerkleProof(c fr.Element) (merkle.Proof, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if v.noTree {
-		return merkle.Proof{}, ErrNoTree
+	tree, err := v.treeLocked()
+	if err != nil {
+		return merkle.Proof{}, err
 	}
-	i := v.tree.IndexOf(c)
+	i, err := tree.IndexOf(c)
+	if err != nil {
+		return merkle.Proof{}, fmt.Errorf("chainview: %w", err)
+	}
 	if i < 0 {
-		return merkle.Proof{}, fmt.Errorf("chainview: commitment %s is not enrolled", zkhash.Hex(c))
+		return merkle.Proof{}, fmt.Errorf("chainview: commitment %s: %w", zkhash.Hex(c), ErrNotEnrolled)
 	}
-	return v.tree.Proof(i)
+	return tree.Proof(i)
 }
+
+// ErrNotEnrolled says a commitment is not in the registry's tree.
+var ErrNotEnrolled = errors.New("not enrolled")
 
 // Tops returns the roots of the tree's buckets (merkle.Tree.Tops), the
 // number of leaves and the root, read together.
-func (v *View) Tops() (tops []fr.Element, leaves int, root fr.Element) {
+func (v *View) Tops() (tops []fr.Element, leaves int, root fr.Element, err error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return v.tree.Tops(), len(v.leaves), v.tree.Root()
+	tree, err := v.treeLocked()
+	if err != nil {
+		return nil, 0, fr.Element{}, err
+	}
+	if tops, err = tree.Tops(); err != nil {
+		return nil, 0, fr.Element{}, fmt.Errorf("chainview: %w", err)
+	}
+	return tops, tree.Len(), tree.Root(), nil
 }
 
 // Bucket returns the leaves of bucket b (merkle.Tree.Bucket) and whether
@@ -754,10 +844,11 @@ func (v *View) Tops() (tops []fr.Element, leaves int, root fr.Element) {
 func (v *View) Bucket(b int) ([]fr.Element, bool, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if v.noTree {
-		return nil, false, ErrNoTree
+	tree, err := v.treeLocked()
+	if err != nil {
+		return nil, false, err
 	}
-	leaves, err := v.tree.Bucket(b)
+	leaves, err := tree.Bucket(b)
 	return leaves, len(leaves) == merkle.BucketSize, err
 }
 

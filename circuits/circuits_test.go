@@ -103,7 +103,7 @@ func testTree(t *testing.T, n int) (*merkle.Tree, []fr.Element) {
 
 func ownershipWitness(t *testing.T, tree *merkle.Tree, secret fr.Element, provider uint32) OwnershipWitness {
 	t.Helper()
-	idx := tree.IndexOf(zkhash.Commitment(secret))
+	idx, _ := tree.IndexOf(zkhash.Commitment(secret))
 	path, err := tree.Proof(idx)
 	if err != nil {
 		t.Fatal(err)

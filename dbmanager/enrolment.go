@@ -2,6 +2,7 @@ package dbmanager
 
 import (
 	"context"
+	"errors"
 	"math/big"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/medrec-zk/medrec/chainview"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -56,8 +58,12 @@ func (g *Gateway) enrolCommitment(ctx context.Context, c fr.Element) (enrolled, 
 	if err := g.syncChain(ctx); err != nil {
 		return enrolled{}, err
 	}
-	if _, err := g.cfg.View.MerkleProof(c); err == nil {
+	switch _, err := g.cfg.View.MerkleProof(c); {
+	case err == nil:
 		return enrolled{}, errf(fiber.StatusConflict, "business-rule", "this commitment is already enrolled: the patient can connect at any provider")
+	case !errors.Is(err, chainview.ErrNotEnrolled):
+		// Unsure (the tree catching up, its database failing): enrol nothing.
+		return enrolled{}, treeUnavailable(err)
 	}
 	q := &g.enrols
 	q.mu.Lock()

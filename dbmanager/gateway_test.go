@@ -78,16 +78,16 @@ func newWorldOn(t testing.TB, dsn string, opts ...func(*Config)) *world {
 func newWorldOnChain(t testing.TB, c *simchain.Chain, dsn string, opts ...func(*Config)) *world {
 	t.Helper()
 	ctx := context.Background()
-	v, err := chainview.New(c.Backend, c.D)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dbPath := dsn
 	db, err := sqlstore.Open(ctx, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	v, err := chainview.NewWithNodes(c.Backend, c.D, db.RegistryNodes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ks, err := prover.DevKeys()
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func (w *world) restart(opts ...func(*Config)) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	v, err := chainview.New(w.chain.Backend, w.chain.D)
+	v, err := chainview.NewWithNodes(w.chain.Backend, w.chain.D, db.RegistryNodes()) // the tree as the last run left it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package dbmanager
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -31,7 +32,10 @@ func (g *Gateway) registryTops(c *fiber.Ctx) error {
 	if err := g.syncChain(c.UserContext()); err != nil {
 		return err
 	}
-	tops, leaves, root := g.cfg.View.Tops()
+	tops, leaves, root, err := g.cfg.View.Tops()
+	if err != nil {
+		return treeUnavailable(err)
+	}
 	c.Set(headerRegistryLeaves, strconv.Itoa(leaves))
 	c.Set(headerRegistryRoot, zkhash.Hex(root))
 	return sendNodes(c, tops)
@@ -48,8 +52,11 @@ func (g *Gateway) registryBucket(c *fiber.Ctx) error {
 		return err
 	}
 	leaves, full, err := g.cfg.View.Bucket(b)
-	if err != nil {
+	switch {
+	case errors.Is(err, merkle.ErrIndexOutside):
 		return errf(fiber.StatusNotFound, "not-found", "bucket %d holds no commitment yet", b)
+	case err != nil:
+		return treeUnavailable(err)
 	}
 	if err := sendNodes(c, leaves); err != nil {
 		return err
@@ -58,6 +65,12 @@ func (g *Gateway) registryBucket(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
 	}
 	return nil
+}
+
+// treeUnavailable answers a tree the gateway cannot read now (its view
+// catching up after a restart, its records database failing).
+func treeUnavailable(err error) error {
+	return errf(fiber.StatusServiceUnavailable, "transient", "the registry's tree is not available now: %v", err)
 }
 
 // sendNodes answers with nodes as 32-byte big-endian words.

@@ -171,14 +171,14 @@ func (w *faultWorld) gateway(s gatewaySetup) *testGateway {
 		t.Fatal(err)
 	}
 	g.stop = append(g.stop, ec.Close)
-	if g.view, err = chainview.New(ec, w.d); err != nil {
-		t.Fatal(err)
-	}
 	db, err := sqlstore.OpenSQLite(ctx, w.db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	g.stop = append(g.stop, func() { db.Close() })
+	if g.view, err = chainview.NewWithNodes(ec, w.d, db.RegistryNodes()); err != nil {
+		t.Fatal(err)
+	}
 	key, err := GatewayKey(w.n, w.at)
 	if err != nil {
 		t.Fatal(err)

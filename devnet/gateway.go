@@ -106,7 +106,20 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	if err != nil {
 		return nil, err
 	}
-	if g.View, err = chainview.New(ec, d); err != nil {
+	dir := filepath.Join(n.Dir(), fmt.Sprintf("provider%d", p))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if opt.DSN == "" {
+		opt.DSN = filepath.Join(dir, "records.db")
+	}
+	db, err := sqlstore.Open(ctx, opt.DSN)
+	if err != nil {
+		return nil, err
+	}
+	g.close = append(g.close, func() { db.Close() })
+	// The registry's tree lives in the records database, not in memory.
+	if g.View, err = chainview.NewWithNodes(ec, d, db.RegistryNodes()); err != nil {
 		return nil, err
 	}
 	if err := g.View.Sync(ctx); err != nil {
@@ -130,18 +143,6 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 		return nil, fmt.Errorf("devnet: provider %d's gateway URL %q is not usable", prov.ID, prov.GatewayURL)
 	}
 	g.Addr = u.Host
-	dir := filepath.Join(n.Dir(), fmt.Sprintf("provider%d", p))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if opt.DSN == "" {
-		opt.DSN = filepath.Join(dir, "records.db")
-	}
-	db, err := sqlstore.Open(ctx, opt.DSN)
-	if err != nil {
-		return nil, err
-	}
-	g.close = append(g.close, func() { db.Close() })
 	if opt.StaffTokenFile == "" {
 		opt.StaffTokenFile = filepath.Join(dir, "staff-tokens")
 		if err := ensureStaffToken(opt.StaffTokenFile); err != nil {

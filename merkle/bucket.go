@@ -32,17 +32,36 @@ var ErrInconsistent = errors.New("merkle: the bucket does not hash to its publis
 
 // Tops returns the roots of the tree's buckets, left to right: the nodes at
 // height BucketHeight (the last one over a partial bucket).
-func (t *Tree) Tops() []fr.Element {
-	return append([]fr.Element(nil), t.levels[BucketHeight]...)
+func (t *Tree) Tops() ([]fr.Element, error) {
+	tops, err := t.store().Range(BucketHeight, 0, width(t.n, BucketHeight))
+	if err != nil {
+		return nil, fmt.Errorf("merkle: the buckets' tops: %w", err)
+	}
+	return tops, nil
 }
 
 // Bucket returns the leaves of bucket b (fewer than BucketSize in the last).
 func (t *Tree) Bucket(b int) ([]fr.Element, error) {
-	if b < 0 || b*BucketSize >= t.Len() {
-		return nil, fmt.Errorf("bucket %d of %d leaves: %w", b, t.Len(), ErrIndexOutside)
+	if b < 0 || b*BucketSize >= t.n {
+		return nil, fmt.Errorf("bucket %d of %d leaves: %w", b, t.n, ErrIndexOutside)
 	}
-	end := min((b+1)*BucketSize, t.Len())
-	return append([]fr.Element(nil), t.levels[0][b*BucketSize:end]...), nil
+	leaves, err := t.store().Range(0, b*BucketSize, min(BucketSize, t.n-b*BucketSize))
+	if err != nil {
+		return nil, fmt.Errorf("merkle: bucket %d: %w", b, err)
+	}
+	return leaves, nil
+}
+
+// Leaves returns up to count leaves from index from on.
+func (t *Tree) Leaves(from, count int) ([]fr.Element, error) {
+	if from < 0 || count < 0 || from > t.n {
+		return nil, fmt.Errorf("leaves %d+%d of %d: %w", from, count, t.n, ErrIndexOutside)
+	}
+	leaves, err := t.store().Range(0, from, min(count, t.n-from))
+	if err != nil {
+		return nil, fmt.Errorf("merkle: leaves %d+%d: %w", from, count, err)
+	}
+	return leaves, nil
 }
 
 // BucketProof returns the membership path of leaf i and the root it leads

@@ -16,7 +16,10 @@ func TestBucketProof(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tops := tree.Tops()
+		tops, err := tree.Tops()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if want := (n + BucketSize - 1) / BucketSize; len(tops) != want {
 			t.Fatalf("%d leaves: %d tops, want %d", n, len(tops), want)
 		}

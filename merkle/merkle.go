@@ -2,8 +2,10 @@
 // Merkle tree: a binary tree of fixed depth whose leaves are identity
 // commitments, nodes are zkhash.Node(left, right) and empty leaves are zero.
 // The contract inserts leaves left to right; this package reproduces its roots
-// and produces the membership paths the Ownership circuit consumes. Clients
-// rebuild it from the registry's events, or compute their path from one
+// and produces the membership paths the Ownership circuit consumes, over a
+// store of the filled nodes (nodes.go: in memory, or a gateway's database).
+// Gateways and the audit rebuild it from the registry's events; clients
+// compute their path from one
 // bucket of leaves and every bucket's root (bucket.go) fetched from any
 // server, which learns the bucket but not the leaf; never by asking for
 // their path (which would reveal which commitment is theirs).
@@ -44,22 +46,28 @@ var zeros = func() [Depth + 1]fr.Element {
 // leaf).
 func Zero(height int) fr.Element { return zeros[height] }
 
-// Tree is an append-only Merkle tree of depth Depth. The zero value is an
-// empty tree. It keeps every filled node, so paths can be produced for any leaf.
+// Tree is an append-only Merkle tree of depth Depth over a store of its
+// filled nodes (Nodes): in memory for the zero value and New, or a database
+// (Open) — a gateway's records database keeps a nation's tree on disk with
+// memory bounded. The zero value is an empty tree in memory. Only the leaf
+// count and the root are held; every other node is read from the store when
+// needed. A Tree is not safe for concurrent writes.
 type Tree struct {
-	levels [Depth + 1][]fr.Element // levels[0] are the leaves; levels[Depth] holds the root once non-empty
+	nodes Nodes
+	n     int        // leaves
+	root  fr.Element // valid when n > 0
 }
 
-// New returns a tree holding leaves, inserted in order. It hashes each level
-// once, so it is much faster than inserting the leaves one by one.
+// New returns a tree in memory holding leaves, inserted in order. It hashes
+// each level once, so it is much faster than inserting the leaves one by one.
 func New(leaves []fr.Element) (*Tree, error) {
 	if err := fits(len(leaves)); err != nil {
 		return nil, err
 	}
-	t := &Tree{}
-	t.levels[0] = append([]fr.Element(nil), leaves...)
+	m := &memNodes{}
+	m.levels[0] = append([]fr.Element(nil), leaves...)
 	for h := 0; h < Depth; h++ {
-		below := t.levels[h]
+		below := m.levels[h]
 		above := make([]fr.Element, (len(below)+1)/2)
 		for i := range above {
 			right := zeros[h]
@@ -68,9 +76,41 @@ func New(leaves []fr.Element) (*Tree, error) {
 			}
 			above[i] = zkhash.Node(below[2*i], right)
 		}
-		t.levels[h+1] = above
+		m.levels[h+1] = above
+	}
+	t := &Tree{nodes: m, n: len(leaves)}
+	if t.n > 0 {
+		t.root = m.levels[Depth][0]
 	}
 	return t, nil
+}
+
+// Open returns the tree stored in nodes (empty if nothing was stored).
+func Open(nodes Nodes) (*Tree, error) {
+	n, err := nodes.Count()
+	if err != nil {
+		return nil, fmt.Errorf("merkle: the stored tree's size: %w", err)
+	}
+	if err := fits(n); err != nil {
+		return nil, err
+	}
+	t := &Tree{nodes: nodes, n: n}
+	if n > 0 {
+		r, err := nodes.Get([]Place{{Height: Depth}})
+		if err != nil {
+			return nil, fmt.Errorf("merkle: the stored tree's root: %w", err)
+		}
+		t.root = r[0]
+	}
+	return t, nil
+}
+
+// store returns the tree's nodes, in memory for the zero value.
+func (t *Tree) store() Nodes {
+	if t.nodes == nil {
+		t.nodes = &memNodes{}
+	}
+	return t.nodes
 }
 
 // fits refuses a tree of n leaves beyond Capacity.
@@ -81,58 +121,145 @@ func fits(n int) error {
 	return nil
 }
 
+// width returns how many nodes of height h a tree of n leaves has filled.
+func width(n, h int) int { return (n + 1<<h - 1) >> h }
+
 // Len returns the number of leaves inserted.
-func (t *Tree) Len() int { return len(t.levels[0]) }
+func (t *Tree) Len() int { return t.n }
 
 // Leaf returns the leaf at index i.
 func (t *Tree) Leaf(i int) (fr.Element, error) {
-	if i < 0 || i >= t.Len() {
-		return fr.Element{}, fmt.Errorf("leaf %d of %d: %w", i, t.Len(), ErrIndexOutside)
+	if i < 0 || i >= t.n {
+		return fr.Element{}, fmt.Errorf("leaf %d of %d: %w", i, t.n, ErrIndexOutside)
 	}
-	return t.levels[0][i], nil
+	v, err := t.store().Get([]Place{{Index: i}})
+	if err != nil {
+		return fr.Element{}, fmt.Errorf("merkle: leaf %d: %w", i, err)
+	}
+	return v[0], nil
 }
 
 // IndexOf returns the index of the first leaf equal to leaf, or -1.
-func (t *Tree) IndexOf(leaf fr.Element) int {
-	for i, l := range t.levels[0] {
-		if l == leaf {
-			return i
-		}
+func (t *Tree) IndexOf(leaf fr.Element) (int, error) {
+	i, err := t.store().Find(leaf)
+	if err != nil {
+		return -1, fmt.Errorf("merkle: look up a leaf: %w", err)
 	}
-	return -1
+	if i >= t.n {
+		return -1, nil
+	}
+	return i, nil
 }
 
 // Insert appends leaf and returns its index.
 func (t *Tree) Insert(leaf fr.Element) (int, error) {
-	index := t.Len()
-	if err := fits(index + 1); err != nil {
+	return t.Append([]fr.Element{leaf})
+}
+
+// Append appends leaves in order and returns the first one's index. It
+// writes the new nodes (about two a leaf, and one a level) to the store at
+// once; if the store fails, the tree is as it was.
+func (t *Tree) Append(leaves []fr.Element) (int, error) {
+	start, end := t.n, t.n+len(leaves)
+	if len(leaves) == 0 {
+		return start, nil
+	}
+	if err := fits(end); err != nil {
 		return 0, err
 	}
-	t.levels[0] = append(t.levels[0], leaf)
-	node, i := leaf, index
+	// The left neighbours of the new nodes, one a level at most, are all
+	// the stored nodes the new ones need.
+	var need []Place
 	for h := 0; h < Depth; h++ {
-		var left, right fr.Element
-		if i%2 == 0 {
-			left, right = node, zeros[h]
-		} else {
-			left, right = t.levels[h][i-1], node
-		}
-		node, i = zkhash.Node(left, right), i/2
-		if i < len(t.levels[h+1]) {
-			t.levels[h+1][i] = node
-		} else {
-			t.levels[h+1] = append(t.levels[h+1], node)
+		if lo := start >> h; lo%2 == 1 {
+			need = append(need, Place{Height: h, Index: lo - 1})
 		}
 	}
-	return index, nil
+	left, err := t.store().Get(need)
+	if err != nil {
+		return 0, fmt.Errorf("merkle: the nodes left of leaf %d: %w", start, err)
+	}
+	out := make([]Node, 0, 2*len(leaves)+Depth)
+	level, lo := append([]fr.Element(nil), leaves...), start
+	for h := 0; ; h++ {
+		for j, v := range level {
+			out = append(out, Node{Place{Height: h, Index: lo + j}, v})
+		}
+		if h == Depth {
+			break
+		}
+		if lo%2 == 1 {
+			level, lo = append([]fr.Element{left[0]}, level...), lo-1
+			left = left[1:]
+		}
+		up := make([]fr.Element, (len(level)+1)/2)
+		for k := range up {
+			right := zeros[h]
+			if 2*k+1 < len(level) {
+				right = level[2*k+1]
+			}
+			up[k] = zkhash.Node(level[2*k], right)
+		}
+		level, lo = up, lo/2
+	}
+	if err := t.store().Set(end, out); err != nil {
+		return 0, fmt.Errorf("merkle: store leaves %d–%d: %w", start, end-1, err)
+	}
+	t.n, t.root = end, level[0]
+	return start, nil
+}
+
+// Truncate drops the leaves from index n on (a reorg took their enrolment
+// out), restoring the tree's earlier root.
+func (t *Tree) Truncate(n int) error {
+	switch {
+	case n == t.n:
+		return nil
+	case n < 0 || n > t.n:
+		return fmt.Errorf("truncate %d leaves to %d: %w", t.n, n, ErrIndexOutside)
+	case n == 0:
+		if err := t.store().Set(0, nil); err != nil {
+			return fmt.Errorf("merkle: empty the tree: %w", err)
+		}
+		t.n, t.root = 0, fr.Element{}
+		return nil
+	}
+	// The path of the last leaf kept is the right edge: recompute it, its
+	// right siblings now empty.
+	last := n - 1
+	need := []Place{{Index: last}}
+	for h := 0; h < Depth; h++ {
+		if i := last >> h; i%2 == 1 {
+			need = append(need, Place{Height: h, Index: i - 1})
+		}
+	}
+	got, err := t.store().Get(need)
+	if err != nil {
+		return fmt.Errorf("merkle: the path of leaf %d: %w", last, err)
+	}
+	node, left := got[0], got[1:]
+	edge := make([]Node, 0, Depth)
+	for h := 0; h < Depth; h++ {
+		if i := last >> h; i%2 == 1 {
+			node, left = zkhash.Node(left[0], node), left[1:]
+		} else {
+			node = zkhash.Node(node, zeros[h])
+		}
+		edge = append(edge, Node{Place{Height: h + 1, Index: last >> (h + 1)}, node})
+	}
+	if err := t.store().Set(n, edge); err != nil {
+		return fmt.Errorf("merkle: truncate to %d leaves: %w", n, err)
+	}
+	t.n, t.root = n, node
+	return nil
 }
 
 // Root returns the tree's root.
 func (t *Tree) Root() fr.Element {
-	if t.Len() == 0 {
+	if t.n == 0 {
 		return zeros[Depth]
 	}
-	return t.levels[Depth][0]
+	return t.root
 }
 
 // Proof is a membership path: the siblings from the leaf up to the root. Bit h
@@ -145,19 +272,27 @@ type Proof struct {
 
 // Proof returns the membership path of leaf i.
 func (t *Tree) Proof(i int) (Proof, error) {
-	leaf, err := t.Leaf(i)
-	if err != nil {
-		return Proof{}, err
+	if i < 0 || i >= t.n {
+		return Proof{}, fmt.Errorf("leaf %d of %d: %w", i, t.n, ErrIndexOutside)
 	}
-	p := Proof{Leaf: leaf, Index: uint64(i)}
+	need := []Place{{Index: i}}
 	for h := 0; h < Depth; h++ {
-		sibling := i ^ 1
-		if sibling < len(t.levels[h]) {
-			p.Siblings[h] = t.levels[h][sibling]
+		if s := (i >> h) ^ 1; s < width(t.n, h) {
+			need = append(need, Place{Height: h, Index: s})
+		}
+	}
+	got, err := t.store().Get(need)
+	if err != nil {
+		return Proof{}, fmt.Errorf("merkle: the path of leaf %d: %w", i, err)
+	}
+	p := Proof{Leaf: got[0], Index: uint64(i)}
+	got = got[1:]
+	for h := 0; h < Depth; h++ {
+		if s := (i >> h) ^ 1; s < width(t.n, h) {
+			p.Siblings[h], got = got[0], got[1:]
 		} else {
 			p.Siblings[h] = zeros[h]
 		}
-		i /= 2
 	}
 	return p, nil
 }

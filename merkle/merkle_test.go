@@ -126,10 +126,10 @@ func TestProofs(t *testing.T) {
 	if _, err := tree.Proof(-1); !errors.Is(err, ErrIndexOutside) {
 		t.Fatalf("Proof(-1) error = %v, want ErrIndexOutside", err)
 	}
-	if got := tree.IndexOf(leaves(11)[7]); got != 7 {
+	if got, _ := tree.IndexOf(leaves(11)[7]); got != 7 {
 		t.Fatalf("IndexOf = %d, want 7", got)
 	}
-	if got := tree.IndexOf(zkhash.FromUint64(5)); got != -1 {
+	if got, _ := tree.IndexOf(zkhash.FromUint64(5)); got != -1 {
 		t.Fatalf("IndexOf(absent) = %d, want -1", got)
 	}
 }

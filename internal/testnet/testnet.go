@@ -75,16 +75,16 @@ func NewWith(tb testing.TB, n int, configure func(*dbmanager.Config)) *Net {
 	}
 	out := &Net{Chain: c, Prover: prover.New(ks)}
 	for i, p := range c.Providers {
-		v, err := chainview.New(c.Backend, c.D)
-		if err != nil {
-			tb.Fatal(err)
-		}
 		dbPath := filepath.Join(tb.TempDir(), fmt.Sprintf("p%d.db", p.ID))
 		db, err := sqlstore.OpenSQLite(context.Background(), dbPath)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { db.Close() })
+		v, err := chainview.NewWithNodes(c.Backend, c.D, db.RegistryNodes())
+		if err != nil {
+			tb.Fatal(err)
+		}
 		cfg := dbmanager.Config{
 			Provider: p.ID, Store: db, View: v, Chain: c.Client, Relayer: c.Auth(p.Gateway), Prover: out.Prover,
 			StaffTokens: map[string]string{dbmanager.TokenHash(StaffToken): "desk"}, SyncInterval: time.Nanosecond,
