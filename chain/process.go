@@ -164,6 +164,19 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// FreePort picks a free loopback port for a service of the network (a
+// provider's gateway) the way the nodes' ports are picked: below the
+// ephemeral range, where no outgoing connection or test server on port 0
+// can take it meanwhile, and claimed against other processes picking ports
+// this way.
+func FreePort() (int, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
+}
+
 // portClaimTTL is how long a port freePorts picked stays claimed against
 // other processes: long enough for the network to start and its node to
 // bind it.

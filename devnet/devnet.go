@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,7 +129,7 @@ func Deploy(ctx context.Context, n *chain.Network, ks *prover.KeySet, v contract
 		if !ns.Signer {
 			continue // only the founding providers; others join by vote
 		}
-		port, err := freePort()
+		port, err := gatewayPort()
 		if err != nil {
 			return nil, err
 		}
@@ -186,11 +185,13 @@ func waitDeployed(ctx context.Context, n *chain.Network, p int, d *contracts.Dep
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// gatewayPort picks the port of a provider's gateway URL (chain.FreePort:
+// not one the kernel hands out for port 0, so it stays free until the
+// gateway listens, perhaps minutes later).
+func gatewayPort() (int, error) {
+	port, err := chain.FreePort()
 	if err != nil {
-		return 0, fmt.Errorf("devnet: free port: %w", err)
+		return 0, fmt.Errorf("devnet: a port for a gateway: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return port, nil
 }

@@ -169,7 +169,7 @@ func Admit(ctx context.Context, n *chain.Network, p int) (uint64, error) {
 		var tx *types.Transaction
 		if proposal == 0 {
 			var port int
-			if port, err = freePort(); err != nil {
+			if port, err = gatewayPort(); err != nil {
 				return 0, err
 			}
 			tx, err = c.ProposeAdd(ctx, auth, target.Authority, target.Gateway, fmt.Sprintf("Provider %d", p), fmt.Sprintf("http://127.0.0.1:%d", port))
