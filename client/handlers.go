@@ -106,10 +106,12 @@ func (a *App) confirm(c *fiber.Ctx) error {
 	if err := checkPassword(c.FormValue("password"), c.FormValue("password2")); err != nil {
 		return a.render(c, "words", fiber.Map{"Words": words, "Confirm": confirmWords, "Error": capital(err.Error())})
 	}
-	return a.save(c, m, c.FormValue("password"))
+	return a.save(c, m, c.FormValue("password"), true)
 }
 
-func (a *App) save(c *fiber.Ctx, mnemonic, password string) error {
+// save writes the keystore for mnemonic and opens it; fresh says the words
+// were just made here (not restored).
+func (a *App) save(c *fiber.Ctx, mnemonic, password string, fresh bool) error {
 	n, p := a.scrypt()
 	if err := delegate.WriteKeystore(a.cfg.Keystore, delegate.Keystore{Mnemonic: mnemonic}, password, n, p); err != nil {
 		a.cfg.Log.Error("Cannot write the keystore", "err", err)
@@ -124,6 +126,13 @@ func (a *App) save(c *fiber.Ctx, mnemonic, password string) error {
 	a.mu.Unlock()
 	if err := a.open(c, keys); err != nil {
 		return err
+	}
+	if fresh {
+		// A new seed has no enrolment in the chain's past: the first look
+		// for it starts here.
+		if err := a.wallet().SeedMadeNow(); err != nil {
+			a.cfg.Log.Warn("Cannot remember where to look for the enrolment", "err", err)
+		}
 	}
 	return c.Redirect("/home", fiber.StatusSeeOther)
 }
@@ -142,7 +151,7 @@ func (a *App) restore(c *fiber.Ctx) error {
 	if _, err := os.Stat(a.cfg.Keystore); err == nil {
 		return a.onboarding(c, fiber.StatusBadRequest, "This computer already has keys: unlock them with your password instead.", "", "")
 	}
-	return a.save(c, m, c.FormValue("password"))
+	return a.save(c, m, c.FormValue("password"), false)
 }
 
 func (a *App) unlock(c *fiber.Ctx) error {

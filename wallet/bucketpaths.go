@@ -62,10 +62,17 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 	if b.leaf >= 0 {
 		return b.leaf, nil
 	}
-	if i, ok := w.recallLeaf(); ok {
-		b.leaf = i // checked at each use: the path's leaf must be ours
+	m := w.recallRegistry()
+	if m.Leaf >= 0 {
+		b.leaf = m.Leaf // checked at each use: the path's leaf must be ours
 		return b.leaf, nil
 	}
+	// Blocks this device looked through before (or from before this seed
+	// was made) are not looked through again.
+	b.from = max(b.from, m.From)
+	// Blocks near the head may since have been replaced by a reorg that
+	// brought the enrolment: look at the last few again.
+	b.from = max(w.d.Block, b.from-min(b.from, reorgMargin))
 	head, err := b.src.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return -1, fmt.Errorf("wallet: the chain's head: %w", err)
@@ -108,12 +115,38 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 			}
 		}
 		b.from = end + 1
+		if err := w.putRegistry(registryMemory{Leaf: -1, From: b.from}); err != nil {
+			return -1, err
+		}
 	}
 	return -1, nil
 }
 
+// SeedMadeNow tells the wallet its seed was just made: no enrolment before
+// its view's head can be its own, so the first look for its leaf starts
+// there, on this device, instead of at the registry's deployment. For a
+// seed just created, never for one restored from words.
+func (w *Wallet) SeedMadeNow() error {
+	block := w.view.Head()
+	m := w.recallRegistry()
+	if m.Leaf >= 0 || m.From >= block {
+		return nil
+	}
+	if w.buckets != nil {
+		w.buckets.mu.Lock()
+		w.buckets.from = max(w.buckets.from, block)
+		w.buckets.mu.Unlock()
+	}
+	return w.putRegistry(registryMemory{Leaf: -1, From: block})
+}
+
 // scanSpan is how many blocks one query for enrolments covers.
 const scanSpan = 5000
+
+// reorgMargin is how many blocks before where it stopped a new look for
+// the wallet's enrolment starts: deeper than a Clique reorg after a
+// partition (a few blocks), cheap to read again.
+const reorgMargin = 128
 
 // forget drops a leaf the gateways' trees do not confirm (a reorg moved the
 // enrolment): the next look scans again from the deployment.
@@ -121,13 +154,15 @@ func (b *bucketPaths) forget(w *Wallet) error {
 	b.mu.Lock()
 	b.leaf, b.from = -1, w.d.Block
 	b.mu.Unlock()
-	return w.rememberLeaf(-1)
+	return w.putRegistry(registryMemory{Leaf: -1})
 }
 
 // registryMemory is what this device remembers of the registry: the
-// wallet's leaf, so later sessions need not look for it again.
+// wallet's leaf, so later sessions need not look for it again, or else how
+// far it has looked.
 type registryMemory struct {
-	Leaf int `json:"leaf"` // -1: not known
+	Leaf int    `json:"leaf"`           // -1: not known
+	From uint64 `json:"from,omitempty"` // with no leaf: the next block to look at
 }
 
 // leafMemoryName is the device store's section of the registry's memory,
@@ -136,29 +171,41 @@ func (w *Wallet) leafMemoryName() string {
 	return fmt.Sprintf("registry/%s/%s", w.d.ChainID, w.d.PatientRegistry.Hex())
 }
 
-// recallLeaf returns the leaf this device remembers, if any.
-func (w *Wallet) recallLeaf() (int, bool) {
+// recallRegistry returns what this device remembers of the registry
+// (nothing known: Leaf -1, From 0).
+func (w *Wallet) recallRegistry() registryMemory {
 	w.mem.mu.Lock()
 	defer w.mem.mu.Unlock()
-	if w.mem.store == nil {
-		return -1, false
-	}
 	m := registryMemory{Leaf: -1}
-	if ok, err := w.mem.store.Get(w.leafMemoryName(), &m); !ok || err != nil || m.Leaf < 0 {
-		return -1, false
+	if w.mem.store == nil {
+		return m
 	}
-	return m.Leaf, true
+	if ok, err := w.mem.store.Get(w.leafMemoryName(), &m); !ok || err != nil {
+		return registryMemory{Leaf: -1}
+	}
+	return m
+}
+
+// recallLeaf returns the leaf this device remembers, if any.
+func (w *Wallet) recallLeaf() (int, bool) {
+	m := w.recallRegistry()
+	return m.Leaf, m.Leaf >= 0
 }
 
 // rememberLeaf saves the wallet's leaf on the device (-1 forgets it).
 func (w *Wallet) rememberLeaf(i int) error {
+	return w.putRegistry(registryMemory{Leaf: i})
+}
+
+// putRegistry saves m on the device, if the wallet has a device store.
+func (w *Wallet) putRegistry(m registryMemory) error {
 	w.mem.mu.Lock()
 	defer w.mem.mu.Unlock()
 	if w.mem.store == nil {
 		return nil
 	}
-	if err := w.mem.store.Put(w.leafMemoryName(), registryMemory{Leaf: i}); err != nil {
-		return fmt.Errorf("wallet: remembering the registry leaf: %w", err)
+	if err := w.mem.store.Put(w.leafMemoryName(), m); err != nil {
+		return fmt.Errorf("wallet: remembering the registry: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -426,4 +427,115 @@ func (c *countingNode) FilterLogs(ctx context.Context, q ethereum.FilterQuery) (
 		c.n.Add(1)
 	}
 	return c.RegistryReader.FilterLogs(ctx, q)
+}
+
+// lowestScan records the lowest block a registry look started at.
+type lowestScan struct {
+	RegistryReader
+	registry common.Address
+	mu       sync.Mutex
+	lowest   uint64 // 0: no look yet
+}
+
+func (l *lowestScan) FilterLogs(ctx context.Context, q ethereum.FilterQuery) ([]types.Log, error) {
+	if slices.Contains(q.Addresses, l.registry) && q.FromBlock != nil {
+		l.mu.Lock()
+		if from := q.FromBlock.Uint64(); l.lowest == 0 || from < l.lowest {
+			l.lowest = from
+		}
+		l.mu.Unlock()
+	}
+	return l.RegistryReader.FilterLogs(ctx, q)
+}
+
+// TestLeafLookResumes: a device remembers how far it looked for its
+// enrolment, so a later session does not read the registry's history again
+// (only the last blocks, in case a reorg changed them); a seed made on this
+// device is looked for from when it was made; a seed restored from its
+// words, from the registry's deployment.
+func TestLeafLookResumes(t *testing.T) {
+	n := newNet(t, 2)
+	d := n.Chain.D
+	wallet := func(words string, store *devstore.Store) (*Wallet, *lowestScan) {
+		t.Helper()
+		keys, err := delegate.FromMnemonic(words, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := chainview.NewWithoutTree(n.Chain.Backend, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		scans := &lowestScan{RegistryReader: n.Chain.Backend, registry: d.PatientRegistry}
+		w := New(keys, v, d, n.Prover)
+		w.Remember(store)
+		w.UseBucketPaths(scans, 0)
+		return w, scans
+	}
+	storeOf := func(words string) *devstore.Store {
+		t.Helper()
+		keys, _ := delegate.FromMnemonic(words, "")
+		key, err := keys.DeviceStoreKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := devstore.Open(filepath.Join(t.TempDir(), "device"), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	blocks := func(k int) {
+		for range k {
+			n.Chain.Sim.Commit()
+		}
+	}
+	blocks(3 * reorgMargin)
+
+	// Not enrolled yet: the first look reads from the deployment, the
+	// next session only the last reorgMargin blocks before where it stopped.
+	store := storeOf(patientWords)
+	w1, scans1 := wallet(patientWords, store)
+	if ok, err := w1.Enrolled(); ok || err != nil {
+		t.Fatalf("enrolled before any desk: %v %v", ok, err)
+	}
+	if scans1.lowest != d.Block {
+		t.Fatalf("the first look started at block %d, not the deployment's %d", scans1.lowest, d.Block)
+	}
+	stopped := w1.buckets.from
+	blocks(reorgMargin)
+	n.SeedPatient(t, 1, "pat", "", w1, true)
+	w2, scans2 := wallet(patientWords, store)
+	if ok, err := w2.Enrolled(); !ok || err != nil {
+		t.Fatalf("not found once enrolled: %v %v", ok, err)
+	}
+	if want := stopped - reorgMargin; scans2.lowest != want {
+		t.Fatalf("the second session's look started at block %d, want %d", scans2.lowest, want)
+	}
+
+	// A seed made here: looked for from its making on.
+	fresh := storeOf(viewerWords)
+	w3, scans3 := wallet(viewerWords, fresh)
+	made := w3.view.Head()
+	if err := w3.SeedMadeNow(); err != nil {
+		t.Fatal(err)
+	}
+	blocks(2 * reorgMargin)
+	if ok, err := w3.Enrolled(); ok || err != nil {
+		t.Fatalf("a new seed enrolled: %v %v", ok, err)
+	}
+	if want := made - reorgMargin; scans3.lowest != want {
+		t.Fatalf("a new seed's look started at block %d, want %d", scans3.lowest, want)
+	}
+	// The same words restored on another device: from the deployment.
+	w4, scans4 := wallet(viewerWords, storeOf(viewerWords))
+	if ok, err := w4.Enrolled(); ok || err != nil {
+		t.Fatalf("restored: %v %v", ok, err)
+	}
+	if scans4.lowest != d.Block {
+		t.Fatalf("a restored seed's look started at block %d, not the deployment's %d", scans4.lowest, d.Block)
+	}
 }
