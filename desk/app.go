@@ -188,7 +188,7 @@ func sess(c *fiber.Ctx) *session { s, _ := c.Locals("session").(*session); retur
 func (a *App) login(c *fiber.Ctx) error {
 	staff, pw := strings.TrimSpace(c.FormValue("staff")), c.FormValue("password")
 	if staff == "" || pw == "" {
-		return a.render(c, "login", fiber.Map{"Error": "Enter your staff id and password.", "Staff": staff})
+		return a.failed(c, "login", badForm("Enter your staff id and password."), fiber.Map{"Staff": staff})
 	}
 	cl, err := NewClient(a.cfg.Gateway, "")
 	if err != nil {
@@ -196,7 +196,7 @@ func (a *App) login(c *fiber.Ctx) error {
 	}
 	s, err := cl.Login(c.UserContext(), staff, pw)
 	if err != nil {
-		return a.render(c, "login", fiber.Map{"Error": refusal(err), "Staff": staff})
+		return a.failed(c, "login", err, fiber.Map{"Staff": staff})
 	}
 	cl.Token = s.Token
 	cookie, err := localweb.NewToken()
@@ -243,7 +243,7 @@ func (a *App) find(c *fiber.Ctx) error {
 	found, more, err := sess(c).client.Find(c.UserContext(), q)
 	data := fiber.Map{"Q": q, "Found": found, "More": more, "Searched": true}
 	if err != nil {
-		data["Error"] = refusal(err)
+		return a.failed(c, "home", err, data)
 	}
 	return a.render(c, "home", data)
 }
@@ -251,7 +251,7 @@ func (a *App) find(c *fiber.Ctx) error {
 func (a *App) createPatient(c *fiber.Ctx) error {
 	id := strings.TrimSpace(c.FormValue("id"))
 	if err := sess(c).client.CreatePatient(c.UserContext(), id); err != nil {
-		return a.render(c, "home", fiber.Map{"Error": refusal(err), "NewID": id})
+		return a.failed(c, "home", err, fiber.Map{"NewID": id})
 	}
 	return c.Redirect("/patient?id="+url.QueryEscape(id)+"&done=created", fiber.StatusSeeOther)
 }
@@ -263,7 +263,7 @@ func (a *App) patient(c *fiber.Ctx) error {
 	}
 	p, err := sess(c).client.Patient(c.UserContext(), id)
 	if err != nil {
-		return a.render(c, "home", fiber.Map{"Error": refusal(err), "Find": id})
+		return a.failed(c, "home", err, fiber.Map{"Find": id})
 	}
 	return a.render(c, "patient", fiber.Map{"P": p, "Flash": c.Query("done")})
 }
@@ -272,10 +272,10 @@ func (a *App) patient(c *fiber.Ctx) error {
 func (a *App) back(c *fiber.Ctx, id string, err error, typed fiber.Map) error {
 	p, perr := sess(c).client.Patient(c.UserContext(), id)
 	if perr != nil {
-		return a.render(c, "home", fiber.Map{"Error": refusal(perr), "Find": id})
+		return a.failed(c, "home", perr, fiber.Map{"Find": id})
 	}
-	typed["P"], typed["Error"] = p, refusal(err)
-	return a.render(c, "patient", typed)
+	typed["P"] = p
+	return a.failed(c, "patient", err, typed)
 }
 
 func (a *App) enrol(c *fiber.Ctx) error {
@@ -290,7 +290,7 @@ func (a *App) claimCode(c *fiber.Ctx) error {
 	id, typed := c.FormValue("patient"), c.FormValue("deskcode")
 	dc, err := tagcode.Parse(typed)
 	if err != nil {
-		return a.back(c, id, fmt.Errorf("the desk code %q: %w — check it against the patient's app", typed, err), fiber.Map{"DeskCode": typed})
+		return a.back(c, id, badForm(fmt.Sprintf("the desk code %q: %v — check it against the patient's app", typed, err)), fiber.Map{"DeskCode": typed})
 	}
 	cc, err := sess(c).client.NewClaimCode(c.UserContext(), id, dc.String())
 	if err != nil {
@@ -343,7 +343,7 @@ func (a *App) unmap(c *fiber.Ctx) error {
 func (a *App) importBundle(c *fiber.Ctx) error {
 	fh, err := c.FormFile("bundle")
 	if err != nil {
-		return a.render(c, "import", fiber.Map{"Error": "Choose a FHIR Bundle file (JSON) to import."})
+		return a.failed(c, "import", badForm("Choose a FHIR Bundle file (JSON) to import."), nil)
 	}
 	f, err := fh.Open()
 	if err != nil {
@@ -356,7 +356,7 @@ func (a *App) importBundle(c *fiber.Ctx) error {
 	}
 	rep, err := sess(c).client.Import(c.UserContext(), raw)
 	if err != nil {
-		return a.render(c, "import", fiber.Map{"Error": refusal(err)})
+		return a.failed(c, "import", err, nil)
 	}
 	return c.Redirect(fmt.Sprintf("/patient?id=%s&done=%s", url.QueryEscape(rep.Patient), url.QueryEscape(fmt.Sprintf("imported %d entries (%d new, %d updated, %d unchanged)", rep.Entries, rep.Created, rep.Updated, rep.Unchanged))), fiber.StatusSeeOther)
 }
@@ -480,7 +480,7 @@ func (f *uploadFile) Read(b []byte) (int, error) {
 func (a *App) staff(c *fiber.Ctx) error {
 	list, err := sess(c).client.Staff(c.UserContext())
 	if err != nil {
-		return a.render(c, "staff", fiber.Map{"Error": refusal(err)})
+		return a.failed(c, "staff", err, nil)
 	}
 	return a.render(c, "staff", fiber.Map{"Staff": list, "Flash": c.Query("done")})
 }
@@ -489,7 +489,7 @@ func (a *App) addStaff(c *fiber.Ctx) error {
 	ns := NewStaff{ID: strings.TrimSpace(c.FormValue("id")), Name: strings.TrimSpace(c.FormValue("name")), Role: c.FormValue("role"), Password: c.FormValue("password")}
 	if _, err := sess(c).client.AddStaff(c.UserContext(), ns); err != nil {
 		list, _ := sess(c).client.Staff(c.UserContext())
-		return a.render(c, "staff", fiber.Map{"Staff": list, "Error": refusal(err), "New": ns})
+		return a.failed(c, "staff", err, fiber.Map{"Staff": list, "New": ns})
 	}
 	return c.Redirect("/staff?done="+url.QueryEscape("added "+ns.ID), fiber.StatusSeeOther)
 }
@@ -534,7 +534,7 @@ func (a *App) boundBody(c *fiber.Ctx) error {
 // pageStatus is the HTTP status of a page that shows err: the gateway's
 // refusals keep theirs (400 bad input, 403 not allowed, 422 nothing
 // imported, 429 busy …), its failures and silence are 502, and the
-// desk's own refusals of an upload 400 or 413. A bulk import that took
+// desk's own refusals of a form or an upload 400 or 413. A bulk import that took
 // some patients and refused others is 200, as at the gateway: an error
 // status means nothing was stored.
 func pageStatus(err error) int {
@@ -550,6 +550,23 @@ func pageStatus(err error) int {
 		return e.Status
 	}
 	return fiber.StatusBadGateway
+}
+
+// failed shows page with err in words, under err's status (pageStatus): a
+// form the desk or the gateway refused is never answered 200, and what was
+// typed is kept in data.
+func (a *App) failed(c *fiber.Ctx, page string, err error, data fiber.Map) error {
+	if data == nil {
+		data = fiber.Map{}
+	}
+	data["Error"] = refusal(err)
+	c.Status(pageStatus(err))
+	return a.render(c, page, data)
+}
+
+// badForm is the desk's own refusal of a form it will not send (400).
+func badForm(msg string) error {
+	return &Error{Status: fiber.StatusBadRequest, Message: msg}
 }
 
 // refusal says a gateway error in words.

@@ -124,8 +124,14 @@ func TestDeskPage(t *testing.T) {
 		t.Fatalf("before signing in: %d %s", p.status, p.location)
 	}
 	clerk.get("/login")
-	if p := clerk.post("/login", url.Values{"staff": {"ann"}, "password": {"wrong horse battery"}}); p.status != 200 || !strings.Contains(p.body, `id="error"`) || !strings.Contains(p.body, `value="ann"`) {
+	if p := clerk.post("/login", url.Values{"staff": {"ann"}, "password": {"wrong horse battery"}}); p.status != 401 || !strings.Contains(p.body, `id="error"`) || !strings.Contains(p.body, `value="ann"`) {
 		t.Fatalf("a wrong password: %d %s", p.status, p.body)
+	}
+	if p := clerk.post("/login", url.Values{"staff": {"ann"}}); p.status != 400 || !strings.Contains(p.body, `id="error"`) || !strings.Contains(p.body, `value="ann"`) {
+		t.Fatalf("no password: %d %s", p.status, p.body)
+	}
+	if p := clerk.post("/patients", url.Values{"id": {"x"}}); p.status != 303 || p.location != "/login" {
+		t.Fatalf("a form before signing in: %d %s", p.status, p.location)
 	}
 	if p := clerk.post("/login", url.Values{"staff": {"ann"}, "password": {"correct horse battery"}}); p.status != 303 || p.location != "/" {
 		t.Fatalf("sign in: %d %s", p.status, p.body)
@@ -142,7 +148,7 @@ func TestDeskPage(t *testing.T) {
 	if p := clerk.post("/patients", url.Values{"id": {"pat-1"}}); p.status != 303 || !strings.HasPrefix(p.location, "/patient?id=pat-1") {
 		t.Fatalf("create: %d %s %s", p.status, p.location, p.body)
 	}
-	if p := clerk.post("/patients", url.Values{"id": {"pat-1"}}); p.status != 200 || !strings.Contains(p.body, "conflict") && !strings.Contains(p.body, "exists") && !strings.Contains(p.body, `id="error"`) {
+	if p := clerk.post("/patients", url.Values{"id": {"pat-1"}}); p.status != 409 || !strings.Contains(p.body, `id="error"`) {
 		t.Fatalf("create twice: %d %s", p.status, p.body)
 	}
 	if p := clerk.post("/patient/enrol", url.Values{"patient": {"pat-1"}, "commitment": {cm}}); p.status != 303 {
@@ -150,7 +156,7 @@ func TestDeskPage(t *testing.T) {
 	}
 	typo := []byte(deskCode.String())
 	typo[0] = map[bool]byte{true: 'B', false: 'A'}[typo[0] == 'A']
-	if p := clerk.post("/patient/claim-code", url.Values{"patient": {"pat-1"}, "deskcode": {string(typo)}}); p.status != 200 || !strings.Contains(p.body, "mistyped") || !strings.Contains(p.body, string(typo)) {
+	if p := clerk.post("/patient/claim-code", url.Values{"patient": {"pat-1"}, "deskcode": {string(typo)}}); p.status != 400 || !strings.Contains(p.body, "mistyped") || !strings.Contains(p.body, string(typo)) {
 		t.Fatalf("a mistyped desk code: %d %s", p.status, p.body)
 	}
 	p := clerk.post("/patient/claim-code", url.Values{"patient": {"pat-1"}, "deskcode": {strings.ToLower(deskCode.String())}})
@@ -178,7 +184,7 @@ func TestDeskPage(t *testing.T) {
 	if p := clerk.get("/patient?id=pat-1"); !strings.Contains(p.body, "<strong>open</strong>") || strings.Contains(p.body, `id="unmap"`) {
 		t.Fatalf("the patient after the claim: %s", p.body)
 	}
-	if p := clerk.post("/patient/unmap", url.Values{"patient": {"pat-1"}, "reason": {"test"}}); !strings.Contains(p.body, "Not allowed") {
+	if p := clerk.post("/patient/unmap", url.Values{"patient": {"pat-1"}, "reason": {"test"}}); p.status != 403 || !strings.Contains(p.body, "Not allowed") {
 		t.Fatalf("the clerk undoes a mapping: %d %s", p.status, p.body)
 	}
 
@@ -203,11 +209,11 @@ func TestDeskPage(t *testing.T) {
 	if p := other.get("/find?name=hintz"); !strings.Contains(p.body, "Ned") || !strings.Contains(p.body, "1 found") {
 		t.Fatalf("find: %s", p.body)
 	}
-	if p := other.get("/find"); !strings.Contains(p.body, `id="error"`) {
+	if p := other.get("/find"); p.status != 400 || !strings.Contains(p.body, `id="error"`) {
 		t.Fatalf("find without a criterion: %s", p.body)
 	}
 	other.get("/staff")
-	if p := other.post("/staff", url.Values{"id": {"cy"}, "name": {"Cy Park"}, "role": {"clerk"}, "password": {"short"}}); !strings.Contains(p.body, `id="error"`) || !strings.Contains(p.body, `value="Cy Park"`) {
+	if p := other.post("/staff", url.Values{"id": {"cy"}, "name": {"Cy Park"}, "role": {"clerk"}, "password": {"short"}}); p.status != 400 || !strings.Contains(p.body, `id="error"`) || !strings.Contains(p.body, `value="Cy Park"`) {
 		t.Fatalf("a short password: %d %s", p.status, p.body)
 	}
 	if p := other.post("/staff", url.Values{"id": {"cy"}, "name": {"Cy Park"}, "role": {"clerk"}, "password": {"long enough password"}}); p.status != 303 {
