@@ -231,7 +231,7 @@ func TestConstraintCounts(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		circuit frontend.Circuit
-	}{{"ownership", &Ownership{}}, {"entitlement", &Entitlement{}}} {
+	}{{"ownership", &Ownership{}}, {"entitlement", &Entitlement{}}, {"insertion", &Insertion{}}} {
 		ccs, err := frontend.Compile(field, r1cs.NewBuilder, c.circuit)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)

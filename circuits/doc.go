@@ -10,6 +10,11 @@
 //   - Entitlement: "I hold the viewer secret v and the grant secret k behind
 //     grant g on relationship Tag, and I bind Challenge"; used by anonymous
 //     viewers at a gateway.
+//   - Insertion: "NewRoot is the registry's root after inserting, at Start,
+//     the Count leaves whose evaluation at X is E"; a batch of enrolments
+//     checked on chain for a fraction of the frontier's gas (ADR 0002).
+//     Built and tested here; not yet in the ceremony, the contracts or the
+//     gateway.
 //
 // Public inputs are listed in each circuit in the order the Groth16 verifier
 // (Go or Solidity) takes them. No circuit is ever compiled with
