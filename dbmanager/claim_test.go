@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/dbmanager/store"
@@ -48,18 +49,10 @@ func TestClaimUnknownRoot(t *testing.T) {
 	}
 	path.Siblings[7].SetUint64(12345) // another tree: a root the chain never had
 	owner := simchain.Addr(w.owner)
-	s, _ := w.keys.Identity()
-	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{
-		Secret: s.Element(), Path: path, Provider: 1,
-		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, w.chain.ChainID, w.chain.D.Relationships),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	claim, pub := w.claimAlong(path, owner)
 	if root := w.view.Root(); pub.Root == root {
 		t.Fatal("the tampered path has the chain's root")
 	}
-	claim := map[string]string{"tag": zkhash.Hex(pub.Tag), "owner": owner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()}
 	r := w.staff("POST", "/admin/patients/p1/claim", claim)
 	if r.status != 400 || !strings.Contains(strings.ToLower(string(r.body)), "root") {
 		t.Fatalf("claim against an unknown root: %d %s", r.status, r.body)
@@ -93,14 +86,7 @@ func TestClaimRootAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner := simchain.Addr(w.owner)
-	s, _ := w.keys.Identity()
-	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{
-		Secret: s.Element(), Path: path, Provider: 1,
-		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, w.chain.ChainID, w.chain.D.Relationships),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	claim, _ := w.claimAlong(path, owner)
 	// The root becomes known a second into the claim (inside rootWait).
 	enrolled := make(chan error, 1)
 	time.AfterFunc(time.Second, func() {
@@ -111,7 +97,7 @@ func TestClaimRootAhead(t *testing.T) {
 		}
 		enrolled <- err
 	})
-	r := w.staff("POST", "/admin/patients/p1/claim", map[string]string{"tag": zkhash.Hex(pub.Tag), "owner": owner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()})
+	r := w.staff("POST", "/admin/patients/p1/claim", claim)
 	if err := <-enrolled; err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +110,21 @@ func TestClaimRootAhead(t *testing.T) {
 	if got := w.view.Root(); got != ahead.Root() {
 		t.Fatalf("the registry's root is not the one proved against")
 	}
+}
+
+// claimAlong is a claim (at provider 1, for owner) proved along path,
+// whatever tree it is in.
+func (w *world) claimAlong(path merkle.Proof, owner common.Address) (map[string]string, circuits.OwnershipPublic) {
+	w.t.Helper()
+	s, _ := w.keys.Identity()
+	proof, pub, err := w.prover.ProveOwnership(circuits.OwnershipWitness{
+		Secret: s.Element(), Path: path, Provider: 1,
+		Signal: circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, w.chain.ChainID, w.chain.D.Relationships),
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return map[string]string{"tag": zkhash.Hex(pub.Tag), "owner": owner.Hex(), "root": zkhash.Hex(pub.Root), "proof": proof.String()}, pub
 }
 
 // enrolOnChain enrols keys' commitment at provider 2 directly on chain: a

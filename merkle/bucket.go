@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
-
-	"github.com/medrec-zk/medrec/zkhash"
 )
 
 // Paths without the whole tree. A client that rebuilds the tree from the
@@ -94,22 +92,14 @@ func BucketProof(i int, bucket, tops []fr.Element) (Proof, fr.Element, error) {
 // height whose nodes sit at height base of the tree (missing ones are empty
 // subtrees), and returns the subtree's root.
 func path(nodes []fr.Element, i, base, height int, siblings []fr.Element) fr.Element {
-	level := append([]fr.Element(nil), nodes...)
+	level := nodes
 	for h := 0; h < height; h++ {
 		if s := i ^ 1; s < len(level) {
 			siblings[h] = level[s]
 		} else {
 			siblings[h] = zeros[base+h]
 		}
-		up := make([]fr.Element, (len(level)+1)/2)
-		for j := range up {
-			right := zeros[base+h]
-			if 2*j+1 < len(level) {
-				right = level[2*j+1]
-			}
-			up[j] = zkhash.Node(level[2*j], right)
-		}
-		level, i = up, i/2
+		level, i = parents(level, base+h), i/2
 	}
 	return level[0]
 }

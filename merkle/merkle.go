@@ -67,16 +67,7 @@ func New(leaves []fr.Element) (*Tree, error) {
 	m := &memNodes{}
 	m.levels[0] = append([]fr.Element(nil), leaves...)
 	for h := 0; h < Depth; h++ {
-		below := m.levels[h]
-		above := make([]fr.Element, (len(below)+1)/2)
-		for i := range above {
-			right := zeros[h]
-			if 2*i+1 < len(below) {
-				right = below[2*i+1]
-			}
-			above[i] = zkhash.Node(below[2*i], right)
-		}
-		m.levels[h+1] = above
+		m.levels[h+1] = parents(m.levels[h], h)
 	}
 	t := &Tree{nodes: m, n: len(leaves)}
 	if t.n > 0 {
@@ -111,6 +102,20 @@ func (t *Tree) store() Nodes {
 		t.nodes = &memNodes{}
 	}
 	return t.nodes
+}
+
+// parents hashes nodes of height h, the first a left child, pair by pair
+// into the nodes above them (an odd last one with an empty subtree).
+func parents(nodes []fr.Element, h int) []fr.Element {
+	up := make([]fr.Element, (len(nodes)+1)/2)
+	for i := range up {
+		right := zeros[h]
+		if 2*i+1 < len(nodes) {
+			right = nodes[2*i+1]
+		}
+		up[i] = zkhash.Node(nodes[2*i], right)
+	}
+	return up
 }
 
 // fits refuses a tree of n leaves beyond Capacity.
@@ -192,15 +197,7 @@ func (t *Tree) Append(leaves []fr.Element) (int, error) {
 			level, lo = append([]fr.Element{left[0]}, level...), lo-1
 			left = left[1:]
 		}
-		up := make([]fr.Element, (len(level)+1)/2)
-		for k := range up {
-			right := zeros[h]
-			if 2*k+1 < len(level) {
-				right = level[2*k+1]
-			}
-			up[k] = zkhash.Node(level[2*k], right)
-		}
-		level, lo = up, lo/2
+		level, lo = parents(level, h), lo/2
 	}
 	if err := t.store().Set(end, out); err != nil {
 		return 0, fmt.Errorf("merkle: store leaves %d–%d: %w", start, end-1, err)
