@@ -507,7 +507,7 @@ func deployWith(t *testing.T, s *sim, ownershipBin []byte, keyHash [32]byte) *co
 		{common.FromHex(bindings.EntitlementVerifierMetaData.Bin), nil},
 		{common.FromHex(bindings.AgentRegistryMetaData.Bin), bindings.NewAgentRegistry().PackConstructor(initial, keyHash, bindings.AgentRegistryLinks{
 			OwnershipVerifier: d.OwnershipVerifier, EntitlementVerifier: d.EntitlementVerifier, PatientRegistry: d.PatientRegistry, Relationships: d.Relationships, Anchors: d.Anchors})},
-		{common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry)},
+		{common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, common.Address{})},
 		{common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
 		{common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
 	}

@@ -18,7 +18,7 @@ import (
 // gateway: this is the circuit and its Go twin, measured and tested.
 
 // InsertionBits is log2 of InsertionSize.
-const InsertionBits = 6
+const InsertionBits = 7
 
 // InsertionSize is the most leaves one Insertion proof inserts.
 const InsertionSize = 1 << InsertionBits

@@ -29,7 +29,7 @@ func insertionLeaves(seed, n int) []fr.Element {
 // new root is the Go tree's.
 func TestInsertion(t *testing.T) {
 	for _, tc := range []struct{ start, count int }{
-		{0, 1}, {5, 10}, {60, 10}, {64, 64}, {100, 64}, {127, 1}, {1, InsertionSize}, {200, 33},
+		{0, 1}, {5, 10}, {120, 10}, {InsertionSize, InsertionSize}, {200, InsertionSize}, {2*InsertionSize - 1, 1}, {1, InsertionSize}, {300, 33},
 	} {
 		t.Run(fmt.Sprintf("start=%d,count=%d", tc.start, tc.count), func(t *testing.T) {
 			old, batch := insertionLeaves(1, tc.start), insertionLeaves(10_000, tc.count)
@@ -52,7 +52,7 @@ func TestInsertion(t *testing.T) {
 // than the one in the tree, a skipped index, a stale old root or a wrong
 // new root cannot be proved.
 func TestInsertionRefuses(t *testing.T) {
-	const start, count = 60, 10
+	const start, count = InsertionSize - 4, 10 // across two subtrees
 	old, batch := insertionLeaves(1, start), insertionLeaves(10_000, count)
 	a, pub, err := InsertionWitness(old, batch)
 	if err != nil {

@@ -79,6 +79,19 @@ func (c *Client) Enrol(ctx context.Context, auth *bind.TransactOpts, commitments
 // (PatientRegistry.MAX_BATCH).
 const MaxEnrolBatch = 256
 
+// EnrolProven inserts identity commitments, in order, at the registry's
+// next leaves with a batch-insertion proof (prover.ProveInsertion) that
+// newRoot is the tree's root after them: one batch, 1 to MaxProvenBatch, in
+// a registry deployed with an insertion verifier (auth: an active
+// provider's gateway).
+func (c *Client) EnrolProven(ctx context.Context, auth *bind.TransactOpts, commitments []*big.Int, newRoot *big.Int, proof []byte) (*types.Transaction, error) {
+	return c.transact(ctx, auth, c.patientsC, c.patients.PackEnrolProven(commitments, newRoot, proof))
+}
+
+// MaxProvenBatch is the most commitments one EnrolProven may insert
+// (PatientRegistry.PROVEN_BATCH, circuits.InsertionSize).
+const MaxProvenBatch = 128
+
 // Open opens relationship tag at provider for owner (auth: that provider's gateway).
 func (c *Client) Open(ctx context.Context, auth *bind.TransactOpts, tag *big.Int, provider uint32, owner common.Address, root *big.Int, proof []byte) (*types.Transaction, error) {
 	return c.transact(ctx, auth, c.relsC, c.rels.PackOpen(tag, provider, owner, root, proof))

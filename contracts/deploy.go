@@ -42,15 +42,22 @@ type Deployment struct {
 	Anchors             common.Address `json:"anchors"`
 	OwnershipVerifier   common.Address `json:"ownershipVerifier"`
 	EntitlementVerifier common.Address `json:"entitlementVerifier"`
+	// InsertionVerifier is the batch-insertion verifier of a registry whose
+	// gateways enrol with proofs (PatientRegistry.enrolProven); zero for one
+	// that inserts by its frontier (enrol).
+	InsertionVerifier common.Address `json:"insertionVerifier,omitempty"`
 }
 
-// Verifiers is the creation bytecode of the two Groth16 verifier contracts
-// a network deploys. It must be compiled from the keys whose registry hash
+// Verifiers is the creation bytecode of the Groth16 verifier contracts a
+// network deploys. It must be compiled from the keys whose registry hash
 // the AgentRegistry records (package contracts/verifiers compiles it from
 // any key set); DevVerifiers is the bindings' code, from the dev keys.
+// Insertion is optional: with it, the patient registry takes proven batches
+// only (enrolProven); without, frontier batches only (enrol).
 type Verifiers struct {
 	Ownership   []byte
 	Entitlement []byte
+	Insertion   []byte
 }
 
 // DevVerifiers returns the verifiers compiled from the dev ceremony's keys
@@ -72,10 +79,12 @@ const (
 	slotPatientRegistry
 	slotRelationships
 	slotAnchors
+	slotInsertionVerifier // only when Verifiers.Insertion is set
 	slots
 )
 
-// Deploy sends the six deployment transactions of a new network from auth,
+// Deploy sends the six deployment transactions of a new network from auth
+// (seven with an insertion verifier),
 // with consecutive nonces, and returns the addresses they will have and the
 // transactions. Call Wait once they are mined. The registry records
 // verifyingKeyHash (prover.KeySet.RegistryHash); v must be the verifiers
@@ -95,8 +104,12 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 	if err != nil {
 		return nil, nil, fmt.Errorf("contracts: nonce of %s: %w", auth.From, err)
 	}
+	n := slotInsertionVerifier
+	if len(v.Insertion) > 0 {
+		n = slots
+	}
 	var addr [slots]common.Address
-	for i := range addr {
+	for i := range n {
 		addr[i] = crypto.CreateAddress(auth.From, nonce+uint64(i))
 	}
 	d := &Deployment{
@@ -107,6 +120,7 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 		Anchors:             addr[slotAnchors],
 		OwnershipVerifier:   addr[slotOwnershipVerifier],
 		EntitlementVerifier: addr[slotEntitlementVerifier],
+		InsertionVerifier:   addr[slotInsertionVerifier], // zero unless deployed
 	}
 	if head, err := b.HeaderByNumber(ctx, nil); err == nil {
 		d.Block = head.Number.Uint64()
@@ -132,12 +146,13 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 		slotOwnershipVerifier:   {"OwnershipVerifier", v.Ownership, nil},
 		slotEntitlementVerifier: {"EntitlementVerifier", v.Entitlement, nil},
 		slotAgentRegistry:       {"AgentRegistry", common.FromHex(bindings.AgentRegistryMetaData.Bin), agentArgs},
-		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry)},
+		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, d.InsertionVerifier)},
 		slotRelationships:       {"Relationships", common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
 		slotAnchors:             {"Anchors", common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
+		slotInsertionVerifier:   {"InsertionVerifier", v.Insertion, nil},
 	}
-	txs := make([]*types.Transaction, 0, slots)
-	for i, s := range steps {
+	txs := make([]*types.Transaction, 0, n)
+	for i, s := range steps[:n] {
 		opts := *auth
 		opts.Context = ctx
 		opts.Nonce = new(big.Int).SetUint64(nonce + uint64(i))

@@ -70,8 +70,12 @@ func (d *Deployment) Check(ctx context.Context, b Backend) error {
 }
 
 func (d *Deployment) addresses() map[string]common.Address {
-	return map[string]common.Address{
+	a := map[string]common.Address{
 		"AgentRegistry": d.AgentRegistry, "PatientRegistry": d.PatientRegistry, "Relationships": d.Relationships,
 		"Anchors": d.Anchors, "OwnershipVerifier": d.OwnershipVerifier, "EntitlementVerifier": d.EntitlementVerifier,
 	}
+	if d.InsertionVerifier != (common.Address{}) {
+		a["InsertionVerifier"] = d.InsertionVerifier
+	}
+	return a
 }

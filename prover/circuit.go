@@ -22,10 +22,20 @@ type Circuit string
 const (
 	Ownership   Circuit = "ownership"
 	Entitlement Circuit = "entitlement"
+	// Insertion is the gateways' batch-insertion circuit. Its keys are
+	// optional in a key set (its domain is 2^17: a proving key of ≈ 26 MB,
+	// made where the network is set up, not kept in git; ADR 0002): a
+	// network without them enrols by the registry's frontier.
+	Insertion Circuit = "insertion"
 )
 
-// Circuits lists every circuit, in a fixed order.
+// Circuits lists the circuits every key set holds, in a fixed order: the
+// patients' and viewers' circuits, whose verifying keys the agent registry
+// records.
 func Circuits() []Circuit { return []Circuit{Ownership, Entitlement} }
+
+// OptionalCircuits lists the circuits a key set may hold.
+func OptionalCircuits() []Circuit { return []Circuit{Insertion} }
 
 func (c Circuit) definition() (frontend.Circuit, error) {
 	switch c {
@@ -33,6 +43,8 @@ func (c Circuit) definition() (frontend.Circuit, error) {
 		return &circuits.Ownership{}, nil
 	case Entitlement:
 		return &circuits.Entitlement{}, nil
+	case Insertion:
+		return &circuits.Insertion{}, nil
 	}
 	return nil, fmt.Errorf("%q: %w", string(c), ErrUnknownCircuit)
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/consensys/gnark-crypto/ecc"
@@ -132,7 +133,7 @@ func LoadKeys(fsys fs.FS, withProving bool) (*KeySet, error) {
 		return nil, err
 	}
 	ks := &KeySet{Manifest: m, keys: map[Circuit]*Keys{}}
-	for _, c := range Circuits() {
+	for _, c := range m.circuits() {
 		k, err := loadCircuitKeys(fsys, c, m.Circuits[c], withProving)
 		if err != nil {
 			return nil, err
@@ -140,6 +141,21 @@ func LoadKeys(fsys fs.FS, withProving bool) (*KeySet, error) {
 		ks.keys[c] = k
 	}
 	return ks, nil
+}
+
+// Has says whether the key set holds keys of circuit c.
+func (ks *KeySet) Has(c Circuit) bool { _, ok := ks.keys[c]; return ok }
+
+// circuits lists the circuits m has keys for: every one of Circuits(), then
+// the optional ones it names.
+func (m *Manifest) circuits() []Circuit {
+	cs := Circuits()
+	for _, c := range OptionalCircuits() {
+		if m.Circuits[c] != nil {
+			cs = append(cs, c)
+		}
+	}
+	return cs
 }
 
 // readManifest reads and decodes a key directory's manifest, which must
@@ -162,6 +178,11 @@ func readManifest(fsys fs.FS) (m Manifest, raw []byte, err error) {
 			return m, nil, fmt.Errorf("%w: manifest has no %s keys", ErrKeyFiles, c)
 		}
 	}
+	for c, e := range m.Circuits {
+		if e == nil || !slices.Contains(m.circuits(), c) {
+			return m, nil, fmt.Errorf("%w: manifest names keys of an unknown circuit %q", ErrKeyFiles, string(c))
+		}
+	}
 	return m, raw, nil
 }
 
@@ -178,7 +199,7 @@ func CopyKeyDir(src, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("prover: %w", err)
 	}
-	for _, c := range Circuits() {
+	for _, c := range m.circuits() {
 		e := m.Circuits[c]
 		for name, sum := range map[string]string{pkFile(c): e.ProvingKey, vkFile(c): e.VerifyingKey} {
 			data, err := readChecked(fsys, name, sum)
@@ -248,14 +269,18 @@ func loadCircuitKeys(fsys fs.FS, c Circuit, e *KeyEntry, withProving bool) (*Key
 }
 
 // WriteKeyDir writes keys made for the given compiled circuits to dir with
-// their manifest. origin and transcript are recorded in the manifest.
+// their manifest: every one of Circuits(), and those of OptionalCircuits()
+// keys holds. origin and transcript are recorded in the manifest.
 func WriteKeyDir(dir, origin, transcript string, keys map[Circuit]*Keys) (*Manifest, error) {
 	m := &Manifest{Version: manifestVersion, Origin: origin, Transcript: transcript, Circuits: map[Circuit]*KeyEntry{}}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("prover: %w", err)
 	}
-	for _, c := range Circuits() {
+	for _, c := range append(Circuits(), OptionalCircuits()...) {
 		k, ok := keys[c]
+		if !ok && slices.Contains(OptionalCircuits(), c) {
+			continue
+		}
 		if !ok || k.PK == nil {
 			return nil, fmt.Errorf("prover: no %s keys to write", c)
 		}

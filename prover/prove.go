@@ -97,3 +97,14 @@ func (p *Prover) ProveEntitlement(w circuits.EntitlementWitness) (Proof, circuit
 func (p *Prover) VerifyEntitlement(proof Proof, pub circuits.EntitlementPublic) error {
 	return p.verify(Entitlement, proof, pub.Inputs())
 }
+
+// ProveInsertion proves a batch insertion: a, from circuits.InsertionWitness
+// (or a gateway's stored tree). It needs the key set's insertion keys.
+func (p *Prover) ProveInsertion(a *circuits.Insertion) (Proof, error) {
+	return p.prove(Insertion, a)
+}
+
+// VerifyInsertion verifies a batch-insertion proof against its public inputs.
+func (p *Prover) VerifyInsertion(proof Proof, pub circuits.InsertionPublic) error {
+	return p.verify(Insertion, proof, pub.Inputs())
+}

@@ -302,6 +302,20 @@ func TestKeyFiles(t *testing.T) {
 				o.VKHash, e.VKHash = e.VKHash, o.VKHash
 			})
 		}, ErrKeyMismatch},
+		{"keys of an unknown circuit named", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m *Manifest) { m.Circuits["bogus"] = m.Circuits[Ownership] })
+		}, ErrKeyFiles},
+		{"optional keys named but missing", func(t *testing.T, dir string) {
+			comp, err := Compile(Insertion)
+			if err != nil {
+				t.Fatal(err)
+			}
+			editManifest(t, dir, func(m *Manifest) {
+				e := *m.Circuits[Ownership]
+				e.R1CS = comp.Digest
+				m.Circuits[Insertion] = &e
+			})
+		}, ErrKeyFiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -312,6 +326,18 @@ func TestKeyFiles(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the insertion keys are optional", func(t *testing.T) {
+		ks, err := LoadKeyDir(copyDevKeys(t), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ks.Has(Insertion) || !ks.Has(Ownership) {
+			t.Fatal("the dev keys' set says it has insertion keys, or lacks ownership keys")
+		}
+		if _, err := New(ks).ProveInsertion(&circuits.Insertion{}); !errors.Is(err, ErrUnknownCircuit) {
+			t.Fatalf("proving an insertion without its keys: %v", err)
+		}
+	})
 	t.Run("verifier-only keys cannot prove", func(t *testing.T) {
 		dir := copyDevKeys(t)
 		os.Remove(filepath.Join(dir, "ownership.pk"))

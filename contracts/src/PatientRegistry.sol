@@ -5,6 +5,11 @@ import {AgentRegistry} from "./AgentRegistry.sol";
 import {Constants, MERKLE_DEPTH} from "./Constants.sol";
 import {Poseidon2} from "./Poseidon2.sol";
 
+/// @notice The Groth16 verifier of circuits.Insertion (gnark's, generated from the keys).
+interface IInsertionVerifier {
+    function verifyProof(bytes calldata proof, uint256[6] calldata input) external view;
+}
+
 /// @title PatientRegistry: the anonymity set of MedRec-ZK.
 /// @notice An incremental Merkle tree (depth 30, node = H(D_node; left, right), empty
 /// leaf 0) of identity commitments C = H(D_commit; s). An active provider's gateway
@@ -24,6 +29,14 @@ import {Poseidon2} from "./Poseidon2.sol";
 /// "ring of recent roots" of the design, bounded by time rather than by count, checked
 /// with one storage read instead of a scan. Only a batch's final root is ever a root:
 /// the tree never stands at a batch's intermediate sizes.
+///
+/// A registry deployed with an insertion verifier keeps no frontier: its gateways
+/// insert with enrolProven, a batch of up to PROVEN_BATCH commitments and a proof
+/// (circuits.Insertion) that the new root is the tree's after them. The contract
+/// computes the proof's challenge from its own size and root and the list it was
+/// sent, so the proof speaks of exactly this list at exactly this position; it
+/// hashes nothing and stores only the root (ADR 0002). Either way, the Enrolled
+/// events are the same.
 contract PatientRegistry {
     struct RootInfo {
         bool known;
@@ -34,8 +47,13 @@ contract PatientRegistry {
     uint256 public constant ROOT_TTL = 1 hours;
     /// @notice The most commitments one batch may insert (about 3.6 M gas at depth 30).
     uint256 public constant MAX_BATCH = 256;
+    /// @notice The most commitments one proven batch inserts (circuits.InsertionSize).
+    uint256 public constant PROVEN_BATCH = 128;
 
     AgentRegistry public immutable agents;
+    /// @notice The batch-insertion verifier; zero for a registry that inserts by its
+    /// frontier (enrol). Fixed at deployment: the two modes never mix.
+    IInsertionVerifier public immutable insertion;
 
     /// @notice The current root of the tree.
     uint256 public root;
@@ -55,18 +73,27 @@ contract PatientRegistry {
     error InvalidCommitment(uint256 commitment);
     error BatchSize(uint256 size);
     error TreeFull();
+    error ProofRequired();
+    error NoInsertionVerifier();
+    error InvalidRoot(uint256 root);
+    error ZeroChallenge();
 
-    constructor(AgentRegistry agents_) {
+    constructor(AgentRegistry agents_, IInsertionVerifier insertion_) {
         agents = agents_;
-        for (uint256 h = 0; h < Constants.TREE_DEPTH; h++) {
-            _filled[h] = Constants.zero(h);
+        insertion = insertion_;
+        if (address(insertion_) == address(0)) {
+            for (uint256 h = 0; h < Constants.TREE_DEPTH; h++) {
+                _filled[h] = Constants.zero(h);
+            }
         }
         root = Constants.zero(Constants.TREE_DEPTH);
     }
 
     /// @notice Insert patients' identity commitments, in order, at the next leaves.
-    /// Only an active provider's gateway may.
+    /// Only an active provider's gateway may, and only in a registry without an
+    /// insertion verifier.
     function enrol(uint256[] calldata commitments) external returns (uint32 start) {
+        if (address(insertion) != address(0)) revert ProofRequired();
         uint32 provider = agents.activeGateway(msg.sender);
         if (provider == 0) revert NotActiveProvider(msg.sender);
         uint256 k = commitments.length;
@@ -102,12 +129,52 @@ contract PatientRegistry {
             first >>= 1;
             last >>= 1;
         }
-        uint256 newRoot = level[0];
+        _advance(provider, start, level[0], commitments);
+    }
 
+    /// @notice Insert commitments, in order, at the next leaves, with proof — a
+    /// Groth16 proof of circuits.Insertion — that newRoot is the tree's root after
+    /// them. Only an active provider's gateway may, in a registry with an insertion
+    /// verifier. The public inputs are this registry's own root and size, newRoot,
+    /// the batch's length, X = keccak256(size, root, newRoot, commitments) mod r and
+    /// E = Σ commitments[i]·X^i mod r: a proof made for another list, order, position
+    /// or tree does not verify.
+    function enrolProven(uint256[] calldata commitments, uint256 newRoot, bytes calldata proof)
+        external
+        returns (uint32 start)
+    {
+        if (address(insertion) == address(0)) revert NoInsertionVerifier();
+        uint32 provider = agents.activeGateway(msg.sender);
+        if (provider == 0) revert NotActiveProvider(msg.sender);
+        uint256 k = commitments.length;
+        if (k == 0 || k > PROVEN_BATCH) revert BatchSize(k);
+        start = size;
+        // The proof covers the aligned subtree of PROVEN_BATCH leaves holding start
+        // and the next one: both must be inside the tree.
+        if (uint256(start) + 2 * PROVEN_BATCH > 1 << Constants.TREE_DEPTH) revert TreeFull();
+        uint256 r = Constants.FIELD_MODULUS;
+        if (newRoot >= r) revert InvalidRoot(newRoot);
+        for (uint256 j = 0; j < k; j++) {
+            uint256 c = commitments[j];
+            if (c == 0 || c >= r) revert InvalidCommitment(c);
+        }
+        uint256 oldRoot = root;
+        uint256 x = uint256(keccak256(abi.encodePacked(uint256(start), oldRoot, newRoot, commitments))) % r;
+        if (x == 0) revert ZeroChallenge();
+        uint256 e = 0;
+        for (uint256 j = k; j > 0; j--) {
+            e = addmod(mulmod(e, x, r), commitments[j - 1], r);
+        }
+        insertion.verifyProof(proof, [oldRoot, newRoot, uint256(start), k, x, e]);
+        _advance(provider, start, newRoot, commitments);
+    }
+
+    /// @dev Make newRoot the root after commitments were inserted at start.
+    function _advance(uint32 provider, uint32 start, uint256 newRoot, uint256[] calldata commitments) private {
         if (start > 0) _roots[root].supersededAt = uint64(block.timestamp);
         _roots[newRoot].known = true;
         root = newRoot;
-        size = uint32(start + k);
+        size = uint32(start + commitments.length);
         emit Enrolled(provider, start, newRoot, commitments);
     }
 

@@ -1,5 +1,6 @@
 // Package verifiers owns turning a key set into the creation bytecode of the
-// two Groth16 verifier contracts a network deploys: gnark's Solidity verifier
+// Groth16 verifier contracts a network deploys (two, three with the
+// batch-insertion circuit's keys): gnark's Solidity verifier
 // of each circuit (prover.KeySet.ExportSolidity), compiled by the project's
 // pinned solc-js through contracts/compile.js with exactly the settings `make
 // generate` uses (EVM london, optimizer, no metadata). A network deployed
@@ -77,7 +78,13 @@ func Compile(ctx context.Context, contractsDir string, ks *prover.KeySet) (contr
 	if err := os.Mkdir(src, 0o755); err != nil {
 		return contracts.Verifiers{}, fmt.Errorf("verifiers: %w", err)
 	}
-	for _, c := range prover.Circuits() {
+	cs := prover.Circuits()
+	for _, c := range prover.OptionalCircuits() {
+		if ks.Has(c) {
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range cs {
 		var buf bytes.Buffer
 		if err := ks.ExportSolidity(c, &buf); err != nil {
 			return contracts.Verifiers{}, fmt.Errorf("verifiers: %w", err)
@@ -101,7 +108,7 @@ func Compile(ctx context.Context, contractsDir string, ks *prover.KeySet) (contr
 		return contracts.Verifiers{}, err
 	}
 	var v contracts.Verifiers
-	for _, c := range prover.Circuits() {
+	for _, c := range cs {
 		name := prover.SolidityContractName(c)
 		bin, ok := bins["src/"+name+".sol:"+name]
 		if !ok || len(bin) == 0 {
@@ -112,6 +119,8 @@ func Compile(ctx context.Context, contractsDir string, ks *prover.KeySet) (contr
 			v.Ownership = bin
 		case prover.Entitlement:
 			v.Entitlement = bin
+		case prover.Insertion:
+			v.Insertion = bin
 		default:
 			return contracts.Verifiers{}, fmt.Errorf("verifiers: no deployment slot for the %s verifier", c)
 		}

@@ -19,7 +19,7 @@ func contractsDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join("..")
 	if err := Check(dir); err != nil {
-		if os.Getenv("CI") != "" {
+		if os.Getenv("MEDREC_REQUIRE_SOLC") == "1" || os.Getenv("CI") != "" {
 			t.Fatalf("CI has no Solidity toolchain: %v", err)
 		}
 		t.Skipf("%v (make test installs it)", err)

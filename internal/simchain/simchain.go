@@ -43,7 +43,8 @@ type Chain struct {
 	Deployer  *ecdsa.PrivateKey
 	Providers []Provider
 
-	initial []contracts.Provider
+	initial   []contracts.Provider
+	verifiers contracts.Verifiers
 }
 
 // Key returns a deterministic key for label.
@@ -92,7 +93,14 @@ func (a autoMine) SendTransaction(ctx context.Context, tx *types.Transaction) er
 // extra accounts are funded too.
 func New(tb testing.TB, n int, urls []string, extra ...common.Address) *Chain {
 	tb.Helper()
-	c := &Chain{Deployer: Key("deployer")}
+	return NewWith(tb, n, urls, contracts.DevVerifiers(), extra...)
+}
+
+// NewWith is New with the verifiers v (their keys' registry hash is the dev
+// keys': v may add an insertion verifier to the dev verifiers, not replace them).
+func NewWith(tb testing.TB, n int, urls []string, v contracts.Verifiers, extra ...common.Address) *Chain {
+	tb.Helper()
+	c := &Chain{Deployer: Key("deployer"), verifiers: v}
 	alloc := types.GenesisAlloc{}
 	eth := new(big.Int).Mul(big.NewInt(1000), big.NewInt(params.Ether))
 	alloc[Addr(c.Deployer)] = types.Account{Balance: eth}
@@ -131,7 +139,7 @@ func (c *Chain) deploy(tb testing.TB) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), c.initial, ks.RegistryHash(), contracts.DevVerifiers())
+	d, txs, err := contracts.Deploy(ctx, c.Backend, c.Auth(c.Deployer), c.initial, ks.RegistryHash(), c.verifiers)
 	if err != nil {
 		tb.Fatal(err)
 	}

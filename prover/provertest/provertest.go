@@ -11,12 +11,14 @@ import (
 	"github.com/medrec-zk/medrec/prover"
 )
 
-// SetupKeys writes a fresh key directory for every circuit under a test
-// temp directory and returns its path; origin goes into the manifest.
-func SetupKeys(t testing.TB, origin string) string {
+// SetupKeys writes a fresh key directory for every circuit of
+// prover.Circuits(), and of extra (optional circuits), under a test temp
+// directory and returns its path; origin goes into the manifest. The
+// insertion circuit's setup takes tens of seconds.
+func SetupKeys(t testing.TB, origin string, extra ...prover.Circuit) string {
 	t.Helper()
 	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range prover.Circuits() {
+	for _, c := range append(prover.Circuits(), extra...) {
 		comp, err := prover.Compile(c)
 		if err != nil {
 			t.Fatal(err)
