@@ -184,60 +184,86 @@ func InsertionEvaluation(leaves []fr.Element, x fr.Element) fr.Element {
 }
 
 // InsertionWitness builds the Insertion assignment for inserting leaves
-// after old, a tree's leaves (the whole list: this twin rebuilds the trees
-// it needs; a gateway would read its stored tree instead).
+// after old, a tree's whole list of leaves.
 func InsertionWitness(old, leaves []fr.Element) (*Insertion, InsertionPublic, error) {
-	start := len(old)
+	t, err := merkle.New(old)
+	if err != nil {
+		return nil, InsertionPublic{}, fmt.Errorf("%w: %v", ErrWitness, err)
+	}
+	return InsertionWitnessTree(t, leaves)
+}
+
+// InsertionWitnessTree builds the Insertion assignment for inserting leaves
+// into t after its last leaf; t is read, not changed (a gateway's stored
+// tree: the leaves of one aligned subtree and one path are read).
+func InsertionWitnessTree(t *merkle.Tree, leaves []fr.Element) (*Insertion, InsertionPublic, error) {
+	start := t.Len()
 	switch {
 	case len(leaves) == 0 || len(leaves) > InsertionSize:
 		return nil, InsertionPublic{}, fmt.Errorf("%w: a batch of %d leaves (1 to %d)", ErrWitness, len(leaves), InsertionSize)
 	case start+2*InsertionSize > merkle.Capacity:
 		return nil, InsertionPublic{}, fmt.Errorf("%w: a batch at %d reaches past the tree's last whole subtree", ErrWitness, start)
 	}
-	first := start / InsertionSize
-	base := first * InsertionSize
-	all := append(append([]fr.Element(nil), old...), leaves...)
-	tree := func(ls []fr.Element) *merkle.Tree {
-		t, err := merkle.New(ls)
-		if err != nil {
-			panic(err) // sizes checked above
-		}
-		return t
+	first := start >> InsertionBits
+	second := first + 1
+	base := first << InsertionBits
+	before, err := t.Leaves(base, start-base)
+	if err != nil {
+		return nil, InsertionPublic{}, fmt.Errorf("%w: %v", ErrWitness, err)
 	}
-	// siblings of the aligned subtree holding leaf i in the tree of ls
-	// (which holds a leaf there: a placeholder inside that subtree changes
-	// no node outside it).
-	siblings := func(ls []fr.Element, i int) ([subtreeDepth]frontend.Variable, error) {
-		var out [subtreeDepth]frontend.Variable
-		if i >= len(ls) {
-			ls = append(append(append([]fr.Element(nil), ls...), make([]fr.Element, i-len(ls))...), zkhash.FromUint64(1))
+	sib0, err := t.Siblings(InsertionBits, first)
+	if err != nil {
+		return nil, InsertionPublic{}, fmt.Errorf("%w: %v", ErrWitness, err)
+	}
+	var sub [2][InsertionSize]fr.Element
+	for p, v := range append(before, leaves...) {
+		sub[p/InsertionSize][p%InsertionSize] = v
+	}
+	var oldSub [InsertionSize]fr.Element
+	copy(oldSub[:], before)
+	up := func(node fr.Element, index int, siblings []fr.Element) fr.Element {
+		for j, s := range siblings {
+			if (index>>j)&1 == 1 {
+				node = zkhash.Node(s, node)
+			} else {
+				node = zkhash.Node(node, s)
+			}
 		}
-		p, err := tree(ls).Proof(i)
-		if err != nil {
-			return out, err
+		return node
+	}
+	oldRoot := t.Root()
+	if up(subtreeRootOf(oldSub[:]), first, sib0) != oldRoot {
+		return nil, InsertionPublic{}, fmt.Errorf("%w: the tree's stored nodes do not lead to its root", ErrWitness)
+	}
+	// The second subtree's siblings once the first is filled: empty to its
+	// right below the level where the two join, the first subtree's new
+	// ancestor at that level, the first's own siblings above.
+	sub0 := subtreeRootOf(sub[0][:])
+	var sib1 [subtreeDepth]fr.Element
+	for j := range sib1 {
+		a, b := first>>j, second>>j
+		switch {
+		case a == b:
+			sib1[j] = sib0[j]
+		case b&1 == 1: // a is b's left sibling
+			sib1[j] = up(sub0, first, sib0[:j])
+		default:
+			sib1[j] = merkle.Zero(InsertionBits + j)
 		}
-		for h := range out {
-			out[h] = p.Siblings[InsertionBits+h]
-		}
-		return out, nil
 	}
 	a := &Insertion{}
-	for p := range 2 * InsertionSize {
-		v := fr.Element{}
-		if base+p < len(all) {
-			v = all[base+p]
+	for k := range sub {
+		for p := range sub[k] {
+			a.Sub[k][p] = sub[k][p]
 		}
-		a.Sub[p/InsertionSize][p%InsertionSize] = v
 	}
-	var err error
-	if a.Siblings[0], err = siblings(old, base); err != nil {
-		return nil, InsertionPublic{}, err
+	for j := range sib1 {
+		a.Siblings[0][j], a.Siblings[1][j] = sib0[j], sib1[j]
 	}
-	mid := all[:min(len(all), base+InsertionSize)]
-	if a.Siblings[1], err = siblings(mid, base+InsertionSize); err != nil {
-		return nil, InsertionPublic{}, err
+	pub := InsertionPublic{
+		OldRoot: oldRoot, NewRoot: up(subtreeRootOf(sub[1][:]), second, sib1[:]),
+		Start: zkhash.FromUint64(uint64(start)), Count: zkhash.FromUint64(uint64(len(leaves))),
 	}
-	pub := InsertionPublic{OldRoot: tree(old).Root(), NewRoot: tree(all).Root(), Start: zkhash.FromUint64(uint64(start)), Count: zkhash.FromUint64(uint64(len(leaves)))}
 	pub.X = InsertionChallenge(uint64(start), pub.OldRoot, pub.NewRoot, leaves)
 	if pub.X.IsZero() {
 		return nil, InsertionPublic{}, fmt.Errorf("%w: the challenge is zero", ErrWitness)
@@ -245,4 +271,16 @@ func InsertionWitness(old, leaves []fr.Element) (*Insertion, InsertionPublic, er
 	pub.E = InsertionEvaluation(leaves, pub.X)
 	a.OldRoot, a.NewRoot, a.Start, a.Count, a.X, a.E = pub.OldRoot, pub.NewRoot, pub.Start, pub.Count, pub.X, pub.E
 	return a, pub, nil
+}
+
+// subtreeRootOf hashes leaves (a power of two of them) up to their root.
+func subtreeRootOf(leaves []fr.Element) fr.Element {
+	level := append([]fr.Element(nil), leaves...)
+	for len(level) > 1 {
+		for i := range len(level) / 2 {
+			level[i] = zkhash.Node(level[2*i], level[2*i+1])
+		}
+		level = level[:len(level)/2]
+	}
+	return level[0]
 }

@@ -294,6 +294,35 @@ func (t *Tree) Proof(i int) (Proof, error) {
 	return p, nil
 }
 
+// Siblings returns the siblings of the node at height h and index i (h
+// and up, Depth - h of them): a path from that node to the root. Nodes
+// past the filled ones are the empty subtrees' roots, so the node itself
+// need not be filled (an insertion proves where leaves will go).
+func (t *Tree) Siblings(h, i int) ([]fr.Element, error) {
+	if h < 0 || h >= Depth || i < 0 || i >= 1<<(Depth-h) {
+		return nil, fmt.Errorf("merkle: node %d at height %d: %w", i, h, ErrIndexOutside)
+	}
+	var need []Place
+	for j := h; j < Depth; j++ {
+		if s := (i >> (j - h)) ^ 1; s < width(t.n, j) {
+			need = append(need, Place{Height: j, Index: s})
+		}
+	}
+	got, err := t.store().Get(need)
+	if err != nil {
+		return nil, fmt.Errorf("merkle: the siblings of node %d at height %d: %w", i, h, err)
+	}
+	out := make([]fr.Element, Depth-h)
+	for j := h; j < Depth; j++ {
+		if s := (i >> (j - h)) ^ 1; s < width(t.n, j) {
+			out[j-h], got = got[0], got[1:]
+		} else {
+			out[j-h] = zeros[j]
+		}
+	}
+	return out, nil
+}
+
 // Root recomputes the root the path leads to.
 func (p Proof) Root() fr.Element {
 	node := p.Leaf

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -150,6 +151,46 @@ func BenchmarkNew1000(b *testing.B) {
 	for b.Loop() {
 		if _, err := New(l); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestSiblings: a node's siblings are the tail of the path of any leaf
+// under it; for a node not yet filled, the path in the tree padded with
+// empty leaves (0) up to a leaf under it; outside the tree they are refused.
+func TestSiblings(t *testing.T) {
+	var leaves []fr.Element
+	for i := range 250 {
+		leaves = append(leaves, zkhash.FromUint64(uint64(i+1)))
+	}
+	tree, err := New(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ h, i int }{{0, 0}, {0, 249}, {3, 31}, {7, 1}, {7, 0}, {5, 7}, {29, 0}, {0, 250}, {0, 251}, {7, 2}, {8, 1}, {2, 70}} {
+		got, err := tree.Siblings(tc.h, tc.i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := tc.i << tc.h
+		padded := tree
+		if leaf >= tree.Len() {
+			ls := append(append([]fr.Element(nil), leaves...), make([]fr.Element, leaf-len(leaves))...)
+			if padded, err = New(append(ls, zkhash.FromUint64(7))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := padded.Proof(leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, p.Siblings[tc.h:]) {
+			t.Errorf("siblings of node %d at height %d differ from the path's", tc.i, tc.h)
+		}
+	}
+	for _, tc := range []struct{ h, i int }{{-1, 0}, {Depth, 0}, {0, Capacity}, {29, 2}, {3, -1}} {
+		if _, err := tree.Siblings(tc.h, tc.i); !errors.Is(err, ErrIndexOutside) {
+			t.Errorf("node %d at height %d: %v", tc.i, tc.h, err)
 		}
 	}
 }
