@@ -802,6 +802,18 @@ func (v *View) treeLocked() (*merkle.Tree, error) {
 	return v.tree, nil
 }
 
+// ReadTree calls f with the registry's tree as the view stands, holding the
+// view still until f returns; f must not change the tree or keep it.
+func (v *View) ReadTree(f func(t *merkle.Tree) error) error {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	tree, err := v.treeLocked()
+	if err != nil {
+		return err
+	}
+	return f(tree)
+}
+
 // MerkleProof returns the membership path of commitment c under the current
 // root, built from chain events only.
 func (v *View) MerkleProof(c fr.Element) (merkle.Proof, error) {

@@ -161,6 +161,11 @@ func (c *Client) GrantOf(ctx context.Context, tag *big.Int, kind uint8, grantee 
 	return callAt(ctx, c.relsC, c.rels.PackGrantOf(tag, kind, grantee), c.rels.UnpackGrantOf)
 }
 
+// Root returns the patient registry's current root.
+func (c *Client) Root(ctx context.Context) (*big.Int, error) {
+	return callAt(ctx, c.patientsC, c.patients.PackRoot(), c.patients.UnpackRoot)
+}
+
 // IsKnownRoot reports whether proofs may be made against root.
 func (c *Client) IsKnownRoot(ctx context.Context, root *big.Int) (bool, error) {
 	return callAt(ctx, c.patientsC, c.patients.PackIsKnownRoot(root), c.patients.UnpackIsKnownRoot)

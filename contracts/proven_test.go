@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/big"
-	"os"
-	"sync"
 	"testing"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
@@ -15,7 +13,6 @@ import (
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
 	"github.com/medrec-zk/medrec/contracts/bindings"
-	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/internal/simchain"
 	"github.com/medrec-zk/medrec/merkle"
 	"github.com/medrec-zk/medrec/prover"
@@ -33,41 +30,10 @@ type provenChain struct {
 	leaves []fr.Element
 }
 
-// insertionKeys is made once per test binary: the setup of a 2^17 domain
-// and the verifier's compilation take about half a minute.
-var insertionKeys = struct {
-	sync.Mutex
-	ks *prover.KeySet
-	v  contracts.Verifiers
-}{}
-
 func newProvenChain(t testing.TB) *provenChain {
 	t.Helper()
-	if err := verifiers.Check("."); err != nil {
-		if os.Getenv("MEDREC_REQUIRE_SOLC") == "1" || os.Getenv("CI") != "" {
-			t.Fatalf("no Solidity toolchain: %v", err)
-		}
-		t.Skipf("%v (make test installs it)", err)
-	}
-	insertionKeys.Lock()
-	defer insertionKeys.Unlock()
-	if insertionKeys.ks == nil {
-		ks, err := prover.LoadKeyDir(provertest.SetupKeys(t, "contracts test: single-party setup, NOT FOR ANY NETWORK", prover.Insertion), true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := verifiers.Compile(t.Context(), ".", ks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(v.Insertion) == 0 {
-			t.Fatal("no insertion verifier compiled from a key set with insertion keys")
-		}
-		insertionKeys.ks, insertionKeys.v = ks, v
-	}
-	v := contracts.DevVerifiers()
-	v.Insertion = insertionKeys.v.Insertion
-	return &provenChain{c: simchain.NewWith(t, 2, nil, v), p: prover.New(insertionKeys.ks)}
+	ks, v := provertest.Insertion(t)
+	return &provenChain{c: simchain.NewWith(t, 2, nil, v), p: prover.New(ks)}
 }
 
 // batch is a proven batch as a gateway would send it.

@@ -3,16 +3,21 @@ package dbmanager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"sync"
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/medrec-zk/medrec/chainview"
+	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/merkle"
+	"github.com/medrec-zk/medrec/prover"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -25,6 +30,14 @@ import (
 // that arrive while a batch is being mined form the next. Config.EnrolLinger
 // makes the queue wait that long before each batch, for bigger ones at the
 // cost of every enrolment waiting up to that long.
+//
+// Where the registry takes proven batches (a deployment with an insertion
+// verifier), each batch — up to contracts.MaxProvenBatch — goes with a
+// proof that the registry's new root is its tree's after the batch
+// (circuits.Insertion, ≈ 2 s for a full batch on 2 cores), built from the
+// gateway's own tree. The proof speaks of the registry's size and root when
+// it was made: if another gateway's batch lands first, the registry refuses
+// it, and the queue brings its view up to date and proves again.
 //
 // The registry keeps no record per commitment, so the gateway refuses a
 // commitment already in the tree (its chain view) or already queued; two
@@ -97,14 +110,14 @@ func (g *Gateway) sendEnrolments() {
 	for {
 		if g.cfg.EnrolLinger > 0 {
 			q.mu.Lock()
-			full := len(q.waiting) >= contracts.MaxEnrolBatch
+			full := len(q.waiting) >= g.maxEnrolBatch()
 			q.mu.Unlock()
 			if !full {
 				time.Sleep(g.cfg.EnrolLinger)
 			}
 		}
 		q.mu.Lock()
-		n := min(len(q.waiting), contracts.MaxEnrolBatch)
+		n := min(len(q.waiting), g.maxEnrolBatch())
 		if n == 0 {
 			q.busy = false
 			q.mu.Unlock()
@@ -114,14 +127,20 @@ func (g *Gateway) sendEnrolments() {
 		q.waiting = append([]*enrolment(nil), q.waiting[n:]...)
 		q.mu.Unlock()
 
-		cs := make([]*big.Int, n)
+		leaves := make([]fr.Element, n)
 		for i, e := range batch {
-			cs[i] = zkhash.Big(e.c)
+			leaves[i] = e.c
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), chainTimeout)
-		r, err := g.transact(ctx, func(ctx context.Context) (*types.Transaction, error) {
-			return g.cfg.Chain.Enrol(ctx, g.cfg.Relayer, cs...)
-		})
+		var r *types.Receipt
+		var err error
+		if g.proven() {
+			r, err = g.enrolProven(ctx, leaves)
+		} else {
+			r, err = g.transact(ctx, func(ctx context.Context) (*types.Transaction, error) {
+				return g.cfg.Chain.Enrol(ctx, g.cfg.Relayer, bigs(leaves)...)
+			})
+		}
 		cancel()
 		if err != nil {
 			g.log.Error("an enrolment batch failed", "commitments", n, "err", err)
@@ -133,4 +152,91 @@ func (g *Gateway) sendEnrolments() {
 		}
 		q.mu.Unlock()
 	}
+}
+
+// proven says whether the registry takes proven batches.
+func (g *Gateway) proven() bool {
+	return g.cfg.Chain.Deployment().InsertionVerifier != (common.Address{})
+}
+
+// maxEnrolBatch is the most commitments one batch may hold.
+func (g *Gateway) maxEnrolBatch() int {
+	if g.proven() {
+		return contracts.MaxProvenBatch
+	}
+	return contracts.MaxEnrolBatch
+}
+
+// canProveInsertion says whether p holds the insertion proving key.
+func canProveInsertion(p *prover.Prover) bool {
+	if p == nil {
+		return false
+	}
+	k, err := p.KeySet().Keys(prover.Insertion)
+	return err == nil && k.PK != nil
+}
+
+// staleProofTries bounds how often one batch is proved again because other
+// gateways' batches kept landing first.
+const staleProofTries = 4
+
+// enrolProven proves the batch leaves against the registry as this
+// gateway's view last saw it and sends it. A refusal or failure after
+// which the view shows the registry moved (another batch landed first) is
+// a stale proof: the batch is proved again on the fresh view.
+func (g *Gateway) enrolProven(ctx context.Context, leaves []fr.Element) (*types.Receipt, error) {
+	for try := 1; ; try++ {
+		if err := g.syncFresh(ctx); err != nil {
+			return nil, err
+		}
+		var a *circuits.Insertion
+		var pub circuits.InsertionPublic
+		err := g.cfg.View.ReadTree(func(t *merkle.Tree) (err error) {
+			a, pub, err = circuits.InsertionWitnessTree(t, leaves)
+			return err
+		})
+		if err != nil {
+			return nil, treeUnavailable(err)
+		}
+		proof, err := g.cfg.Inserter.ProveInsertion(a)
+		if err != nil {
+			return nil, fmt.Errorf("dbmanager: proving an enrolment batch: %w", err)
+		}
+		if testHookProvenSend != nil {
+			testHookProvenSend()
+		}
+		r, err := g.transact(ctx, func(ctx context.Context) (*types.Transaction, error) {
+			return g.cfg.Chain.EnrolProven(ctx, g.cfg.Relayer, bigs(leaves), zkhash.Big(pub.NewRoot), proof[:])
+		})
+		if err == nil {
+			return r, nil
+		}
+		if serr := g.syncFresh(ctx); serr != nil || try == staleProofTries {
+			return nil, err
+		}
+		if g.cfg.View.Leaves() == int(pub.Start.Uint64()) {
+			return nil, err // the registry did not move: not a stale proof
+		}
+		g.log.Info("an enrolment batch's proof went stale (another batch landed first); proving again", "commitments", len(leaves), "try", try)
+	}
+}
+
+// testHookProvenSend, when set (tests), runs after a batch is proved and
+// before it is sent: another gateway's batch can land there.
+var testHookProvenSend func()
+
+// syncFresh brings the view up to the node's head now, whatever its age.
+func (g *Gateway) syncFresh(ctx context.Context) error {
+	g.syncMu.Lock()
+	g.lastSync = time.Time{}
+	g.syncMu.Unlock()
+	return g.syncChain(ctx)
+}
+
+func bigs(es []fr.Element) []*big.Int {
+	out := make([]*big.Int, len(es))
+	for i, e := range es {
+		out[i] = zkhash.Big(e)
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
 
@@ -31,6 +32,11 @@ type Config struct {
 	Chain    *contracts.Client  // relaying
 	Relayer  *bind.TransactOpts // the gateway's account (AgentRegistry's gateway of Provider)
 	Prover   *prover.Prover     // verifying keys (no proving key needed)
+	// Inserter proves enrolment batches where the patient registry takes
+	// proven ones (the deployment has an insertion verifier): a prover
+	// whose key set holds the insertion circuit's proving key. Unused, and
+	// may be nil, where the registry inserts by its frontier.
+	Inserter *prover.Prover
 	// PseudonymKey keys the pseudonyms that replace resource ids in
 	// research reads (HMAC-SHA256 over the reader and the id): each research
 	// reader sees stable ids of its own, which neither reveal the provider's
@@ -150,6 +156,9 @@ type Gateway struct {
 func New(cfg Config) (*Gateway, error) {
 	if cfg.Store == nil || cfg.View == nil || cfg.Chain == nil || cfg.Prover == nil || cfg.Provider == 0 {
 		return nil, errors.New("dbmanager: store, view, chain client, prover and provider id are required")
+	}
+	if cfg.Chain.Deployment().InsertionVerifier != (common.Address{}) && !canProveInsertion(cfg.Inserter) {
+		return nil, errors.New("dbmanager: this network's patient registry takes proven enrolment batches: the gateway needs the insertion circuit's proving key (Config.Inserter)")
 	}
 	if cfg.FHIR == nil {
 		v, err := fhirval.New()

@@ -4,10 +4,17 @@
 package provertest
 
 import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/consensys/gnark/backend/groth16"
 
+	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/contracts/verifiers"
 	"github.com/medrec-zk/medrec/prover"
 )
 
@@ -34,4 +41,47 @@ func SetupKeys(t testing.TB, origin string, extra ...prover.Circuit) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// insertion is Insertion's key set and verifiers, made once per test binary.
+var insertion struct {
+	sync.Mutex
+	ks *prover.KeySet
+	v  contracts.Verifiers
+}
+
+// Insertion returns a key set with insertion keys (SetupKeys), and the dev
+// verifiers with the insertion verifier compiled from those keys (with the
+// repository's solc-js): what a network whose registry takes proven batches
+// deploys. Made once per test binary (about half a minute). Without Node.js
+// or solc-js it skips, or fails where MEDREC_REQUIRE_SOLC=1 (make test).
+func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "contracts")
+	if err := verifiers.Check(dir); err != nil {
+		if os.Getenv("MEDREC_REQUIRE_SOLC") == "1" || os.Getenv("CI") != "" {
+			t.Fatalf("no Solidity toolchain: %v", err)
+		}
+		t.Skipf("%v (make test installs it)", err)
+	}
+	insertion.Lock()
+	defer insertion.Unlock()
+	if insertion.ks == nil {
+		ks, err := prover.LoadKeyDir(SetupKeys(t, "test keys: single-party setup, NOT FOR ANY NETWORK", prover.Insertion), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compiled, err := verifiers.Compile(context.Background(), dir, ks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(compiled.Insertion) == 0 {
+			t.Fatal("no insertion verifier compiled from a key set with insertion keys")
+		}
+		v := contracts.DevVerifiers()
+		v.Insertion = compiled.Insertion
+		insertion.ks, insertion.v = ks, v
+	}
+	return insertion.ks, insertion.v
 }
