@@ -28,6 +28,7 @@ import (
 	"github.com/medrec-zk/medrec/contracts/bindings"
 	"github.com/medrec-zk/medrec/internal/simchain"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/prover/provertest"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -42,7 +43,11 @@ type sim struct {
 
 func newSim(t *testing.T, providers int) *sim {
 	t.Helper()
-	c := simchain.New(t, providers, nil)
+	return newSimOn(t, simchain.New(t, providers, nil))
+}
+
+func newSimOn(t *testing.T, c *simchain.Chain) *sim {
+	t.Helper()
 	v, err := chainview.New(c.Backend, c.D)
 	if err != nil {
 		t.Fatal(err)
@@ -635,5 +640,35 @@ func TestGrantTimesWarn(t *testing.T) {
 	c = expect(t, s.audit(Config{Window: 2 * time.Minute}), CheckGrantTimes, StatusWarn)
 	if len(c.Findings) != 1 || strings.Contains(c.Findings[0].Message, "the only grants") {
 		t.Fatalf("%+v", c)
+	}
+}
+
+// TestProvenRegistryNotVouched: a registry that takes proven enrolment
+// batches trusts an insertion verifier this audit cannot check yet: the
+// verifiers check fails and says so, and the proven batch's leaves are
+// counted like any others.
+func TestProvenRegistryNotVouched(t *testing.T) {
+	ks, v := provertest.Insertion(t)
+	s := newSimOn(t, simchain.NewWith(t, 2, nil, v))
+	leaves := []fr.Element{zkhash.Commitment(secret("p1")), zkhash.Commitment(secret("p2")), zkhash.Commitment(secret("p3"))}
+	a, pub, err := circuits.InsertionWitness(nil, leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := prover.New(ks).ProveInsertion(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.c.Client.EnrolProven(t.Context(), s.c.Auth(s.c.Providers[0].Gateway), []*big.Int{zkhash.Big(leaves[0]), zkhash.Big(leaves[1]), zkhash.Big(leaves[2])}, zkhash.Big(pub.NewRoot), proof[:])
+	if err == nil {
+		_, err = s.c.Client.Wait(t.Context(), tx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.audit(Config{})
+	expect(t, r, CheckVerifiers, StatusFail, "insertion verifier at "+s.c.D.InsertionVerifier.Hex())
+	if int(r.Stats.Enrolled) != len(leaves) {
+		t.Fatalf("the audit counted %d enrolments; want %d", r.Stats.Enrolled, len(leaves))
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 
 	"github.com/consensys/gnark/backend/groth16"
 	"github.com/consensys/gnark/backend/groth16/bn254/mpcsetup"
@@ -110,13 +111,21 @@ func (c *Ceremony) Dir() string { return c.dir }
 // State returns a copy of the ceremony's state.
 func (c *Ceremony) State() State { return c.state }
 
-// Init starts a ceremony in dir for every circuit of package prover.
-func Init(dir string) (*Ceremony, error) {
+// Init starts a ceremony in dir for every circuit of prover.Circuits(),
+// and the optional circuits of extra (prover.OptionalCircuits: the gateways'
+// batch-insertion circuit, whose 2^17 domain sizes phase 1 sixteen times
+// larger than the patients' circuits alone).
+func Init(dir string, extra ...prover.Circuit) (*Ceremony, error) {
 	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
 		return nil, fmt.Errorf("%s: %w", dir, ErrExists)
 	}
+	for _, c := range extra {
+		if !slices.Contains(prover.OptionalCircuits(), c) {
+			return nil, fmt.Errorf("ceremony: %q is not an optional circuit: %w", string(c), prover.ErrUnknownCircuit)
+		}
+	}
 	st := State{Version: stateVersion, Phase: Phase1, Phase2: map[prover.Circuit][]Contribution{}}
-	for _, circuit := range prover.Circuits() {
+	for _, circuit := range append(prover.Circuits(), extra...) {
 		comp, err := prover.Compile(circuit)
 		if err != nil {
 			return nil, err
@@ -432,8 +441,18 @@ func Verify(dir, keyDir string) (Report, error) {
 	if have == nil {
 		return r, nil
 	}
+	// The key set holds exactly the ceremony's circuits: none missing, and
+	// no optional circuit's keys from somewhere else.
+	for _, c := range prover.OptionalCircuits() {
+		if have.Has(c) && !slices.ContainsFunc(st.Circuits, func(ci CircuitInfo) bool { return ci.Circuit == c }) {
+			return r, fmt.Errorf("%w: the keys hold %s keys this ceremony did not make", ErrKeysMismatch, c)
+		}
+	}
 	for _, ci := range st.Circuits {
-		hk, _ := have.Keys(ci.Circuit)
+		hk, err := have.Keys(ci.Circuit)
+		if err != nil {
+			return r, fmt.Errorf("%w: the keys lack the ceremony's %s keys", ErrKeysMismatch, ci.Circuit)
+		}
 		if groth16VKDiffers(hk.VK, keys[ci.Circuit].VK) || hk.PK.IsDifferent(keys[ci.Circuit].PK) {
 			return r, fmt.Errorf("%w: %s", ErrKeysMismatch, ci.Circuit)
 		}

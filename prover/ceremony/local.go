@@ -16,6 +16,8 @@ import (
 type Local struct {
 	// Contributors contribute to each phase in this order.
 	Contributors []string
+	// Extra are optional circuits to make keys for too (Init).
+	Extra []prover.Circuit
 	// Beacon1 and Beacon2 close phase 1 and phase 2 (hex, at least 16
 	// bytes). An empty one is drawn from crypto/rand when its phase closes,
 	// after the last contribution, and recorded in the transcript like any
@@ -57,7 +59,7 @@ func RunLocal(ctx context.Context, dir, keyDir string, l Local) (*prover.Manifes
 	if err := step("starting in %s", dir); err != nil {
 		return nil, err
 	}
-	c, err := Init(dir)
+	c, err := Init(dir, l.Extra...)
 	if err != nil {
 		return nil, err
 	}
