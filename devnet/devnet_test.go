@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/accounts/abi/bind/v2"
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/params"
@@ -29,6 +30,7 @@ import (
 	"github.com/medrec-zk/medrec/delegate"
 	"github.com/medrec-zk/medrec/gatewayauth"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/prover/provertest"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -210,6 +212,53 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	walkPatient(t, n, d, ks, g)
+	if made, err := g.AnchorOnce(ctx); err != nil || !made {
+		t.Fatalf("anchor on the real chain: %v %v", made, err)
+	}
+	// The mirror sees no drift: the registry's providers are the signers.
+	if drift, err := g.Mirror.Step(ctx); err != nil || !drift.None() {
+		t.Fatalf("mirror: %v %v", drift, err)
+	}
+
+	// The auditor, with only the node's RPC URL, reads the real Clique chain:
+	// the consensus signers equal the registry's, the verifiers carry the dev
+	// ceremony's keys, the open came from the provider's gateway, no
+	// delegate ever transacted — and this lone patient, enrolled and then
+	// opened with nobody else in the tree, had an anonymity set of 1: named.
+	src, err := audit.Dial(ctx, n.State().Nodes[0].RPC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Run(ctx, src, d, audit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]audit.Status{
+		audit.CheckSigners: audit.StatusPass, audit.CheckVerifiers: audit.StatusWarn, // dev keys: named as not for production audit.CheckRelayer: audit.StatusPass,
+		audit.CheckDelegateEth: audit.StatusPass, audit.CheckSharedOwner: audit.StatusPass, audit.CheckPerPatient: audit.StatusPass,
+		audit.CheckAnonymitySet: audit.StatusFail,
+	}
+	for name, st := range want {
+		c, ok := rep.Check(name)
+		if !ok || c.Status != st {
+			var b bytes.Buffer
+			rep.WriteText(&b, 5)
+			t.Fatalf("audit check %s: want %s\n%s", name, st, b.String())
+		}
+	}
+	if !rep.Failed() || rep.Stats.Relationships != 1 || rep.Stats.MinAnonymitySet != 1 || rep.Stats.Anchors != 1 {
+		t.Fatalf("audit: failed=%v, %+v", rep.Failed(), rep.Stats)
+	}
+}
+
+// walkPatient walks one patient through provider 2's gateway g on the real
+// network: created with a record, enrolled (in a batch of one, proven where
+// the registry takes proven batches), a relationship opened with a real
+// Ownership proof through the desk, and the record read by its owner.
+func walkPatient(t *testing.T, n *chain.Network, d *contracts.Deployment, ks *prover.KeySet, g *Gateway) {
+	t.Helper()
+	ctx := t.Context()
 	tokens, err := os.ReadFile(n.Path("provider2/staff-tokens"))
 	if err != nil {
 		t.Fatal(err)
@@ -269,19 +318,39 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 	if st, b := call("GET", "/fhir/Observation/o1", "", owner.PrivateKey(), zkhash.Big(pub.Tag)); st != 200 || string(b) != obs {
 		t.Fatalf("owner read: %d %s", st, b)
 	}
-	if made, err := g.AnchorOnce(ctx); err != nil || !made {
-		t.Fatalf("anchor on the real chain: %v %v", made, err)
-	}
-	// The mirror sees no drift: the registry's providers are the signers.
-	if drift, err := g.Mirror.Step(ctx); err != nil || !drift.None() {
-		t.Fatalf("mirror: %v %v", drift, err)
-	}
+}
 
-	// The auditor, with only the node's RPC URL, reads the real Clique chain:
-	// the consensus signers equal the registry's, the verifiers carry the dev
-	// ceremony's keys, the open came from the provider's gateway, no
-	// delegate ever transacted — and this lone patient, enrolled and then
-	// opened with nobody else in the tree, had an anonymity set of 1: named.
+// TestProvenEnrolmentOnRealNetwork: a network whose keys hold the insertion
+// circuit's (as `medrec network up --keys` installs them; here a test's
+// single-party keys) deploys a registry that takes proven batches. On the
+// real Clique chain a desk's enrolment goes in a batch the gateway proves,
+// the patient opens a relationship and reads; the audit says it cannot
+// vouch for the insertion verifier.
+func TestProvenEnrolmentOnRealNetwork(t *testing.T) {
+	ctx := t.Context()
+	keyDir, v := provertest.InsertionDir(t)
+	n := testNetwork(t)
+	if _, err := InstallKeys(n.Dir(), keyDir); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := Keys(n.Dir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Deploy(ctx, n, ks, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.InsertionVerifier == (common.Address{}) {
+		t.Fatal("keys with the insertion circuit's deployed a frontier registry")
+	}
+	g, err := OpenGateway(ctx, n, 2, GatewayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	walkPatient(t, n, d, ks, g)
+
 	src, err := audit.Dial(ctx, n.State().Nodes[0].RPC, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -290,20 +359,11 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]audit.Status{
-		audit.CheckSigners: audit.StatusPass, audit.CheckVerifiers: audit.StatusWarn, // dev keys: named as not for production audit.CheckRelayer: audit.StatusPass,
-		audit.CheckDelegateEth: audit.StatusPass, audit.CheckSharedOwner: audit.StatusPass, audit.CheckPerPatient: audit.StatusPass,
-		audit.CheckAnonymitySet: audit.StatusFail,
+	c, ok := rep.Check(audit.CheckVerifiers)
+	if !ok || c.Status != audit.StatusFail || len(c.Findings) == 0 || !strings.Contains(c.Findings[0].Message, "insertion verifier at "+d.InsertionVerifier.Hex()) {
+		t.Fatalf("the audit of a proven registry's verifiers: %+v", c)
 	}
-	for name, st := range want {
-		c, ok := rep.Check(name)
-		if !ok || c.Status != st {
-			var b bytes.Buffer
-			rep.WriteText(&b, 5)
-			t.Fatalf("audit check %s: want %s\n%s", name, st, b.String())
-		}
-	}
-	if !rep.Failed() || rep.Stats.Relationships != 1 || rep.Stats.MinAnonymitySet != 1 || rep.Stats.Anchors != 1 {
-		t.Fatalf("audit: failed=%v, %+v", rep.Failed(), rep.Stats)
+	if rep.Stats.Enrolled != 1 {
+		t.Fatalf("the audit counted %d enrolments; want 1", rep.Stats.Enrolled)
 	}
 }

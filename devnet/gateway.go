@@ -174,9 +174,18 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 		g.close = append(g.close, ws.Close)
 		heads = ws
 	}
+	// A registry that takes proven batches needs the insertion proving key.
+	var inserter *prover.Prover
+	if d.InsertionVerifier != (common.Address{}) {
+		full, err := Keys(n.Dir(), true)
+		if err != nil {
+			return nil, err
+		}
+		inserter = prover.New(full)
+	}
 	g.Gateway, err = dbmanager.New(dbmanager.Config{
 		Provider: prov.ID, Store: db, View: g.View, Chain: contracts.NewClient(ec, d), Heads: heads,
-		Relayer: bind.NewKeyedTransactor(key, d.ChainID), Prover: prover.New(ks),
+		Relayer: bind.NewKeyedTransactor(key, d.ChainID), Prover: prover.New(ks), Inserter: inserter,
 		StaffTokens: tokens, Log: opt.Log, SMARTApps: apps, PatientApp: opt.PatientApp, BackendClients: backends, EnrolLinger: opt.EnrolLinger,
 		PublicURL: strings.TrimSuffix(prov.GatewayURL, "/"),
 		// Stable across restarts, secret like the key it comes from.

@@ -86,10 +86,10 @@ func CheckKeys(ctx context.Context, b contracts.Backend, d *contracts.Deployment
 }
 
 // Verifiers returns the verifier contracts to deploy with ks: the bindings'
-// code for the dev keys, otherwise compiled from ks with the pinned solc-js
-// of contractsDir (package contracts/verifiers).
+// code for the dev keys, otherwise (or with insertion keys added) compiled
+// from ks with the pinned solc-js of contractsDir (package contracts/verifiers).
 func Verifiers(ctx context.Context, ks *prover.KeySet, contractsDir string) (contracts.Verifiers, error) {
-	if IsDev(ks) {
+	if IsDev(ks) && !ks.Has(prover.Insertion) {
 		return contracts.DevVerifiers(), nil
 	}
 	v, err := verifiers.Compile(ctx, contractsDir, ks)

@@ -18,14 +18,12 @@ import (
 	"github.com/medrec-zk/medrec/prover"
 )
 
-// SetupKeys writes a fresh key directory for every circuit of
-// prover.Circuits(), and of extra (optional circuits), under a test temp
-// directory and returns its path; origin goes into the manifest. The
-// insertion circuit's setup takes tens of seconds.
-func SetupKeys(t testing.TB, origin string, extra ...prover.Circuit) string {
+// SetupKeys writes a fresh key directory for every circuit under a test
+// temp directory and returns its path; origin goes into the manifest.
+func SetupKeys(t testing.TB, origin string) string {
 	t.Helper()
 	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range append(prover.Circuits(), extra...) {
+	for _, c := range prover.Circuits() {
 		comp, err := prover.Compile(c)
 		if err != nil {
 			t.Fatal(err)
@@ -50,11 +48,13 @@ var insertion struct {
 	v  contracts.Verifiers
 }
 
-// Insertion returns a key set with insertion keys (SetupKeys), and the dev
-// verifiers with the insertion verifier compiled from those keys (with the
-// repository's solc-js): what a network whose registry takes proven batches
-// deploys. Made once per test binary (about half a minute). Without Node.js
-// or solc-js it skips, or fails where MEDREC_REQUIRE_SOLC=1 (make test).
+// Insertion returns the dev keys with insertion keys added (gnark's
+// single-party setup of the Insertion circuit), and the dev verifiers with
+// the insertion verifier compiled from those keys (with the repository's
+// solc-js): what a network whose registry takes proven batches deploys, its
+// registry hash the dev keys'. Made once per test binary (about half a
+// minute). Without Node.js or solc-js it skips, or fails where
+// MEDREC_REQUIRE_SOLC=1 (make test).
 func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
@@ -68,7 +68,12 @@ func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 	insertion.Lock()
 	defer insertion.Unlock()
 	if insertion.ks == nil {
-		ks, err := prover.LoadKeyDir(SetupKeys(t, "test keys: single-party setup, NOT FOR ANY NETWORK", prover.Insertion), true)
+		keys := insertionKeys(t)
+		keyDir := t.TempDir()
+		if _, err := prover.WriteKeyDir(keyDir, "the dev keys and a test's single-party Insertion keys: NOT FOR ANY NETWORK", "", keys); err != nil {
+			t.Fatal(err)
+		}
+		ks, err := prover.LoadKeyDir(keyDir, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,4 +89,50 @@ func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 		insertion.ks, insertion.v = ks, v
 	}
 	return insertion.ks, insertion.v
+}
+
+// insertionKeys are the dev keys' and fresh Insertion keys.
+func insertionKeys(t testing.TB) map[prover.Circuit]*prover.Keys {
+	t.Helper()
+	dev, err := prover.DevKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[prover.Circuit]*prover.Keys{}
+	for _, c := range prover.Circuits() {
+		if keys[c], err = dev.Keys(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comp, err := prover.Compile(prover.Insertion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, vk, err := groth16.Setup(comp.CS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys[prover.Insertion] = &prover.Keys{Compiled: comp, PK: pk, VK: vk}
+	return keys
+}
+
+// InsertionDir writes Insertion's key set to a fresh test directory (with
+// its manifest) and returns it with the verifiers: what `medrec network up
+// --keys` takes for a network whose registry takes proven batches.
+func InsertionDir(t testing.TB) (string, contracts.Verifiers) {
+	t.Helper()
+	ks, v := Insertion(t)
+	keys := map[prover.Circuit]*prover.Keys{}
+	for _, c := range append(prover.Circuits(), prover.Insertion) {
+		k, err := ks.Keys(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[c] = k
+	}
+	dir := t.TempDir()
+	if _, err := prover.WriteKeyDir(dir, ks.Manifest.Origin, ks.Manifest.Transcript, keys); err != nil {
+		t.Fatal(err)
+	}
+	return dir, v
 }
