@@ -35,9 +35,14 @@ var ceremonyCommand = &cli.Command{
 			Name:   "init",
 			Before: required("dir"),
 			Usage:  "start a ceremony for this binary's circuits",
-			Flags:  []cli.Flag{ceremonyDirFlag},
+			Flags: []cli.Flag{ceremonyDirFlag, &cli.BoolFlag{Name: "insertion",
+				Usage: "make the gateways' batch-insertion keys too (proven enrolment batches, ADR 0002): phase 1 of size 2^17, far longer to run"}},
 			Action: func(ctx *cli.Context) error {
-				c, err := ceremony.Init(ctx.String("dir"))
+				var extra []prover.Circuit
+				if ctx.Bool("insertion") {
+					extra = append(extra, prover.Insertion)
+				}
+				c, err := ceremony.Init(ctx.String("dir"), extra...)
 				if err != nil {
 					return err
 				}

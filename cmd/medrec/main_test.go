@@ -233,3 +233,31 @@ func TestDSNHasPassword(t *testing.T) {
 		t.Fatalf("a DSN with a password: exit %d, %s", r.code, r.stderr)
 	}
 }
+
+// TestCeremonyInitInsertion: `ceremony init --insertion` starts a ceremony
+// for the gateways' batch-insertion circuit too, its phase 1 sized for it;
+// without the flag, the patients' circuits alone.
+func TestCeremonyInitInsertion(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+		not  string
+	}{
+		{[]string{"--insertion"}, []string{"phase 1 size 131072", "insertion", "ownership", "entitlement"}, ""},
+		{nil, []string{"phase 1 size 8192", "ownership", "entitlement"}, "insertion"},
+	} {
+		dir := filepath.Join(t.TempDir(), "c")
+		r := medrec(t, "", append([]string{"ceremony", "init", "--dir", dir}, tc.args...)...)
+		if r.code != 0 {
+			t.Fatalf("init %v: %d %s", tc.args, r.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("init %v: no %q in %q", tc.args, w, r.stdout)
+			}
+		}
+		if tc.not != "" && strings.Contains(r.stdout, tc.not) {
+			t.Errorf("init %v: %q in %q", tc.args, tc.not, r.stdout)
+		}
+	}
+}
