@@ -193,7 +193,7 @@ gen = mkdir -p $(1)/src && \
 	node contracts/compile.js --src contracts/src --src $(1)/src --out $(1)/combined.json && \
 	$(GO) tool abigen --v2 --combined-json $(1)/combined.json --pkg bindings --out $(1)/gen_bindings.go
 
-GENERATED_SOL := OwnershipVerifier.sol EntitlementVerifier.sol Constants.sol Poseidon2.sol
+GENERATED_SOL := OwnershipVerifier.sol EntitlementVerifier.sol InsertionVerifier.sol Constants.sol Poseidon2.sol
 
 generate: $(NPM_STAMP)
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \

@@ -512,7 +512,7 @@ func deployWith(t *testing.T, s *sim, ownershipBin []byte, keyHash [32]byte) *co
 		{common.FromHex(bindings.EntitlementVerifierMetaData.Bin), nil},
 		{common.FromHex(bindings.AgentRegistryMetaData.Bin), bindings.NewAgentRegistry().PackConstructor(initial, keyHash, bindings.AgentRegistryLinks{
 			OwnershipVerifier: d.OwnershipVerifier, EntitlementVerifier: d.EntitlementVerifier, PatientRegistry: d.PatientRegistry, Relationships: d.Relationships, Anchors: d.Anchors})},
-		{common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, common.Address{})},
+		{common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, common.Address{}, [32]byte{})},
 		{common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
 		{common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
 	}
@@ -643,11 +643,13 @@ func TestGrantTimesWarn(t *testing.T) {
 	}
 }
 
-// TestProvenRegistryNotVouched: a registry that takes proven enrolment
-// batches trusts an insertion verifier this audit cannot check yet: the
-// verifiers check fails and says so, and the proven batch's leaves are
-// counted like any others.
-func TestProvenRegistryNotVouched(t *testing.T) {
+// TestInsertionVerifier: a registry that takes proven enrolment batches
+// trusts an insertion verifier for its roots. The audit reads it as gnark's
+// verifier with some key in it: the key the registry records passes (with a
+// warning until the ceremony's keys are given), and a verifier carrying
+// another key, the audit's own template key, or a key other than the
+// ceremony's fails. The proven batch's leaves are counted like any others.
+func TestInsertionVerifier(t *testing.T) {
 	ks, v := provertest.Insertion(t)
 	s := newSimOn(t, simchain.NewWith(t, 2, nil, v))
 	leaves := []fr.Element{zkhash.Commitment(secret("p1")), zkhash.Commitment(secret("p2")), zkhash.Commitment(secret("p3"))}
@@ -667,8 +669,57 @@ func TestProvenRegistryNotVouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := s.audit(Config{})
-	expect(t, r, CheckVerifiers, StatusFail, "insertion verifier at "+s.c.D.InsertionVerifier.Hex())
+	expect(t, r, CheckVerifiers, StatusWarn, "insertion verifier at "+s.c.D.InsertionVerifier.Hex()+" carries the key the registry records")
 	if int(r.Stats.Enrolled) != len(leaves) {
 		t.Fatalf("the audit counted %d enrolments; want %d", r.Stats.Enrolled, len(leaves))
+	}
+	tpl, err := prover.InsertionTemplateVK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With the ceremony's keys: tied to them, no insertion finding.
+	c, _ := s.audit(Config{Keys: []*prover.KeySet{ks}}).Check(CheckVerifiers)
+	for _, f := range c.Findings {
+		if strings.Contains(f.Message, "insertion") {
+			t.Fatalf("the ceremony's insertion key given: %s", f.Message)
+		}
+	}
+
+	other := v
+	other.InsertionKeyHash[0] ^= 1
+	// A ceremony whose insertion key is another (here: the template's).
+	keys := map[prover.Circuit]*prover.Keys{}
+	for _, c := range append(prover.Circuits(), prover.Insertion) {
+		k, err := ks.Keys(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[c] = k
+	}
+	keys[prover.Insertion] = &prover.Keys{Compiled: keys[prover.Insertion].Compiled, PK: keys[prover.Insertion].PK, VK: tpl}
+	elsewhere := t.TempDir()
+	if _, err := prover.WriteKeyDir(elsewhere, "another ceremony", "", keys); err != nil {
+		t.Fatal(err)
+	}
+	otherCeremony, err := prover.LoadKeyDir(elsewhere, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := v
+	template.Insertion, template.InsertionKeyHash = common.FromHex(bindings.InsertionVerifierMetaData.Bin), prover.VerifyingKeyHash(tpl)
+	for _, tc := range []struct {
+		name string
+		v    contracts.Verifiers
+		keys []*prover.KeySet
+		want string
+	}{
+		{"a recorded hash the verifier does not carry", other, nil, "the patient registry records"},
+		{"the audit's template key", template, nil, "carries the audit's template key"},
+		{"a key other than the ceremony's", v, []*prover.KeySet{otherCeremony}, "the ceremony's (another ceremony) is"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSimOn(t, simchain.NewWith(t, 2, nil, tc.v))
+			expect(t, s.audit(Config{Keys: tc.keys}), CheckVerifiers, StatusFail, tc.want)
+		})
 	}
 }

@@ -500,6 +500,60 @@ func call[T any](ctx context.Context, s *scan, to common.Address, data []byte, u
 	return v, nil
 }
 
+// checkInsertionVerifier checks the verifier a registry that takes proven
+// enrolment batches trusts for its roots (one that accepted anything would
+// let a gateway make any root, and prove anyone's membership): it must be
+// gnark's verifier carrying the key whose hash the registry records, not
+// the audit's template key, and — where the ceremony's keys are given — the
+// ceremony's insertion key. A frontier registry has none.
+func (s *scan) checkInsertionVerifier(ctx context.Context, f *findings, tpl *verifierTemplate) {
+	fail := func(msg string, args ...any) {
+		f.add(Finding{Severity: SeverityFail, Message: fmt.Sprintf(msg, args...)})
+	}
+	patients := bindings.NewPatientRegistry()
+	ins, err := call(ctx, s, s.d.PatientRegistry, patients.PackInsertion(), patients.UnpackInsertion)
+	if err != nil {
+		fail("cannot read PatientRegistry.insertion: %v", err)
+		return
+	}
+	if ins == (common.Address{}) {
+		return
+	}
+	recorded, err := call(ctx, s, s.d.PatientRegistry, patients.PackInsertionKeyHash(), patients.UnpackInsertionKeyHash)
+	if err != nil {
+		fail("cannot read PatientRegistry.insertionKeyHash: %v", err)
+		return
+	}
+	code, err := s.src.CodeAt(ctx, ins, s.at)
+	if err != nil {
+		fail("cannot read the insertion verifier's code: %v", err)
+		return
+	}
+	words, err := tpl.extract(code)
+	if err != nil {
+		fail("the insertion verifier at %s is not gnark's Groth16 verifier of the insertion circuit: %v", ins.Hex(), err)
+		return
+	}
+	carried := hashWords(words)
+	if carried != recorded {
+		fail("the insertion verifier at %s carries verifying key 0x%x, the patient registry records 0x%x", ins.Hex(), carried[:8], recorded[:8])
+		return
+	}
+	if carried == tpl.devHash {
+		fail("the insertion verifier at %s carries the audit's template key (one party made it and could forge any root)", ins.Hex())
+		return
+	}
+	for _, ks := range s.cfg.Keys {
+		if k, err := ks.Keys(prover.Insertion); err == nil {
+			if want := prover.VerifyingKeyHash(k.VK); want != carried {
+				fail("the insertion verifier at %s carries verifying key 0x%x, the ceremony's (%s) is 0x%x", ins.Hex(), carried[:8], ks.Manifest.Origin, want[:8])
+			}
+			return
+		}
+	}
+	f.add(Finding{Severity: SeverityWarn, Message: fmt.Sprintf("the insertion verifier at %s carries the key the registry records (0x%x); give the ceremony's keys (--keys) to tie it to a ceremony", ins.Hex(), carried[:8])})
+}
+
 // checkVerifiers: see verifier.go.
 func (s *scan) checkVerifiers(ctx context.Context) Check {
 	f := findings{max: s.cfg.MaxFindings}
@@ -534,24 +588,12 @@ func (s *scan) checkVerifiers(ctx context.Context) Check {
 		}
 	}
 
-	// A registry that takes proven enrolment batches trusts a third
-	// verifier for its root: one that accepted anything would let a gateway
-	// make any root, and prove membership of anyone. This audit has no
-	// template for it and the chain records no key for it yet (ADR 0002):
-	// it cannot vouch for such a registry.
-	patients := bindings.NewPatientRegistry()
-	switch ins, err := call(ctx, s, s.d.PatientRegistry, patients.PackInsertion(), patients.UnpackInsertion); {
-	case err != nil:
-		fail("cannot read PatientRegistry.insertion: %v", err)
-	case ins != (common.Address{}):
-		fail("the patient registry takes proven enrolment batches through the insertion verifier at %s, which this audit cannot yet check against a ceremony's keys (its roots are only as sound as that verifier)", ins.Hex())
-	}
-
 	tpls, err := templates()
 	if err != nil {
 		fail("verifier templates: %v", err)
 		return f.check(CheckVerifiers, "templates unavailable")
 	}
+	s.checkInsertionVerifier(ctx, &f, tpls[prover.Insertion])
 	addrs := map[prover.Circuit]common.Address{prover.Ownership: s.d.OwnershipVerifier, prover.Entitlement: s.d.EntitlementVerifier}
 	hashes := map[prover.Circuit][32]byte{}
 	for _, c := range prover.Circuits() {

@@ -166,8 +166,9 @@ func (c *synthChain) CodeAt(_ context.Context, a common.Address, _ *big.Int) ([]
 }
 
 var (
-	synthAgents = bindings.NewAgentRegistry()
-	synthRels   = bindings.NewRelationships()
+	synthAgents   = bindings.NewAgentRegistry()
+	synthRels     = bindings.NewRelationships()
+	synthPatients = bindings.NewPatientRegistry()
 )
 
 func (c *synthChain) CallContract(_ context.Context, m ethereum.CallMsg, _ *big.Int) ([]byte, error) {
@@ -182,6 +183,8 @@ func (c *synthChain) CallContract(_ context.Context, m ethereum.CallMsg, _ *big.
 		return word(c.d.EntitlementVerifier), nil
 	case *m.To == c.d.Relationships && is(synthRels.PackVerifier()):
 		return word(c.d.OwnershipVerifier), nil
+	case *m.To == c.d.PatientRegistry && is(synthPatients.PackInsertion()):
+		return word(c.d.InsertionVerifier), nil // a frontier registry: none
 	case *m.To == c.d.AgentRegistry && is(synthAgents.PackSigners()):
 		return mustABI(&bindings.AgentRegistryMetaData).Methods["signers"].Outputs.Pack(c.signers)
 	case *m.To == c.d.Relationships && is(synthRels.PackRelationship(big.NewInt(0))):

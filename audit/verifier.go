@@ -294,5 +294,16 @@ var templates = sync.OnceValues(func() (map[prover.Circuit]*verifierTemplate, er
 		}
 		out[c] = t
 	}
+	// The insertion verifier's template: the bindings' code from the
+	// template key (prover.InsertionTemplateVK), never a network's.
+	vk, err := prover.InsertionTemplateVK()
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTemplate(prover.Insertion, bindings.InsertionVerifierMetaData.Bin, vk.(*groth16bn254.VerifyingKey))
+	if err != nil {
+		return nil, err
+	}
+	out[prover.Insertion] = t
 	return out, nil
 })

@@ -58,6 +58,9 @@ type Verifiers struct {
 	Ownership   []byte
 	Entitlement []byte
 	Insertion   []byte
+	// InsertionKeyHash is prover.VerifyingKeyHash of the key Insertion was
+	// compiled from: the patient registry records it for auditors.
+	InsertionKeyHash [32]byte
 }
 
 // DevVerifiers returns the verifiers compiled from the dev ceremony's keys
@@ -95,6 +98,9 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 	}
 	if len(v.Ownership) == 0 || len(v.Entitlement) == 0 {
 		return nil, nil, errors.New("contracts: no verifier bytecode to deploy")
+	}
+	if len(v.Insertion) > 0 && v.InsertionKeyHash == ([32]byte{}) {
+		return nil, nil, errors.New("contracts: an insertion verifier needs its key's hash, for the registry to record")
 	}
 	chainID, err := b.ChainID(ctx)
 	if err != nil {
@@ -146,7 +152,7 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 		slotOwnershipVerifier:   {"OwnershipVerifier", v.Ownership, nil},
 		slotEntitlementVerifier: {"EntitlementVerifier", v.Entitlement, nil},
 		slotAgentRegistry:       {"AgentRegistry", common.FromHex(bindings.AgentRegistryMetaData.Bin), agentArgs},
-		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, d.InsertionVerifier)},
+		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, d.InsertionVerifier, keyHash(len(v.Insertion) > 0, v.InsertionKeyHash))},
 		slotRelationships:       {"Relationships", common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
 		slotAnchors:             {"Anchors", common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
 		slotInsertionVerifier:   {"InsertionVerifier", v.Insertion, nil},
@@ -181,4 +187,12 @@ func (d *Deployment) Wait(ctx context.Context, b Backend, txs []*types.Transacti
 		}
 	}
 	return d.Check(ctx, b)
+}
+
+// keyHash is h when used, else zero.
+func keyHash(used bool, h [32]byte) [32]byte {
+	if used {
+		return h
+	}
+	return [32]byte{}
 }

@@ -324,8 +324,8 @@ func walkPatient(t *testing.T, n *chain.Network, d *contracts.Deployment, ks *pr
 // circuit's (as `medrec network up --keys` installs them; here a test's
 // single-party keys) deploys a registry that takes proven batches. On the
 // real Clique chain a desk's enrolment goes in a batch the gateway proves,
-// the patient opens a relationship and reads; the audit says it cannot
-// vouch for the insertion verifier.
+// the patient opens a relationship and reads; the audit reads the insertion
+// verifier's key from its code and finds the one the registry records.
 func TestProvenEnrolmentOnRealNetwork(t *testing.T) {
 	ctx := t.Context()
 	keyDir, v := provertest.InsertionDir(t)
@@ -359,8 +359,11 @@ func TestProvenEnrolmentOnRealNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The insertion verifier carries the key the registry records; with no
+	// ceremony's keys given the audit says it cannot tie it to one (and the
+	// patients' verifiers carry the dev keys): warnings, no failure.
 	c, ok := rep.Check(audit.CheckVerifiers)
-	if !ok || c.Status != audit.StatusFail || len(c.Findings) == 0 || !strings.Contains(c.Findings[0].Message, "insertion verifier at "+d.InsertionVerifier.Hex()) {
+	if !ok || c.Status != audit.StatusWarn || len(c.Findings) == 0 || !strings.Contains(c.Findings[0].Message, "insertion verifier at "+d.InsertionVerifier.Hex()+" carries the key the registry records") {
 		t.Fatalf("the audit of a proven registry's verifiers: %+v", c)
 	}
 	if rep.Stats.Enrolled != 1 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -483,5 +484,33 @@ func TestCopyKeyDir(t *testing.T) {
 	}
 	if err := CopyKeyDir(t.TempDir(), dst); !errors.Is(err, ErrKeyFiles) {
 		t.Fatalf("no manifest: %v", err)
+	}
+}
+
+var updateTemplate = flag.Bool("update-template", false, "make a new insertion template key (then: make generate)")
+
+// TestInsertionTemplateKey: the insertion verifier's template key reads and
+// has the circuit's public inputs; -update-template makes a new one.
+func TestInsertionTemplateKey(t *testing.T) {
+	if *updateTemplate {
+		var buf bytes.Buffer
+		if err := WriteInsertionTemplate(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("templatekeys", "insertion.vk"), buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Skip("wrote a new template key: rebuild (make generate) before testing it")
+	}
+	vk, err := InsertionTemplateVK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := Compile(Insertion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vk.NbPublicWitness() != comp.CS.GetNbPublicVariables()-1 {
+		t.Fatalf("the template key has %d public inputs, the circuit %d: make a new one (-update-template)", vk.NbPublicWitness(), comp.CS.GetNbPublicVariables()-1)
 	}
 }

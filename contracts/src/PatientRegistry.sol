@@ -54,6 +54,10 @@ contract PatientRegistry {
     /// @notice The batch-insertion verifier; zero for a registry that inserts by its
     /// frontier (enrol). Fixed at deployment: the two modes never mix.
     IInsertionVerifier public immutable insertion;
+    /// @notice prover.VerifyingKeyHash of the insertion verifier's key (zero without
+    /// one): what the deployer claims it carries, for auditors to check the code
+    /// and the ceremony against.
+    bytes32 public immutable insertionKeyHash;
 
     /// @notice The current root of the tree.
     uint256 public root;
@@ -78,9 +82,10 @@ contract PatientRegistry {
     error InvalidRoot(uint256 root);
     error ZeroChallenge();
 
-    constructor(AgentRegistry agents_, IInsertionVerifier insertion_) {
+    constructor(AgentRegistry agents_, IInsertionVerifier insertion_, bytes32 insertionKeyHash_) {
         agents = agents_;
         insertion = insertion_;
+        insertionKeyHash = insertionKeyHash_;
         if (address(insertion_) == address(0)) {
             for (uint256 h = 0; h < Constants.TREE_DEPTH; h++) {
                 _filled[h] = Constants.zero(h);

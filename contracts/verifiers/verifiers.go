@@ -121,6 +121,11 @@ func Compile(ctx context.Context, contractsDir string, ks *prover.KeySet) (contr
 			v.Entitlement = bin
 		case prover.Insertion:
 			v.Insertion = bin
+			k, err := ks.Keys(c)
+			if err != nil {
+				return contracts.Verifiers{}, err
+			}
+			v.InsertionKeyHash = prover.VerifyingKeyHash(k.VK)
 		default:
 			return contracts.Verifiers{}, fmt.Errorf("verifiers: no deployment slot for the %s verifier", c)
 		}

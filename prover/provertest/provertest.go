@@ -85,7 +85,7 @@ func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 			t.Fatal("no insertion verifier compiled from a key set with insertion keys")
 		}
 		v := contracts.DevVerifiers()
-		v.Insertion = compiled.Insertion
+		v.Insertion, v.InsertionKeyHash = compiled.Insertion, compiled.InsertionKeyHash
 		insertion.ks, insertion.v = ks, v
 	}
 	return insertion.ks, insertion.v

@@ -1,5 +1,6 @@
 // Command genverifiers writes the Solidity Groth16 verifiers of every circuit
-// from a key directory (default: the embedded dev keys) into contracts/src.
+// from a key directory (default: the embedded dev keys) into contracts/src,
+// and the insertion verifier of its template key (prover.InsertionTemplateVK).
 // `make generate` runs it; the output is byte-for-byte reproducible.
 package main
 
@@ -49,5 +50,15 @@ func run(keyDir, out string) error {
 			return err
 		}
 	}
-	return nil
+	// The insertion verifier from its template key: never deployed, the
+	// audit's reference for reading deployed insertion verifiers.
+	vk, err := prover.InsertionTemplateVK()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := prover.ExportSolidityVK(prover.Insertion, vk, prover.InsertionTemplateOrigin, &buf); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(out, prover.SolidityContractName(prover.Insertion)+".sol"), buf.Bytes(), 0o644)
 }
