@@ -120,6 +120,13 @@ soak: bin/geth
 	$(GO) test -count=1 -timeout 60m -v -run 'TestSoak|TestRevocationFollowsHeads|TestReadsWhileAuthorityDown|TestPartitionAndSlowLinks' ./devnet/ >soak.log 2>&1; \
 	rc=$$?; grep -E 'MEASURED|^(---|ok|FAIL|PASS)' soak.log; exit $$rc
 
+# A whole local ceremony with the gateways' batch-insertion circuit (phase 1
+# of 2^17, two contributors), its keys proving a batch and the transcript
+# verified: far too long for make test (docs/ceremony.md, ADR 0002).
+.PHONY: ceremony-insertion
+ceremony-insertion:
+	MEDREC_CEREMONY_INSERTION=1 $(GO) test -count=1 -timeout 3h -v -run '^TestLocalWithInsertion$$' ./prover/ceremony/
+
 # --- Chromium for the web app's browser test ------------------------------------
 # Debian's chromium package (installed with apt when missing); the test fails
 # rather than skips without it.

@@ -420,6 +420,18 @@ func Verify(dir, keyDir string) (Report, error) {
 		if have.Manifest.Transcript != transcript {
 			return Report{}, fmt.Errorf("%w: keys name transcript %.12s…, this one is %.12s…", ErrKeysMismatch, have.Manifest.Transcript, transcript)
 		}
+		// The key set holds exactly the ceremony's circuits: none missing,
+		// and no optional circuit's keys from somewhere else.
+		for _, c := range prover.OptionalCircuits() {
+			if have.Has(c) && !slices.ContainsFunc(st.Circuits, func(ci CircuitInfo) bool { return ci.Circuit == c }) {
+				return Report{}, fmt.Errorf("%w: the keys hold %s keys this ceremony did not make", ErrKeysMismatch, c)
+			}
+		}
+		for _, ci := range st.Circuits {
+			if !have.Has(ci.Circuit) {
+				return Report{}, fmt.Errorf("%w: the keys lack the ceremony's %s keys", ErrKeysMismatch, ci.Circuit)
+			}
+		}
 	}
 	commons, err := c.verifyPhase1(b1)
 	if err != nil {
@@ -441,18 +453,8 @@ func Verify(dir, keyDir string) (Report, error) {
 	if have == nil {
 		return r, nil
 	}
-	// The key set holds exactly the ceremony's circuits: none missing, and
-	// no optional circuit's keys from somewhere else.
-	for _, c := range prover.OptionalCircuits() {
-		if have.Has(c) && !slices.ContainsFunc(st.Circuits, func(ci CircuitInfo) bool { return ci.Circuit == c }) {
-			return r, fmt.Errorf("%w: the keys hold %s keys this ceremony did not make", ErrKeysMismatch, c)
-		}
-	}
 	for _, ci := range st.Circuits {
-		hk, err := have.Keys(ci.Circuit)
-		if err != nil {
-			return r, fmt.Errorf("%w: the keys lack the ceremony's %s keys", ErrKeysMismatch, ci.Circuit)
-		}
+		hk, _ := have.Keys(ci.Circuit) // present: checked before the replay
 		if groth16VKDiffers(hk.VK, keys[ci.Circuit].VK) || hk.PK.IsDifferent(keys[ci.Circuit].PK) {
 			return r, fmt.Errorf("%w: %s", ErrKeysMismatch, ci.Circuit)
 		}
