@@ -688,14 +688,7 @@ func TestInsertionVerifier(t *testing.T) {
 	other := v
 	other.InsertionKeyHash[0] ^= 1
 	// A ceremony whose insertion key is another (here: the template's).
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range append(prover.Circuits(), prover.Insertion) {
-		k, err := ks.Keys(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[c] = k
-	}
+	keys := provertest.KeyMap(t, ks)
 	keys[prover.Insertion] = &prover.Keys{Compiled: keys[prover.Insertion].Compiled, PK: keys[prover.Insertion].PK, VK: tpl}
 	elsewhere := t.TempDir()
 	if _, err := prover.WriteKeyDir(elsewhere, "another ceremony", "", keys); err != nil {

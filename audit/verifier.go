@@ -94,20 +94,7 @@ func runtimeCode(creation []byte) ([]byte, error) {
 }
 
 // vkWords returns the 32-byte words prover.VerifyingKeyHash hashes.
-func vkWords(vk *groth16bn254.VerifyingKey) [][32]byte {
-	var raw []byte
-	a, b, g, d := vk.G1.Alpha.RawBytes(), vk.G2.Beta.RawBytes(), vk.G2.Gamma.RawBytes(), vk.G2.Delta.RawBytes()
-	raw = append(append(append(append(raw, a[:]...), b[:]...), g[:]...), d[:]...)
-	for _, k := range vk.G1.K {
-		kb := k.RawBytes()
-		raw = append(raw, kb[:]...)
-	}
-	out := make([][32]byte, len(raw)/32)
-	for i := range out {
-		out[i] = [32]byte(raw[32*i:])
-	}
-	return out
-}
+func vkWords(vk *groth16bn254.VerifyingKey) [][32]byte { return prover.VerifyingKeyWords(vk) }
 
 func hashWords(ws [][32]byte) [32]byte {
 	buf := make([]byte, 0, 32*len(ws))

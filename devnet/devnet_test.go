@@ -226,14 +226,7 @@ func TestGatewayOnRealNetwork(t *testing.T) {
 	// ceremony's keys, the open came from the provider's gateway, no
 	// delegate ever transacted — and this lone patient, enrolled and then
 	// opened with nobody else in the tree, had an anonymity set of 1: named.
-	src, err := audit.Dial(ctx, n.State().Nodes[0].RPC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := audit.Run(ctx, src, d, audit.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := auditNode(t, n, d)
 	want := map[string]audit.Status{
 		audit.CheckSigners: audit.StatusPass, audit.CheckVerifiers: audit.StatusWarn, // dev keys: named as not for production audit.CheckRelayer: audit.StatusPass,
 		audit.CheckDelegateEth: audit.StatusPass, audit.CheckSharedOwner: audit.StatusPass, audit.CheckPerPatient: audit.StatusPass,
@@ -351,14 +344,7 @@ func TestProvenEnrolmentOnRealNetwork(t *testing.T) {
 	defer g.Close()
 	walkPatient(t, n, d, ks, g)
 
-	src, err := audit.Dial(ctx, n.State().Nodes[0].RPC, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := audit.Run(ctx, src, d, audit.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := auditNode(t, n, d)
 	// The insertion verifier carries the key the registry records; with no
 	// ceremony's keys given the audit says it cannot tie it to one (and the
 	// patients' verifiers carry the dev keys): warnings, no failure.
@@ -369,4 +355,18 @@ func TestProvenEnrolmentOnRealNetwork(t *testing.T) {
 	if rep.Stats.Enrolled != 1 {
 		t.Fatalf("the audit counted %d enrolments; want 1", rep.Stats.Enrolled)
 	}
+}
+
+// auditNode audits deployment d with only the RPC URL of n's first node.
+func auditNode(t *testing.T, n *chain.Network, d *contracts.Deployment) *audit.Report {
+	t.Helper()
+	src, err := audit.Dial(t.Context(), n.State().Nodes[0].RPC, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Run(t.Context(), src, d, audit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }

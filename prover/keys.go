@@ -86,20 +86,32 @@ func (ks *KeySet) RegistryHash() [32]byte {
 
 // VerifyingKeyHash returns keccak256 of the verifying key's points in the
 // order α, β, γ, δ, K₀…Kₙ, each in its uncompressed 64- or 128-byte form
-// (G2 coordinates imaginary part first, as the EVM precompiles take them).
+// (G2 coordinates imaginary part first, as the EVM precompiles take them):
+// the words of VerifyingKeyWords.
 func VerifyingKeyHash(vk groth16.VerifyingKey) [32]byte {
+	var buf []byte
+	for _, w := range VerifyingKeyWords(vk) {
+		buf = append(buf, w[:]...)
+	}
+	return [32]byte(crypto.Keccak256(buf))
+}
+
+// VerifyingKeyWords returns the verifying key's coordinates as 32-byte
+// big-endian words, in VerifyingKeyHash's order.
+func VerifyingKeyWords(vk groth16.VerifyingKey) [][32]byte {
 	v := vk.(*groth16bn254.VerifyingKey)
-	var buf bytes.Buffer
+	var raw []byte
 	a, b, g, d := v.G1.Alpha.RawBytes(), v.G2.Beta.RawBytes(), v.G2.Gamma.RawBytes(), v.G2.Delta.RawBytes()
-	buf.Write(a[:])
-	buf.Write(b[:])
-	buf.Write(g[:])
-	buf.Write(d[:])
+	raw = append(append(append(append(raw, a[:]...), b[:]...), g[:]...), d[:]...)
 	for _, k := range v.G1.K {
 		kb := k.RawBytes()
-		buf.Write(kb[:])
+		raw = append(raw, kb[:]...)
 	}
-	return [32]byte(crypto.Keccak256(buf.Bytes()))
+	out := make([][32]byte, len(raw)/32)
+	for i := range out {
+		out[i] = [32]byte(raw[32*i:])
+	}
+	return out
 }
 
 //go:embed devkeys

@@ -11,7 +11,6 @@ import (
 	"github.com/consensys/gnark-crypto/ecc"
 	"github.com/consensys/gnark-crypto/ecc/bn254/fp"
 	"github.com/consensys/gnark/backend/groth16"
-	groth16bn254 "github.com/consensys/gnark/backend/groth16/bn254"
 )
 
 // The Insertion verifier's template key (ADR 0002). The audit reads a
@@ -67,17 +66,9 @@ func WriteInsertionTemplate(w io.Writer) error {
 // wide says whether every 32-byte word VerifyingKeyHash hashes, and its
 // negation mod p, has a non-zero first byte.
 func wide(vk groth16.VerifyingKey) bool {
-	v := vk.(*groth16bn254.VerifyingKey)
-	var raw []byte
-	a, b, g, d := v.G1.Alpha.RawBytes(), v.G2.Beta.RawBytes(), v.G2.Gamma.RawBytes(), v.G2.Delta.RawBytes()
-	raw = append(append(append(append(raw, a[:]...), b[:]...), g[:]...), d[:]...)
-	for _, k := range v.G1.K {
-		kb := k.RawBytes()
-		raw = append(raw, kb[:]...)
-	}
 	p := fp.Modulus()
-	for i := 0; i < len(raw); i += 32 {
-		x := new(big.Int).SetBytes(raw[i : i+32])
+	for _, w := range VerifyingKeyWords(vk) {
+		x := new(big.Int).SetBytes(w[:])
 		if x.BitLen() <= 248 || new(big.Int).Sub(p, x).BitLen() <= 248 {
 			return false
 		}

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
-	"github.com/consensys/gnark/backend/groth16"
 
 	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/prover/provertest"
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
@@ -72,11 +72,8 @@ func TestLocalWithInsertion(t *testing.T) {
 	if err := os.MkdirAll(lacking, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, circuit := range prover.Circuits() {
-		k, _ := ks.Keys(circuit)
-		keys[circuit] = k
-	}
+	keys := provertest.KeyMap(t, ks)
+	delete(keys, prover.Insertion)
 	if _, err := prover.WriteKeyDir(lacking, ks.Manifest.Origin, ks.Manifest.Transcript, keys); err != nil {
 		t.Fatal(err)
 	}
@@ -96,21 +93,7 @@ func TestForeignInsertionKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range prover.Circuits() {
-		if keys[c], err = dev.Keys(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	comp, err := prover.Compile(prover.Insertion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pk, vk, err := groth16.Setup(comp.CS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys[prover.Insertion] = &prover.Keys{Compiled: comp, PK: pk, VK: vk}
+	keys := provertest.DevWithInsertion(t)
 	dir := t.TempDir()
 	if _, err := prover.WriteKeyDir(dir, dev.Manifest.Origin, dev.Manifest.Transcript, keys); err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 	insertion.Lock()
 	defer insertion.Unlock()
 	if insertion.ks == nil {
-		keys := insertionKeys(t)
+		keys := DevWithInsertion(t)
 		keyDir := t.TempDir()
 		if _, err := prover.WriteKeyDir(keyDir, "the dev keys and a test's single-party Insertion keys: NOT FOR ANY NETWORK", "", keys); err != nil {
 			t.Fatal(err)
@@ -91,19 +91,15 @@ func Insertion(t testing.TB) (*prover.KeySet, contracts.Verifiers) {
 	return insertion.ks, insertion.v
 }
 
-// insertionKeys are the dev keys' and fresh Insertion keys.
-func insertionKeys(t testing.TB) map[prover.Circuit]*prover.Keys {
+// DevWithInsertion returns the dev keys' and fresh Insertion keys (gnark's
+// single-party setup, ≈ 15 s), to write with prover.WriteKeyDir.
+func DevWithInsertion(t testing.TB) map[prover.Circuit]*prover.Keys {
 	t.Helper()
 	dev, err := prover.DevKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range prover.Circuits() {
-		if keys[c], err = dev.Keys(c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	keys := KeyMap(t, dev)
 	comp, err := prover.Compile(prover.Insertion)
 	if err != nil {
 		t.Fatal(err)
@@ -122,17 +118,27 @@ func insertionKeys(t testing.TB) map[prover.Circuit]*prover.Keys {
 func InsertionDir(t testing.TB) (string, contracts.Verifiers) {
 	t.Helper()
 	ks, v := Insertion(t)
+	dir := t.TempDir()
+	if _, err := prover.WriteKeyDir(dir, ks.Manifest.Origin, ks.Manifest.Transcript, KeyMap(t, ks)); err != nil {
+		t.Fatal(err)
+	}
+	return dir, v
+}
+
+// KeyMap returns every circuit's keys that ks holds, to write with
+// prover.WriteKeyDir.
+func KeyMap(t testing.TB, ks *prover.KeySet) map[prover.Circuit]*prover.Keys {
+	t.Helper()
 	keys := map[prover.Circuit]*prover.Keys{}
-	for _, c := range append(prover.Circuits(), prover.Insertion) {
+	for _, c := range append(prover.Circuits(), prover.OptionalCircuits()...) {
+		if !ks.Has(c) {
+			continue
+		}
 		k, err := ks.Keys(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		keys[c] = k
 	}
-	dir := t.TempDir()
-	if _, err := prover.WriteKeyDir(dir, ks.Manifest.Origin, ks.Manifest.Transcript, keys); err != nil {
-		t.Fatal(err)
-	}
-	return dir, v
+	return keys
 }
