@@ -34,7 +34,7 @@ import (
 // Where the registry takes proven batches (a deployment with an insertion
 // verifier), each batch — up to contracts.MaxProvenBatch — goes with a
 // proof that the registry's new root is its tree's after the batch
-// (circuits.Insertion, ≈ 2 s for a full batch on 2 cores), built from the
+// (circuits.Insertion, ≈ 1.8 s for a full batch on 2 cores), built from the
 // gateway's own tree. The proof speaks of the registry's size and root when
 // it was made: if another gateway's batch lands first, the registry refuses
 // it, and the queue brings its view up to date and proves again.
