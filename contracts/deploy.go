@@ -86,10 +86,10 @@ const (
 	slots
 )
 
-// Deploy sends the six deployment transactions of a new network from auth
-// (seven with an insertion verifier),
-// with consecutive nonces, and returns the addresses they will have and the
-// transactions. Call Wait once they are mined. The registry records
+// Deploy sends the six deployment transactions of a new network (seven with
+// an insertion verifier) from auth, with consecutive nonces, and returns
+// the addresses they will have and the transactions. Call Wait once they
+// are mined. The registry records
 // verifyingKeyHash (prover.KeySet.RegistryHash); v must be the verifiers
 // compiled from those same keys, or no proof made with them will verify.
 func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers []Provider, verifyingKeyHash [32]byte, v Verifiers) (*Deployment, []*types.Transaction, error) {
@@ -113,6 +113,8 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 	n := slotInsertionVerifier
 	if len(v.Insertion) > 0 {
 		n = slots
+	} else {
+		v.InsertionKeyHash = [32]byte{} // no verifier: the registry records no key
 	}
 	var addr [slots]common.Address
 	for i := range n {
@@ -152,7 +154,7 @@ func Deploy(ctx context.Context, b Backend, auth *bind.TransactOpts, providers [
 		slotOwnershipVerifier:   {"OwnershipVerifier", v.Ownership, nil},
 		slotEntitlementVerifier: {"EntitlementVerifier", v.Entitlement, nil},
 		slotAgentRegistry:       {"AgentRegistry", common.FromHex(bindings.AgentRegistryMetaData.Bin), agentArgs},
-		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, d.InsertionVerifier, keyHash(len(v.Insertion) > 0, v.InsertionKeyHash))},
+		slotPatientRegistry:     {"PatientRegistry", common.FromHex(bindings.PatientRegistryMetaData.Bin), bindings.NewPatientRegistry().PackConstructor(d.AgentRegistry, d.InsertionVerifier, v.InsertionKeyHash)},
 		slotRelationships:       {"Relationships", common.FromHex(bindings.RelationshipsMetaData.Bin), bindings.NewRelationships().PackConstructor(d.AgentRegistry, d.PatientRegistry, d.OwnershipVerifier)},
 		slotAnchors:             {"Anchors", common.FromHex(bindings.AnchorsMetaData.Bin), bindings.NewAnchors().PackConstructor(d.AgentRegistry)},
 		slotInsertionVerifier:   {"InsertionVerifier", v.Insertion, nil},
@@ -187,12 +189,4 @@ func (d *Deployment) Wait(ctx context.Context, b Backend, txs []*types.Transacti
 		}
 	}
 	return d.Check(ctx, b)
-}
-
-// keyHash is h when used, else zero.
-func keyHash(used bool, h [32]byte) [32]byte {
-	if used {
-		return h
-	}
-	return [32]byte{}
 }

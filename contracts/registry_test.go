@@ -269,6 +269,11 @@ func TestRegistryRecords(t *testing.T) {
 	if _, _, err := Deploy(context.Background(), e.client, e.auth(e.deployer), []Provider{{Authority: addr(key("a")), Gateway: addr(key("g")), Name: "X", GatewayURL: "http://x"}}, ks.RegistryHash(), Verifiers{}); err == nil || !strings.Contains(err.Error(), "no verifier bytecode") {
 		t.Fatalf("deploy without verifiers: %v", err)
 	}
+	unhashed := DevVerifiers()
+	unhashed.Insertion = unhashed.Ownership // any code: refused before anything is sent
+	if _, _, err := Deploy(context.Background(), e.client, e.auth(e.deployer), []Provider{{Authority: addr(key("a")), Gateway: addr(key("g")), Name: "X", GatewayURL: "http://x"}}, ks.RegistryHash(), unhashed); err == nil || !strings.Contains(err.Error(), "needs its key's hash") {
+		t.Fatalf("deploy with an insertion verifier but no key hash: %v", err)
+	}
 	p1 := e.providers[0]
 	taken := addr(e.providers[1].gateway)
 	for _, tc := range []struct {
