@@ -12,10 +12,10 @@ import (
 	"github.com/medrec-zk/medrec/zkhash"
 )
 
-// The batch-insertion statement (ADR 0002, decision 3): the patient
-// registry's contract would keep only its root, and a gateway would prove
-// each batch of enrolments. Not yet in the ceremony, the contracts or the
-// gateway: this is the circuit and its Go twin, measured and tested.
+// The batch-insertion statement (ADR 0002, decision 3): a patient registry
+// deployed with an insertion verifier keeps only its root, and a gateway
+// proves each batch of enrolments (PatientRegistry.enrolProven,
+// dbmanager's enrolment queue). This is the circuit and its Go twin.
 
 // InsertionBits is log2 of InsertionSize.
 const InsertionBits = 7

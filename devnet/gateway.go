@@ -95,7 +95,10 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 	if err := d.Check(ctx, ec); err != nil {
 		return nil, err
 	}
-	ks, err := Keys(n.Dir(), false)
+	// A registry that takes proven batches needs the insertion proving key;
+	// otherwise the gateway only verifies.
+	proven := d.InsertionVerifier != (common.Address{})
+	ks, err := Keys(n.Dir(), proven)
 	if err != nil {
 		return nil, err
 	}
@@ -174,14 +177,9 @@ func OpenGateway(ctx context.Context, n *chain.Network, p int, opt GatewayOption
 		g.close = append(g.close, ws.Close)
 		heads = ws
 	}
-	// A registry that takes proven batches needs the insertion proving key.
 	var inserter *prover.Prover
-	if d.InsertionVerifier != (common.Address{}) {
-		full, err := Keys(n.Dir(), true)
-		if err != nil {
-			return nil, err
-		}
-		inserter = prover.New(full)
+	if proven {
+		inserter = prover.New(ks)
 	}
 	g.Gateway, err = dbmanager.New(dbmanager.Config{
 		Provider: prov.ID, Store: db, View: g.View, Chain: contracts.NewClient(ec, d), Heads: heads,

@@ -23,7 +23,7 @@ const (
 	Ownership   Circuit = "ownership"
 	Entitlement Circuit = "entitlement"
 	// Insertion is the gateways' batch-insertion circuit. Its keys are
-	// optional in a key set (its domain is 2^17: a proving key of ≈ 26 MB,
+	// optional in a key set (its domain is 2^17: a proving key of tens of MB,
 	// made where the network is set up, not kept in git; ADR 0002): a
 	// network without them enrols by the registry's frontier.
 	Insertion Circuit = "insertion"
