@@ -112,7 +112,34 @@ type Action uint8
 const (
 	ActionOpen   Action = 1 // open a relationship with a first delegate
 	ActionRotate Action = 2 // replace the relationship's delegate
+	// ActionLocator files a sealed locator note at a gateway (off chain,
+	// with Scope LocatorScope; LocatorSignal).
+	ActionLocator Action = 3
 )
+
+// LocatorScope is the Scope of the Ownership proofs that file a patient's
+// locator note. No provider has id 0 (the agent registry numbers them
+// from 1), so the locator tag H(D_tag; s, 0) is no provider's tag, and a
+// locator proof is no claim anywhere, nor a claim a locator proof.
+const LocatorScope = 0
+
+// LocatorSignal computes the signal of a proof that files note under the
+// patient's locator tag:
+//
+//	uint256(keccak256(abi.encode(uint8 3, bytes32 keccak256(note),
+//	                             uint256 chainId, address registry))) mod r
+//
+// so the proof files this note only, on one network (its patient registry).
+func LocatorSignal(note []byte, chainID *big.Int, registry common.Address) fr.Element {
+	var buf [4 * 32]byte
+	buf[31] = byte(ActionLocator)
+	copy(buf[32:64], crypto.Keccak256(note))
+	chainID.FillBytes(buf[64:96])
+	copy(buf[96+12:128], registry[:])
+	var e fr.Element
+	e.SetBigInt(new(big.Int).SetBytes(crypto.Keccak256(buf[:]))) // reduces modulo r
+	return e
+}
 
 // OwnershipSignal computes the signal an Ownership proof binds:
 //

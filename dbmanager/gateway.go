@@ -303,6 +303,8 @@ func (g *Gateway) routes() {
 	app.Get("/fhir/.well-known/smart-configuration", g.smartConfiguration)
 	app.Get("/registry/tops", public, g.registryTops)
 	app.Get("/registry/buckets/:b", public, g.registryBucket)
+	app.Post("/registry/locator", public, g.fileLocator)
+	app.Post("/registry/locator/find", public, g.findLocator)
 	smart := app.Group("/smart", public)
 	smart.Get("/authorize", g.smartAuthorize)
 	smart.Get("/request", g.smartRequest)

@@ -46,3 +46,33 @@ func TestDeviceStoreKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLocatorKey pins the locator key of the documented mnemonic
+// (docs/keys.md) and checks it is not the device-store key.
+func TestLocatorKey(t *testing.T) {
+	k, err := FromMnemonic("test test test test test test test test test test test junk", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := LocatorPath().String(); p != "m/19794'/4'/1'" {
+		t.Fatalf("path %s", p)
+	}
+	key, err := k.LocatorKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := key.Bytes()
+	ext, _ := k.derive(LocatorPath())
+	priv, _ := ext.ECPrivKey()
+	again, _ := hkdf.Key(sha256.New, priv.Serialize(), nil, "medrec-zk/v1/locator", 32)
+	if hex.EncodeToString(again) != hex.EncodeToString(b[:]) {
+		t.Fatal("the key is not HKDF-SHA256 of the path's private key")
+	}
+	const want = "3f80dc84ba41495e047c446d18cae0a75e72f0b56751859214435075ab582635"
+	if got := hex.EncodeToString(b[:]); got != want {
+		t.Fatalf("locator key %s, want %s", got, want)
+	}
+	if ds, _ := k.DeviceStoreKey(); ds.Bytes() == b {
+		t.Fatal("the locator key is the device-store key")
+	}
+}

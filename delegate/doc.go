@@ -9,6 +9,7 @@
 //	m/19794'/2'/i'              viewer secret v (viewer identity i)
 //	m/19794'/3'/p'              grant-secret root at provider p; k per viewer Cv
 //	m/19794'/4'/0'              device-store key (DeviceStoreKey; never leaves the device)
+//	m/19794'/4'/1'              locator key (LocatorKey; seals the locator note)
 //
 // 19794 (0x4D52, "MR") is MedRec-ZK's purpose number; every MedRec path is
 // hardened, so no public derivation ever links two of them. Delegates of one

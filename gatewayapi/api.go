@@ -137,3 +137,29 @@ type HistoryPage struct {
 	More    bool           `json:"more"`
 	Next    uint64         `json:"next"`
 }
+
+// LocatorNoteSize is the size of a sealed locator note: a 12-byte nonce,
+// the 8-byte leaf index, a 16-byte AES-GCM tag.
+const LocatorNoteSize = 12 + 8 + 16
+
+// LocatorFiling files a patient's sealed locator note at a gateway
+// (POST /registry/locator): an Ownership proof at scope
+// circuits.LocatorScope whose signal is circuits.LocatorSignal of the note,
+// against a root the registry knows. All values 0x hex.
+type LocatorFiling struct {
+	Tag   string `json:"tag"`   // the locator tag H(D_tag; s, 0)
+	Note  string `json:"note"`  // LocatorNoteSize bytes
+	Root  string `json:"root"`  // the proof's registry root
+	Proof string `json:"proof"` // the Ownership proof
+}
+
+// LocatorQuery asks a gateway for the note filed under a locator tag
+// (POST /registry/locator/find, so the tag is in no URL).
+type LocatorQuery struct {
+	Tag string `json:"tag"`
+}
+
+// LocatorNote is a gateway's answer to a LocatorQuery.
+type LocatorNote struct {
+	Note string `json:"note"` // 0x hex, LocatorNoteSize bytes
+}

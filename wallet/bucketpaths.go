@@ -39,10 +39,12 @@ type RegistryReader interface {
 
 // bucketPaths is the wallet's bucket mode.
 type bucketPaths struct {
-	src  RegistryReader
-	mu   sync.Mutex
-	from uint64 // the next block to scan for the wallet's enrolment
-	leaf int    // the wallet's leaf, -1 until found
+	src    RegistryReader
+	mu     sync.Mutex
+	from   uint64 // the next block to scan for the wallet's enrolment
+	leaf   int    // the wallet's leaf, -1 until found
+	looked bool   // the gateways were asked for the locator note (locator.go)
+	filed  bool   // a gateway took the locator note of leaf
 }
 
 // UseBucketPaths switches the wallet to fetching its membership path by
@@ -65,7 +67,25 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 	m := w.recallRegistry()
 	if m.Leaf >= 0 {
 		b.leaf = m.Leaf // checked at each use: the path's leaf must be ours
+		b.filed = b.filed || m.Filed
 		return b.leaf, nil
+	}
+	// A device that knows nothing of its enrolment (restored from the
+	// words) asks the gateways for its locator note first, once a session;
+	// a leaf from a note is checked at use like a remembered one.
+	if !b.looked && m.From == 0 && b.from <= w.d.Block {
+		b.looked = true
+		i, err := w.findLocator(ctx)
+		if err != nil {
+			return -1, err
+		}
+		if i >= 0 {
+			b.leaf, b.filed = i, true
+			if err := w.putRegistry(registryMemory{Leaf: i, Filed: true}); err != nil {
+				return -1, err
+			}
+			return i, nil
+		}
 	}
 	// Blocks this device looked through before (or from before this seed
 	// was made) are not looked through again.
@@ -106,7 +126,7 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 			}
 			for j, cm := range ev.Commitments {
 				if cm.Cmp(want) == 0 {
-					b.leaf = int(ev.Start) + j
+					b.leaf, b.filed = int(ev.Start)+j, false
 					if err := w.rememberLeaf(b.leaf); err != nil {
 						return -1, err
 					}
@@ -120,6 +140,24 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 		}
 	}
 	return -1, nil
+}
+
+// file files the locator note of the leaf path is of, once: a path fetched
+// and checked against the chain. A failure only means that a device
+// restored later looks through the events instead; the next session tries
+// again.
+func (b *bucketPaths) file(ctx context.Context, w *Wallet, path merkle.Proof) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.filed || b.leaf != int(path.Index) {
+		return
+	}
+	if ok, err := w.fileLocator(ctx, path); err != nil || !ok {
+		return
+	}
+	b.filed = true
+	// Best effort, like the filing: unsaved, the next session files again.
+	_ = w.putRegistry(registryMemory{Leaf: b.leaf, Filed: true})
 }
 
 // SeedMadeNow tells the wallet its seed was just made: no enrolment before
@@ -152,17 +190,18 @@ const reorgMargin = 128
 // enrolment): the next look scans again from the deployment.
 func (b *bucketPaths) forget(w *Wallet) error {
 	b.mu.Lock()
-	b.leaf, b.from = -1, w.d.Block
+	b.leaf, b.from, b.filed = -1, w.d.Block, false
 	b.mu.Unlock()
 	return w.putRegistry(registryMemory{Leaf: -1})
 }
 
 // registryMemory is what this device remembers of the registry: the
-// wallet's leaf, so later sessions need not look for it again, or else how
-// far it has looked.
+// wallet's leaf, so later sessions need not look for it again, and whether
+// its locator note is filed; or else how far it has looked.
 type registryMemory struct {
-	Leaf int    `json:"leaf"`           // -1: not known
-	From uint64 `json:"from,omitempty"` // with no leaf: the next block to look at
+	Leaf  int    `json:"leaf"`            // -1: not known
+	From  uint64 `json:"from,omitempty"`  // with no leaf: the next block to look at
+	Filed bool   `json:"filed,omitempty"` // with a leaf: a gateway keeps its locator note
 }
 
 // leafMemoryName is the device store's section of the registry's memory,
@@ -224,7 +263,11 @@ func (w *Wallet) bucketPath(ctx context.Context, c fr.Element) (merkle.Proof, er
 		}
 		if i >= 0 {
 			p, err := w.fetchPath(ctx, c, i)
-			if err == nil || !errors.Is(err, errNoPath) {
+			if err == nil {
+				w.buckets.file(ctx, w, p)
+				return p, nil
+			}
+			if !errors.Is(err, errNoPath) {
 				return p, err
 			}
 			if !time.Now().Before(deadline) {

@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -410,8 +411,9 @@ func TestBucketPaths(t *testing.T) {
 	if _, _, err := w3.ownership(ctx, 1, circuits.ActionOpen, common.Address{1}, 0); err != nil {
 		t.Fatalf("a proof after a wrong memory: %v", err)
 	}
-	if i, ok := w3.recallLeaf(); !ok || i != 5 || scans.n.Load() == 0 {
-		t.Fatalf("the wrong memory was not corrected: %d %v after %d reads", i, ok, scans.n.Load())
+	// (By the locator note the first wallet filed: TestLocatorNote.)
+	if i, ok := w3.recallLeaf(); !ok || i != 5 {
+		t.Fatalf("the wrong memory was not corrected: %d %v", i, ok)
 	}
 }
 
@@ -537,5 +539,125 @@ func TestLeafLookResumes(t *testing.T) {
 	}
 	if scans4.lowest != d.Block {
 		t.Fatalf("a restored seed's look started at block %d, not the deployment's %d", scans4.lowest, d.Block)
+	}
+}
+
+// TestLocatorNote: a wallet that proved from its leaf files its locator
+// note; the same words restored on a new device find the leaf from the
+// note, reading no registry event; a note of the wrong leaf is caught by
+// the path, the events are read, and the note is corrected.
+func TestLocatorNote(t *testing.T) {
+	ctx := context.Background()
+	n := newNet(t, 2)
+	d := n.Chain.D
+	for i := range 5 {
+		other, _ := delegate.FromMnemonic(viewerWords, fmt.Sprint(i))
+		c, _ := other.Commitment()
+		n.staff(t, 1, "POST", "/admin/patients", fmt.Sprintf(`{"id":"o%d"}`, i))
+		n.staff(t, 1, "POST", fmt.Sprintf("/admin/patients/o%d/enrol", i), `{"commitment":"`+zkhash.Hex(c)+`"}`)
+	}
+	// device is the wallet of patientWords on a device of its own.
+	device := func() (*Wallet, *countingNode) {
+		t.Helper()
+		keys, err := delegate.FromMnemonic(patientWords, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := keys.DeviceStoreKey()
+		store, err := devstore.Open(filepath.Join(t.TempDir(), "device"), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := chainview.NewWithoutTree(n.Chain.Backend, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scans := &countingNode{RegistryReader: n.Chain.Backend, registry: d.PatientRegistry}
+		w := New(keys, v, d, n.Prover)
+		w.Remember(store)
+		w.UseBucketPaths(scans, 0)
+		w.enrolWait = 5 * time.Second
+		return w, scans
+	}
+	prove := func(w *Wallet) {
+		t.Helper()
+		if _, _, err := w.ownership(ctx, 1, circuits.ActionOpen, common.Address{1}, 0); err != nil {
+			t.Fatalf("a proof: %v", err)
+		}
+	}
+
+	// A restored device before any note: the events, from the deployment.
+	first, scans := device()
+	if ok, err := first.Enrolled(); ok || err != nil {
+		t.Fatalf("enrolled before the desk: %v %v", ok, err)
+	}
+	n.SeedPatient(t, 1, "pat", "", first, true)
+	prove(first)
+	if scans.n.Load() == 0 {
+		t.Fatal("no note, yet the events were not read")
+	}
+	if m := first.recallRegistry(); m.Leaf != 5 || !m.Filed {
+		t.Fatalf("after the first proof the device remembers %+v, want leaf 5 filed", m)
+	}
+
+	// Restored again: the note, not the events.
+	second, scans := device()
+	prove(second)
+	if got := scans.n.Load(); got != 0 {
+		t.Fatalf("a restored device read the registry's events %d times despite its note", got)
+	}
+	if m := second.recallRegistry(); m.Leaf != 5 || !m.Filed {
+		t.Fatalf("the restored device remembers %+v", m)
+	}
+
+	// A note of the wrong leaf (filed with a valid proof: only the words
+	// can): the path shows it, the events find the leaf, the note is filed
+	// right again.
+	wrong, err := second.sealLeaf(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := second.keys.Commitment()
+	path, err := second.bucketPath(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := second.fileNote(ctx, path, wrong); !ok || err != nil {
+		t.Fatalf("filing a note: %v %v", ok, err)
+	}
+	third, scans := device()
+	if i, err := third.findLocator(ctx); i != 3 || err != nil {
+		t.Fatalf("the gateways' note says %d (%v), want the wrong 3", i, err)
+	}
+	prove(third)
+	if scans.n.Load() == 0 {
+		t.Fatal("a wrong note was believed")
+	}
+	if m := third.recallRegistry(); m.Leaf != 5 || !m.Filed {
+		t.Fatalf("after a wrong note the device remembers %+v", m)
+	}
+	fourth, scans := device()
+	prove(fourth)
+	if got := scans.n.Load(); got != 0 {
+		t.Fatalf("the corrected note was not used: %d reads", got)
+	}
+
+	// A note does not open for other words, nor on another network.
+	if _, err := fourth.openNote(wrong[:len(wrong)-1]); err == nil {
+		t.Fatal("a truncated note opened")
+	}
+	tampered := bytes.Clone(wrong)
+	tampered[15] ^= 1
+	if _, err := fourth.openNote(tampered); err == nil {
+		t.Fatal("a changed note opened")
+	}
+	otherKeys, _ := delegate.FromMnemonic(viewerWords, "")
+	if _, err := New(otherKeys, fourth.view, d, n.Prover).openNote(wrong); err == nil {
+		t.Fatal("another seed opened the note")
+	}
+	elsewhere := *d
+	elsewhere.PatientRegistry = common.Address{9}
+	if _, err := New(fourth.keys, fourth.view, &elsewhere, n.Prover).openNote(wrong); err == nil {
+		t.Fatal("the note opened for another registry")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/medrec-zk/medrec/access"
+	"github.com/medrec-zk/medrec/gatewayapi"
 	"github.com/medrec-zk/medrec/tagcode"
 	"github.com/medrec-zk/medrec/zkhash"
 )
@@ -22,6 +23,7 @@ type Store interface {
 	Nonces
 	ClaimCodes
 	Staff
+	Locators
 	Close() error
 }
 
@@ -176,6 +178,23 @@ type Nonces interface {
 	// looked up.
 	PruneNonces(ctx context.Context, before time.Time) (int64, error)
 }
+
+// Locators keeps patients' sealed locator notes: where a patient's leaf is
+// in the registry's tree, sealed under a key only the patient's words
+// derive, filed under a tag of theirs no provider can link to anything
+// else (package dbmanager's locator.go). The gateway cannot read a note;
+// it keeps the latest one per tag.
+type Locators interface {
+	// PutLocator files note under tag, replacing the note filed there
+	// before. ErrInvalid for a zero tag or a note of another size than
+	// LocatorNoteSize.
+	PutLocator(ctx context.Context, tag [32]byte, note []byte) error
+	// Locator returns the note filed under tag; ErrNotFound if none is.
+	Locator(ctx context.Context, tag [32]byte) ([]byte, error)
+}
+
+// LocatorNoteSize is the size of every locator note (the wire's).
+const LocatorNoteSize = gatewayapi.LocatorNoteSize
 
 // ClaimCodes holds the one-time codes staff give patients to claim their
 // relationship from home. Only a hash of each code is stored, never the code.

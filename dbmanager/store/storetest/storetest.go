@@ -4,6 +4,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -60,6 +61,7 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimCodes", testClaimCodes},
 		{"Staff", testStaff},
 		{"ConcurrentClaimCodeConsume", testConcurrentConsume},
+		{"Locators", testLocators},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -1286,4 +1288,36 @@ func testPatientResources(t *testing.T, s store.Store) {
 	}
 	_, err := s.PatientResources(ctx, store.PageRequest{Cursor: "not a cursor"})
 	wantErr(t, "bad cursor", err, store.ErrInvalid)
+}
+
+func testLocators(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	note := func(b byte) []byte { return bytes.Repeat([]byte{b}, store.LocatorNoteSize) }
+	a, b := [32]byte{31: 1}, [32]byte{0: 0xff, 31: 2}
+	if _, err := s.Locator(ctx, a); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a locator never filed: %v", err)
+	}
+	wantErr(t, "file one", s.PutLocator(ctx, a, note(1)), nil)
+	wantErr(t, "file another tag's", s.PutLocator(ctx, b, note(2)), nil)
+	for _, bad := range []struct {
+		what string
+		tag  [32]byte
+		note []byte
+	}{
+		{"a zero tag", [32]byte{}, note(3)},
+		{"a short note", a, note(3)[:store.LocatorNoteSize-1]},
+		{"a long note", a, append(note(3), 3)},
+		{"no note", a, nil},
+	} {
+		wantErr(t, bad.what, s.PutLocator(ctx, bad.tag, bad.note), store.ErrInvalid)
+	}
+	if got, err := s.Locator(ctx, a); err != nil || !bytes.Equal(got, note(1)) {
+		t.Fatalf("after refused writes: %x %v", got, err)
+	}
+	wantErr(t, "replace it", s.PutLocator(ctx, a, note(4)), nil)
+	for tag, want := range map[[32]byte][]byte{a: note(4), b: note(2)} {
+		if got, err := s.Locator(ctx, tag); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("locator %x: %x %v, want %x", tag, got, err, want)
+		}
+	}
 }
