@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -283,10 +282,7 @@ func (g *Gateway) checkAssertion(c *fiber.Ctx, req tokenRequest, now time.Time) 
 	if !verified {
 		return nil, claims, oauthErr(fiber.StatusUnauthorized, "invalid_client", "the client_assertion's signature does not verify with a registered key of %s (kid and alg must match one)", client.ClientID)
 	}
-	aud := c.BaseURL() + "/smart/token"
-	if g.cfg.PublicURL != "" {
-		aud = strings.TrimSuffix(g.cfg.PublicURL, "/") + "/smart/token"
-	}
+	aud := g.publicBase(c) + "/smart/token"
 	switch {
 	case claims.Issuer != client.ClientID || claims.Subject != client.ClientID:
 		return client, claims, oauthErr(fiber.StatusUnauthorized, "invalid_client", "iss and sub must both be the client id")

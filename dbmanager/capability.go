@@ -141,7 +141,7 @@ func (g *Gateway) metadata(c *fiber.Ctx) error {
 // with its endpoints in the oauth-uris extension (SMART App Launch 2.0
 // §2.2; /.well-known/smart-configuration says the same and more).
 func (g *Gateway) security(c *fiber.Ctx) fiber.Map {
-	base := c.BaseURL()
+	base := g.publicBase(c)
 	return fiber.Map{
 		"extension": []fiber.Map{{
 			"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",

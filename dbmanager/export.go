@@ -93,7 +93,7 @@ func (g *Gateway) exportKickOff(c *fiber.Ctx) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(c.UserContext()))
-	job := &exportJob{id: id, owner: exportOwner(r), request: c.BaseURL() + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
+	job := &exportJob{id: id, owner: exportOwner(r), request: g.publicBase(c) + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
 	if err := g.exports.add(job, g.cfg.Now()); err != nil {
 		cancel()
 		return err

@@ -100,11 +100,13 @@ type Config struct {
 	// (default 5 min).
 	BackendTokenTTL time.Duration
 	// PublicURL is the gateway's own base URL, as its registry entry names
-	// it (http(s)://host:port, no path). A backend client's assertion must
-	// name PublicURL + "/smart/token" as its audience whatever Host the
-	// request says, so an assertion made for another gateway — one that
-	// registered the same client, and could replay what it received with
-	// its own Host — is refused here. Empty: the request's base URL.
+	// it (http(s)://host:port, no path): the FHIR base an app's aud must
+	// name, the base of the endpoints and links it announces, and the
+	// audience a backend client's assertion must name (+ "/smart/token"),
+	// whatever Host the request says — so an assertion made for another
+	// gateway (one that registered the same client, and could replay what it
+	// received with its own Host), or an app's aud for another server, is
+	// refused here. Empty: the request's base URL (tests, one-host setups).
 	PublicURL string
 	Now       func() time.Time
 	Log       *slog.Logger

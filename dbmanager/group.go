@@ -217,7 +217,7 @@ func (g *Gateway) groupExportKickOff(c *fiber.Ctx) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(c.UserContext()))
-	job := &exportJob{id: id, owner: groupOwner(gr.id), request: c.BaseURL() + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
+	job := &exportJob{id: id, owner: groupOwner(gr.id), request: g.publicBase(c) + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
 	if err := g.exports.add(job, g.cfg.Now()); err != nil {
 		cancel()
 		return err

@@ -66,7 +66,21 @@ func preferLenient(h string) bool {
 }
 
 // base is this gateway's FHIR base URL as the reader reached it.
-func (g *Gateway) base(c *fiber.Ctx) string { return c.BaseURL() + "/fhir" }
+func (g *Gateway) base(c *fiber.Ctx) string { return g.publicBase(c) + "/fhir" }
+
+// publicBase is the gateway's own base URL: Config.PublicURL, or where it
+// is not set the request's. What the gateway names itself by — the FHIR base
+// an app's aud must equal, the endpoints it announces, the audience of a
+// backend client's assertion — never comes from the request's Host header
+// where the gateway knows its address: behind a proxy that passes Host
+// through, a Host of another server would let an app's aud for that server
+// pass here, and a token meant for this gateway be obtained through it.
+func (g *Gateway) publicBase(c *fiber.Ctx) string {
+	if g.cfg.PublicURL != "" {
+		return strings.TrimSuffix(g.cfg.PublicURL, "/")
+	}
+	return c.BaseURL()
+}
 
 func (g *Gateway) search(c *fiber.Ctx) error {
 	typ := c.Params("type")

@@ -193,7 +193,7 @@ func checkSMARTApps(apps []SMARTApp) error {
 // smartConfiguration answers /.well-known/smart-configuration (SMART App
 // Launch 2.0 §2.1).
 func (g *Gateway) smartConfiguration(c *fiber.Ctx) error {
-	base := c.BaseURL()
+	base := g.publicBase(c)
 	return c.JSON(fiber.Map{
 		"authorization_endpoint":                           base + "/smart/authorize",
 		"token_endpoint":                                   base + "/smart/token",

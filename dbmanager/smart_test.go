@@ -705,3 +705,33 @@ func TestSMARTViewerApproval(t *testing.T) {
 		t.Fatalf("after the revocation: %d %s", st, b)
 	}
 }
+
+// TestSMARTAudIsTheGatewaysOwn: where the gateway knows its address
+// (Config.PublicURL), an app's aud must name it, whatever Host the request
+// carries — an aud for another server that forwards the request with its
+// own Host is refused — and the endpoints it announces are under it.
+func TestSMARTAudIsTheGatewaysOwn(t *testing.T) {
+	const public = "https://gw.example:8443"
+	w := newSMARTWorld(t, func(c *Config) { c.PublicURL = public + "/" })
+	authorize := func(aud string) (int, string) {
+		t.Helper()
+		q := newLaunch("chart", "patient/*.rs").authorizeQuery()
+		q.Set("aud", aud)
+		// The request as a proxy for other.example would pass it on.
+		st, loc, _ := w.getRaw(t, "http://other.example/smart/authorize?"+q.Encode())
+		return st, loc
+	}
+	st, loc := authorize("http://other.example/fhir")
+	if u, _ := url.Parse(loc); st != 303 || !strings.HasPrefix(loc, smartRedirect+"?") || u.Query().Get("error") != "invalid_request" {
+		t.Fatalf("an aud naming the request's Host, not the gateway: %d %s", st, loc)
+	}
+	st, loc = authorize(public + "/fhir")
+	if u, _ := url.Parse(loc); st != 303 || strings.HasPrefix(loc, smartRedirect) || u.Query().Get(smartauth.ParamRequest) == "" {
+		t.Fatalf("the gateway's own aud: %d %s", st, loc)
+	}
+	st, _, body := w.getRaw(t, "http://other.example/.well-known/smart-configuration")
+	var conf map[string]any
+	if st != 200 || json.Unmarshal(body, &conf) != nil || conf["token_endpoint"] != public+"/smart/token" || conf["authorization_endpoint"] != public+"/smart/authorize" {
+		t.Fatalf("smart-configuration: %d %s", st, body)
+	}
+}
