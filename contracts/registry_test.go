@@ -326,10 +326,15 @@ func TestAnchors(t *testing.T) {
 		t.Fatalf("Anchored event %+v %v", ev, err)
 	}
 	e.mustSend(gw, e.anchorsC, e.anchors.PackAnchor([32]byte{}, 3, 0, [32]byte{3})) // records changed only
+	// The same again (a gateway resending after a crash) is refused; another
+	// state is a new batch.
+	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor([32]byte{}, 3, 0, [32]byte{3}))
+	wantRevert(t, err, "RepeatedBatch")
+	e.mustSend(gw, e.anchorsC, e.anchors.PackAnchor([32]byte{}, 3, 0, [32]byte{4}))
 	_, err = e.send(gw, e.anchorsC, e.anchors.PackAnchor(logRoot, 0, 3, stateRoot))
 	wantRevert(t, err, "NonContiguous")
 	latest := call(t, e.anchorsC, e.anchors.PackLatest(1), e.anchors.UnpackLatest)
-	if latest.Batches != 2 || latest.NextSeq != 3 {
+	if latest.Batches != 3 || latest.NextSeq != 3 {
 		t.Fatalf("latest %+v", latest)
 	}
 	// Each provider has its own sequence.

@@ -30,6 +30,7 @@ contract Anchors {
     error NonContiguous(uint64 expectedFrom, uint64 gotFrom);
     error EmptyBatch();
     error LogRootWithoutEntries();
+    error RepeatedBatch(uint64 batch);
 
     constructor(AgentRegistry agents_) {
         agents = agents_;
@@ -42,12 +43,17 @@ contract Anchors {
         if (provider == 0) revert NotActiveProvider(msg.sender);
         Latest storage last = latest[provider];
         if (fromSeq != last.nextSeq) revert NonContiguous(last.nextSeq, fromSeq);
+        batch = last.batches;
+        bytes32 h = keccak256(abi.encode(logRoot, fromSeq, count, stateRoot));
         if (count == 0) {
             if (logRoot != bytes32(0)) revert LogRootWithoutEntries();
             if (stateRoot == bytes32(0)) revert EmptyBatch();
+            // A batch with entries cannot repeat (it would not be contiguous);
+            // one of records only could, sent again by a gateway that crashed
+            // before it saw the first mined. A new one always changes the state.
+            if (batch > 0 && batchHash[provider][batch - 1] == h) revert RepeatedBatch(batch - 1);
         }
-        batch = last.batches;
-        batchHash[provider][batch] = keccak256(abi.encode(logRoot, fromSeq, count, stateRoot));
+        batchHash[provider][batch] = h;
         last.batches = batch + 1;
         last.nextSeq = fromSeq + count;
         emit Anchored(provider, batch, logRoot, fromSeq, count, stateRoot);
