@@ -17,6 +17,7 @@ import (
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayapi"
 	"github.com/medrec-zk/medrec/smartauth"
 )
 
@@ -66,7 +67,7 @@ const (
 	assertionLeeway = 30 * time.Second
 	maxJTI          = 256 // bytes
 	// backendActor prefixes a backend client's id in the access log.
-	backendActor = "backend:"
+	backendActor = gatewayapi.BackendActorPrefix
 )
 
 // backendState is the backend clients' tokens, in memory.

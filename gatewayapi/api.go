@@ -138,6 +138,12 @@ type HistoryPage struct {
 	Next    uint64         `json:"next"`
 }
 
+// BackendActorPrefix prefixes, in the access log, the id of a provider's
+// backend client (a system with its own key, e.g. a laboratory feed): the
+// entry's actor kind is ledger.ActorStaff ("the provider's own staff or
+// systems") and its id "backend:" + the client id.
+const BackendActorPrefix = "backend:"
+
 // LocatorNoteSize is the size of a sealed locator note: a 12-byte nonce,
 // the 8-byte leaf index, a 16-byte AES-GCM tag.
 const LocatorNoteSize = 12 + 8 + 16

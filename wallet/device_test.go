@@ -127,6 +127,8 @@ func TestDirectory(t *testing.T) {
 		{"a replaced delegate", dir.Actor(1, "Provider 1", uint8(ledger.ActorGrantee), old.Address.Hex()), "you", "you", true},
 		{"a delegate at another provider", dir.Actor(1, "Provider 1", uint8(ledger.ActorGrantee), elsewhere.Address.Hex()), "unnamed reader", "", false},
 		{"staff", dir.Actor(1, "Provider 1", uint8(ledger.ActorStaff), "desk"), "Provider 1 staff", "staff:1:desk", false},
+		{"a feed of the provider's", dir.Actor(1, "Provider 1", uint8(ledger.ActorStaff), "backend:lab-feed"), "Provider 1 system lab-feed", "staff:1:backend:lab-feed", false},
+		{"staff whose id looks like a prefix", dir.Actor(1, "Provider 1", uint8(ledger.ActorStaff), "backend:"), "Provider 1 staff", "", false},
 	} {
 		if c.who.Name != c.want || c.who.You != c.you || (c.key != "" && c.who.Key != c.key) {
 			t.Errorf("%s: %+v; want %q (you %v, key %q)", c.name, c.who, c.want, c.you, c.key)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/medrec-zk/medrec/access"
 	"github.com/medrec-zk/medrec/contracts"
+	"github.com/medrec-zk/medrec/gatewayapi"
 	"github.com/medrec-zk/medrec/ledger"
 )
 
@@ -260,6 +261,11 @@ func (d *Directory) Actor(p uint32, provider string, kind uint8, id string) Who 
 	case ledger.ActorApp:
 		return Who{Key: fmt.Sprintf("app:%d:%s", p, id), Name: "app " + id, Kind: "an app you approved", ID: id}
 	case ledger.ActorStaff:
+		if client, ok := strings.CutPrefix(id, gatewayapi.BackendActorPrefix); ok && client != "" {
+			// A system of the provider's with its own key (a lab feed, a
+			// device), not a person at a desk.
+			return Who{Key: fmt.Sprintf("staff:%d:%s", p, id), Name: provider + " system " + client, Kind: "the provider's system", ID: client}
+		}
 		return Who{Key: fmt.Sprintf("staff:%d:%s", p, id), Name: provider + " staff", Kind: "staff", ID: id}
 	case ledger.ActorSystem:
 		return Who{Key: fmt.Sprintf("system:%d", p), Name: provider + " (its own system)", Kind: "system"}
