@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -30,36 +30,9 @@ import (
 // relationship, or session grant), each request authorized again: a grant
 // revoked since ends the downloads too.
 //
-// Jobs and their files live in the gateway's memory for exportTTL after
-// they finish (not across a restart: the client kicks off again; nothing
-// accepted is lost, an export is a read). Each reader has one export at a
-// time.
-
-const (
-	exportTTL     = time.Hour
-	exportMaxJobs = 64
-)
-
-type exportJob struct {
-	id      string
-	owner   string // the reader that kicked it off (exportOwner)
-	request string
-	started time.Time
-
-	mu       sync.Mutex
-	done     bool
-	finished time.Time
-	err      error
-	files    map[string][]byte // type → NDJSON
-	counts   map[string]int
-	group    []memberExport // a group export's parts, by member (group.go); nil for a patient's
-	cancel   context.CancelFunc
-}
-
-type exportJobs struct {
-	mu   sync.Mutex
-	jobs map[string]*exportJob
-}
+// Jobs and their files are kept in the records database (exportjobs.go)
+// for exportTTL after they finish, across restarts. Each reader has one
+// export at a time.
 
 // exportOwner is who may read a job: the reader's kind, identity and
 // relationship.
@@ -87,30 +60,15 @@ func (g *Gateway) exportKickOff(c *fiber.Ctx) error {
 		types = access.ResourceTypes()
 	}
 	types = slices.DeleteFunc(slices.Clone(types), func(t string) bool { return !r.scope.Allows(t) })
-
-	id, err := randomHex(16)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(c.UserContext()))
-	job := &exportJob{id: id, owner: exportOwner(r), request: g.publicBase(c) + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
-	if err := g.exports.add(job, g.cfg.Now()); err != nil {
-		cancel()
-		return err
-	}
 	// The reader outlives the request: its strings are copied.
 	rr := *r
 	rr.id, rr.patient = strings.Clone(r.id), strings.Clone(r.patient)
-	go func() {
-		defer cancel()
-		files, counts, err := g.export(ctx, &rr, types, since)
-		job.mu.Lock()
-		defer job.mu.Unlock()
-		job.done, job.finished, job.files, job.counts, job.err = true, g.cfg.Now(), files, counts, err
-		if err != nil {
-			g.log.Error("bulk export failed", "job", id, "err", err)
-		}
-	}()
+	id, err := g.startExport(c, exportOwner(r), func(ctx context.Context) ([]store.ExportPart, error) {
+		return g.export(ctx, &rr, types, since)
+	})
+	if err != nil {
+		return err
+	}
 	c.Set(fiber.HeaderContentLocation, g.base(c)+"/_export/"+id)
 	return c.SendStatus(fiber.StatusAccepted)
 }
@@ -146,18 +104,19 @@ func exportParams(c *fiber.Ctx) (types []string, since time.Time, err error) {
 }
 
 // export reads the reader's patient's resources of types, changed since
-// (zero: all), logs them in one entry, and returns them as NDJSON by type.
-func (g *Gateway) export(ctx context.Context, r *reader, types []string, since time.Time) (map[string][]byte, map[string]int, error) {
-	files, counts, refs, err := g.exportRead(ctx, r, types, since)
+// (zero: all), logs them in one entry, and returns them as NDJSON parts,
+// one a type.
+func (g *Gateway) export(ctx context.Context, r *reader, types []string, since time.Time) ([]store.ExportPart, error) {
+	parts, refs, err := g.exportRead(ctx, r, types, since)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// Logged before the status shows any file. The entry goes through the
 	// same store as every read's (no nonce: the kick-off recorded it).
 	if _, err := g.cfg.Store.AppendLog(ctx, exportEntry(r, refs)); err != nil {
-		return nil, nil, fmt.Errorf("access log: %w", err)
+		return nil, fmt.Errorf("access log: %w", err)
 	}
-	return files, counts, nil
+	return parts, nil
 }
 
 // exportEntry is an export's access-log entry in r's patient's log, naming
@@ -167,25 +126,25 @@ func exportEntry(r *reader, refs []string) store.LogEntry {
 }
 
 // exportRead reads what export exports, as r sees it, without logging it:
-// the NDJSON files by type, their line counts, and the version of every
-// resource read (for the log entry that must precede serving them).
-func (g *Gateway) exportRead(ctx context.Context, r *reader, types []string, since time.Time) (map[string][]byte, map[string]int, []string, error) {
+// the NDJSON parts by type, and the version of every resource read (for the log entry that must precede
+// serving them).
+func (g *Gateway) exportRead(ctx context.Context, r *reader, types []string, since time.Time) ([]store.ExportPart, []string, error) {
 	files, counts := map[string][]byte{}, map[string]int{}
 	var refs []string
 	q := store.EverythingQuery{Types: types, Since: since, PageRequest: store.PageRequest{Count: store.MaxCount}}
 	for {
 		page, err := g.cfg.Store.Everything(ctx, r.patient, q)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		for _, res := range page.Resources {
 			body, err := g.present(r, res.Raw)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 			var line bytes.Buffer
 			if err := json.Compact(&line, body); err != nil {
-				return nil, nil, nil, fmt.Errorf("%s/%s: %w", res.Type, res.ID, err)
+				return nil, nil, fmt.Errorf("%s/%s: %w", res.Type, res.ID, err)
 			}
 			line.WriteByte('\n')
 			files[res.Type] = append(files[res.Type], line.Bytes()...)
@@ -197,131 +156,70 @@ func (g *Gateway) exportRead(ctx context.Context, r *reader, types []string, sin
 		}
 		q.Cursor = page.Next
 	}
-	return files, counts, refs, nil
+	parts := make([]store.ExportPart, 0, len(files))
+	for _, t := range slices.Sorted(maps.Keys(files)) {
+		parts = append(parts, store.ExportPart{Type: t, Count: counts[t], NDJSON: files[t]})
+	}
+	return parts, refs, nil
 }
 
 // exportStatus answers GET /fhir/_export/:job: 202 while it runs, then the
-// manifest (or the error as an OperationOutcome).
+// manifest (or the failure as an OperationOutcome).
 func (g *Gateway) exportStatus(c *fiber.Ctx) error {
-	job, err := g.exportJobOf(c)
+	j, err := g.exportJobOf(c)
 	if err != nil {
 		return err
 	}
-	job.mu.Lock()
-	defer job.mu.Unlock()
-	if !job.done {
-		c.Set("X-Progress", "in progress")
-		c.Set(fiber.HeaderRetryAfter, "1")
-		return c.SendStatus(fiber.StatusAccepted)
-	}
-	if job.err != nil {
-		return storeError(job.err)
-	}
-	type output struct {
-		Type  string `json:"type"`
-		URL   string `json:"url"`
-		Count int    `json:"count"`
-	}
-	out := []output{}
-	for _, t := range slices.Sorted(maps.Keys(job.files)) {
-		out = append(out, output{Type: t, URL: g.base(c) + "/_export/" + job.id + "/" + t + ".ndjson", Count: job.counts[t]})
-	}
-	return c.JSON(fiber.Map{
-		"transactionTime":     job.started.UTC().Format(time.RFC3339Nano),
-		"request":             job.request,
-		"requiresAccessToken": true,
-		"output":              out,
-		"error":               []any{},
+	return g.answerExportStatus(c, j, func() []exportOutput {
+		var out []exportOutput
+		for _, p := range j.Parts {
+			out = append(out, exportOutput{Type: p.Type, URL: g.base(c) + "/_export/" + j.ID + "/" + p.Type + ".ndjson", Count: p.Count})
+		}
+		return out
 	})
 }
 
 // exportFile answers GET /fhir/_export/:job/:file — Type.ndjson.
 func (g *Gateway) exportFile(c *fiber.Ctx) error {
-	job, err := g.exportJobOf(c)
+	j, err := g.exportJobOf(c)
 	if err != nil {
 		return err
 	}
-	typ, ok := strings.CutSuffix(c.Params("file"), ".ndjson")
-	job.mu.Lock()
-	defer job.mu.Unlock()
-	body, have := job.files[typ]
-	if !ok || !job.done || !have {
-		return notFound("no file %s in this export", c.Params("file"))
+	body, err := g.exportFileBody(c.UserContext(), j, c.Params("file"), nil)
+	if err != nil {
+		return err
 	}
 	c.Set(fiber.HeaderContentType, "application/fhir+ndjson")
 	return c.Send(body)
 }
 
 // exportDelete answers DELETE /fhir/_export/:job: the job is cancelled if it
-// runs, and forgotten.
+// runs, and forgotten with its files.
 func (g *Gateway) exportDelete(c *fiber.Ctx) error {
-	job, err := g.exportJobOf(c)
+	j, err := g.exportJobOf(c)
 	if err != nil {
 		return err
 	}
-	job.cancel()
-	g.exports.remove(job.id)
+	return g.deleteExport(c, j.ID)
+}
+
+// deleteExport cancels job id if this process runs it (another process's
+// run ends at its next beat) and forgets it with its files.
+func (g *Gateway) deleteExport(c *fiber.Ctx, id string) error {
+	g.exports.stop(id)
+	if err := g.cfg.Store.DeleteExportJob(c.UserContext(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	return c.SendStatus(fiber.StatusAccepted)
 }
 
 // exportJobOf authorizes the request as a reader and returns the job it
 // names if that reader kicked it off (404 otherwise: another reader's job
 // is not said to exist).
-func (g *Gateway) exportJobOf(c *fiber.Ctx) (*exportJob, error) {
+func (g *Gateway) exportJobOf(c *fiber.Ctx) (store.ExportJob, error) {
 	r, err := g.begin(c, "export", "")
 	if err != nil {
-		return nil, err
+		return store.ExportJob{}, err
 	}
-	job := g.exports.get(c.Params("job"), g.cfg.Now())
-	if job == nil || job.owner != exportOwner(r) {
-		return nil, notFound("no export %s here", c.Params("job"))
-	}
-	return job, nil
-}
-
-func (e *exportJobs) add(job *exportJob, now time.Time) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.jobs == nil {
-		e.jobs = map[string]*exportJob{}
-	}
-	e.expire(now)
-	for _, j := range e.jobs {
-		j.mu.Lock()
-		running := !j.done
-		j.mu.Unlock()
-		if running && j.owner == job.owner {
-			return errf(fiber.StatusTooManyRequests, "throttled", "an export of yours is still running: wait for it, or DELETE it")
-		}
-	}
-	if len(e.jobs) >= exportMaxJobs {
-		return errf(fiber.StatusTooManyRequests, "throttled", "too many exports at this gateway; try again later")
-	}
-	e.jobs[job.id] = job
-	return nil
-}
-
-func (e *exportJobs) get(id string, now time.Time) *exportJob {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.expire(now)
-	return e.jobs[id]
-}
-
-func (e *exportJobs) remove(id string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.jobs, id)
-}
-
-// expire forgets jobs finished more than exportTTL ago; e.mu held.
-func (e *exportJobs) expire(now time.Time) {
-	for id, j := range e.jobs {
-		j.mu.Lock()
-		old := j.done && now.Sub(j.finished) > exportTTL
-		j.mu.Unlock()
-		if old {
-			delete(e.jobs, id)
-		}
-	}
+	return g.exportJobFor(c.UserContext(), c.Params("job"), exportOwner(r))
 }

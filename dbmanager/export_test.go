@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -142,6 +143,21 @@ func TestBulkExport(t *testing.T) {
 		t.Errorf("the export's log entry: %+v, want %v", entries, refs)
 	}
 
+	// Kept in the records database: after a restart, the same manifest and
+	// the same files.
+	w.restart()
+	if r := req(w.owner, "GET", status); r.status != 200 {
+		t.Fatalf("status after a restart: %d %s", r.status, r.body)
+	}
+	if again := files(w.owner, m); !maps.EqualFunc(again, got, slices.Equal) {
+		t.Errorf("the files after a restart differ")
+	}
+	jobs, err := w.cfg.Store.ExportJobs(ctx)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("stored jobs: %+v %v", jobs, err)
+	}
+	ownerJobs := jobs[0].Owner
+
 	// Another reader does not see the job; DELETE forgets it.
 	for _, key := range []*ecdsa.PrivateKey{doctor, simchain.Key("stranger")} {
 		if r := req(key, "GET", status); r.status != 404 && r.status != 403 {
@@ -154,6 +170,52 @@ func TestBulkExport(t *testing.T) {
 	if r := req(w.owner, "GET", status); r.status != 404 {
 		t.Errorf("status after DELETE: %d %s", r.status, r.body)
 	}
+	if jobs, _ := w.cfg.Store.ExportJobs(ctx); len(jobs) != 0 {
+		t.Errorf("a deleted job is kept: %+v", jobs)
+	}
+
+	// A job another process runs (beaten a moment ago): in progress, and
+	// the reader's next kick-off waits for it. One whose process went away
+	// (no beat for longer than exportGone): the status says it stopped, and
+	// the reader kicks off again.
+	elsewhere := store.ExportJob{ID: "e1", Owner: ownerJobs, Request: "x", Started: time.Now()}
+	if err := w.cfg.Store.AddExportJob(ctx, elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if r := req(w.owner, "GET", "/fhir/_export/e1"); r.status != 202 {
+		t.Errorf("a job running elsewhere: %d %s", r.status, r.body)
+	}
+	if r := req(w.owner, "GET", "/fhir/Patient/$export"); r.status != 429 {
+		t.Errorf("a kick-off while one runs elsewhere: %d %s", r.status, r.body)
+	}
+	gone := store.ExportJob{ID: "e2", Owner: ownerJobs, Request: "x", Started: time.Now().Add(-exportGone - time.Second)}
+	if err := w.cfg.Store.DeleteExportJob(ctx, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cfg.Store.AddExportJob(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // said once, and kept so
+		if r := req(w.owner, "GET", "/fhir/_export/e2"); r.status != 500 || !strings.Contains(string(r.body), "stopped unfinished") {
+			t.Errorf("a job whose process went away: %d %s", r.status, r.body)
+		}
+	}
+	status, m = export(w.owner, "/fhir/Patient/$export")
+	if len(m.Output) == 0 {
+		t.Errorf("the export after one that stopped: %+v", m)
+	}
+	if r := req(w.owner, "DELETE", status); r.status != 202 {
+		t.Errorf("DELETE: %d %s", r.status, r.body)
+	}
+	// Housekeeping deletes what finished more than exportTTL ago (the
+	// stopped job's row), by the gateway's clock.
+	later := time.Now().Add(exportTTL + time.Minute)
+	w.restart(func(c *Config) { c.Now = func() time.Time { return later } })
+	w.gw.Maintain(ctx)
+	if jobs, _ := w.cfg.Store.ExportJobs(ctx); len(jobs) != 0 {
+		t.Errorf("expired exports kept: %+v", jobs)
+	}
+	w.restart(func(c *Config) { c.Now = time.Now })
 
 	// A grantee: its scope only; _type narrows further.
 	_, m = export(doctor, "/fhir/Patient/$export")

@@ -124,7 +124,7 @@ type Gateway struct {
 	lastSync time.Time
 	heads    headFollow // guarded by syncMu but its follower (heads.go)
 
-	exports exportJobs    // bulk exports running or ready (export.go)
+	exports exportRuns    // the bulk exports this process runs (exportjobs.go)
 	bulk    chan struct{} // held by the bulk NDJSON import running (bulkimport.go)
 	smart   smartState    // SMART App Launch's requests, codes and tokens (smart.go)
 	backend backendState  // SMART Backend Services' tokens (backend.go)

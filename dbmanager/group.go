@@ -1,11 +1,9 @@
 package dbmanager
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/big"
 	"net/http"
 	"slices"
@@ -76,13 +74,6 @@ func (gr *groupReader) member(tag *big.Int) *reader {
 		}
 	}
 	return nil
-}
-
-// memberExport is one member's part of a group export.
-type memberExport struct {
-	tag    *big.Int
-	files  map[string][]byte // type → NDJSON
-	counts map[string]int
 }
 
 // groupOwner is who may read a group export: the signer's address. It
@@ -212,29 +203,15 @@ func (g *Gateway) groupExportKickOff(c *fiber.Ctx) error {
 	if types == nil {
 		types = access.ResourceTypes()
 	}
-	id, err := randomHex(16)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(c.UserContext()))
-	job := &exportJob{id: id, owner: groupOwner(gr.id), request: g.publicBase(c) + c.OriginalURL(), started: g.cfg.Now(), cancel: cancel}
-	if err := g.exports.add(job, g.cfg.Now()); err != nil {
-		cancel()
-		return err
-	}
 	// The members' strings are the gateway's own (the signer's address, the
 	// store's patient ids), not fiber's.
 	members := gr.members
-	go func() {
-		defer cancel()
-		parts, err := g.groupExport(ctx, members, types)
-		job.mu.Lock()
-		defer job.mu.Unlock()
-		job.done, job.finished, job.group, job.err = true, g.cfg.Now(), parts, err
-		if err != nil {
-			g.log.Error("group export failed", "job", id, "err", err)
-		}
-	}()
+	id, err := g.startExport(c, groupOwner(gr.id), func(ctx context.Context) ([]store.ExportPart, error) {
+		return g.groupExport(ctx, members, types)
+	})
+	if err != nil {
+		return err
+	}
 	c.Set(fiber.HeaderContentLocation, g.base(c)+"/Group/"+researchGroup+"/_export/"+id)
 	return c.SendStatus(fiber.StatusAccepted)
 }
@@ -243,19 +220,26 @@ func (g *Gateway) groupExportKickOff(c *fiber.Ctx) error {
 // its research reader sees them, then logs one export entry in each
 // member's log, all in one commit. Nothing is returned unless every entry
 // was written.
-func (g *Gateway) groupExport(ctx context.Context, members []*reader, types []string) ([]memberExport, error) {
-	parts := make([]memberExport, 0, len(members))
-	var entries []store.LogEntry
+func (g *Gateway) groupExport(ctx context.Context, members []*reader, types []string) ([]store.ExportPart, error) {
+	var (
+		parts   []store.ExportPart
+		entries []store.LogEntry
+	)
 	for _, r := range members {
 		ts := slices.DeleteFunc(slices.Clone(types), func(t string) bool { return !r.scope.Allows(t) })
 		if len(ts) == 0 {
 			continue // its grant covers none of the types asked for: nothing read
 		}
-		files, counts, rs, err := g.exportRead(ctx, r, ts, time.Time{})
+		ps, rs, err := g.exportRead(ctx, r, ts, time.Time{})
 		if err != nil {
 			return nil, err
 		}
-		parts = append(parts, memberExport{tag: r.tag, files: files, counts: counts})
+		var member store.Tag
+		r.tag.FillBytes(member[:])
+		for _, p := range ps {
+			p.Member = member
+			parts = append(parts, p)
+		}
 		entries = append(entries, exportEntry(r, rs))
 	}
 	if len(entries) == 0 {
@@ -272,105 +256,71 @@ func (g *Gateway) groupExport(ctx context.Context, members []*reader, types []st
 // groupJobOf authorizes a request on a group export's status or files and
 // returns the reader and the job, if that signer kicked it off (404,
 // logged, otherwise: another signer's job is not said to exist).
-func (g *Gateway) groupJobOf(c *fiber.Ctx) (*groupReader, *exportJob, error) {
+func (g *Gateway) groupJobOf(c *fiber.Ctx) (*groupReader, store.ExportJob, error) {
 	gr, err := g.beginGroup(c, "export")
 	if err != nil {
-		return nil, nil, err
+		return nil, store.ExportJob{}, err
 	}
-	job := g.exports.get(c.Params("job"), g.cfg.Now())
-	if job == nil || job.owner != groupOwner(gr.id) {
-		return nil, nil, g.refuseGroup(c, gr, "export", notFound("no export %s here", c.Params("job")))
+	j, err := g.exportJobFor(c.UserContext(), c.Params("job"), groupOwner(gr.id))
+	if err != nil {
+		return nil, store.ExportJob{}, g.refuseGroup(c, gr, "export", err)
 	}
-	return gr, job, nil
+	return gr, j, nil
 }
 
-// servable returns, from a finished group export, the NDJSON of typ and
-// its line count, over the members gr may read typ of now.
-func servable(gr *groupReader, parts []memberExport, typ string) ([]byte, int) {
-	var body []byte
-	n := 0
-	for _, p := range parts {
-		if m := gr.member(p.tag); m == nil || !m.scope.Allows(typ) {
-			continue
-		}
-		body = append(body, p.files[typ]...)
-		n += p.counts[typ]
-	}
-	return body, n
+// servable reports whether gr may read typ of member now: a group export's
+// files serve only the members still in force, for the types their grants
+// still cover.
+func (gr *groupReader) servable(member *big.Int, typ string) bool {
+	m := gr.member(member)
+	return m != nil && m.scope.Allows(typ)
 }
 
 // groupExportStatus answers GET /fhir/Group/:id/_export/:job.
 func (g *Gateway) groupExportStatus(c *fiber.Ctx) error {
-	gr, job, err := g.groupJobOf(c)
+	gr, j, err := g.groupJobOf(c)
 	if err != nil {
 		return err
 	}
-	job.mu.Lock()
-	defer job.mu.Unlock()
-	if !job.done {
-		c.Set("X-Progress", "in progress")
-		c.Set(fiber.HeaderRetryAfter, "1")
-		return c.SendStatus(fiber.StatusAccepted)
-	}
-	if job.err != nil {
-		return storeError(job.err)
-	}
-	types := map[string]bool{}
-	for _, p := range job.group {
-		for t := range p.files {
-			types[t] = true
+	return g.answerExportStatus(c, j, func() []exportOutput {
+		var out []exportOutput
+		for _, t := range exportTypes(j) {
+			n := 0
+			for _, p := range j.Parts {
+				if p.Type == t && gr.servable(new(big.Int).SetBytes(p.Member[:]), t) {
+					n += p.Count
+				}
+			}
+			if n > 0 {
+				out = append(out, exportOutput{Type: t, URL: g.base(c) + "/Group/" + researchGroup + "/_export/" + j.ID + "/" + t + ".ndjson", Count: n})
+			}
 		}
-	}
-	type output struct {
-		Type  string `json:"type"`
-		URL   string `json:"url"`
-		Count int    `json:"count"`
-	}
-	out := []output{}
-	for _, t := range slices.Sorted(maps.Keys(types)) {
-		if _, n := servable(gr, job.group, t); n > 0 {
-			out = append(out, output{Type: t, URL: g.base(c) + "/Group/" + researchGroup + "/_export/" + job.id + "/" + t + ".ndjson", Count: n})
-		}
-	}
-	return c.JSON(fiber.Map{
-		"transactionTime":     job.started.UTC().Format(time.RFC3339Nano),
-		"request":             job.request,
-		"requiresAccessToken": true,
-		"output":              out,
-		"error":               []any{},
+		return out
 	})
 }
 
 // groupExportFile answers GET /fhir/Group/:id/_export/:job/:file —
 // Type.ndjson, the lines of the members still in force.
 func (g *Gateway) groupExportFile(c *fiber.Ctx) error {
-	gr, job, err := g.groupJobOf(c)
+	gr, j, err := g.groupJobOf(c)
 	if err != nil {
 		return err
 	}
-	typ, ok := strings.CutSuffix(c.Params("file"), ".ndjson")
-	job.mu.Lock()
-	defer job.mu.Unlock()
-	var body []byte
-	if ok && job.done && job.err == nil {
-		body, _ = servable(gr, job.group, typ)
-	}
-	if len(body) == 0 {
-		return notFound("no file %s in this export", c.Params("file"))
+	body, err := g.exportFileBody(c.UserContext(), j, c.Params("file"), gr.servable)
+	if err != nil {
+		return err
 	}
 	c.Set(fiber.HeaderContentType, "application/fhir+ndjson")
-	return c.Send(bytes.Clone(body))
+	return c.Send(body)
 }
 
 // groupExportDelete answers DELETE /fhir/Group/:id/_export/:job.
 func (g *Gateway) groupExportDelete(c *fiber.Ctx) error {
-	_, job, err := g.groupJobOf(c)
+	_, j, err := g.groupJobOf(c)
 	if err != nil {
 		return err
 	}
-	job.cancel()
-	g.exports.remove(job.id)
-	return c.SendStatus(fiber.StatusAccepted)
+	return g.deleteExport(c, j.ID)
 }
 
 // groupOther answers every other request under /fhir/Group: authorized

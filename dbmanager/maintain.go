@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// The gateway's housekeeping, off the request path: expired nonces and
-// claim codes are deleted, and idle per-reader rate limiters forgotten,
+// The gateway's housekeeping, off the request path: expired nonces, claim
+// codes and finished exports' files are deleted, and idle per-reader rate limiters forgotten,
 // about once a minute, in the background (Listen runs it; Maintain runs one
 // round).
 
@@ -27,8 +27,8 @@ func (g *Gateway) maintain(ctx context.Context) {
 	}
 }
 
-// Maintain deletes the nonces and claim codes that expired by the gateway's
-// clock (the one expiries are checked with) and forgets idle rate
+// Maintain deletes the nonces, claim codes and exports that expired by the
+// gateway's clock (the one expiries are checked with) and forgets idle rate
 // limiters. A failure is only logged: the rows are deleted next time. An
 // expired nonce or code is refused whether or not it was deleted yet.
 func (g *Gateway) Maintain(ctx context.Context) {
@@ -40,6 +40,10 @@ func (g *Gateway) Maintain(ctx context.Context) {
 	}
 	if _, err := g.cfg.Store.PruneClaimCodes(ctx, now); err != nil && ctx.Err() == nil {
 		g.log.Warn("pruning expired claim codes failed", "err", err)
+	}
+	// Exported records are copies: not kept past their download window.
+	if _, err := g.cfg.Store.PruneExportJobs(ctx, now.Add(-exportTTL)); err != nil && ctx.Err() == nil {
+		g.log.Warn("pruning expired exports failed", "err", err)
 	}
 	g.limits.forgetIdle(time.Now())
 	g.smart.prune(now)

@@ -24,6 +24,7 @@ type Store interface {
 	ClaimCodes
 	Staff
 	Locators
+	ExportJobs
 	Close() error
 }
 
@@ -191,6 +192,59 @@ type Locators interface {
 	PutLocator(ctx context.Context, tag [32]byte, note []byte) error
 	// Locator returns the note filed under tag; ErrNotFound if none is.
 	Locator(ctx context.Context, tag [32]byte) ([]byte, error)
+}
+
+// ExportJobs keeps bulk exports ($export) from kick-off to deletion, so an
+// export accepted is never lost: its state, and once finished its files, are
+// in the records database, readable by any gateway process on it and after
+// a restart. A running job is beaten (BeatExportJob) by the process running
+// it; one whose beats stopped ran in a process that is gone.
+type ExportJobs interface {
+	// AddExportJob stores a new running job (Finished zero, Beat = Started).
+	// ErrConflict if the id is taken, ErrInvalid without an id, an owner or
+	// a start.
+	AddExportJob(ctx context.Context, j ExportJob) error
+	// BeatExportJob records that the job's process still runs it.
+	// ErrNotFound if it was deleted.
+	BeatExportJob(ctx context.Context, id string, at time.Time) error
+	// FinishExportJob records the job's end: its parts, or its failure
+	// (parts nil), in one transaction. ErrNotFound if it was deleted
+	// meanwhile (nothing is stored), ErrConflict if it had finished.
+	FinishExportJob(ctx context.Context, id string, at time.Time, parts []ExportPart, failure string) error
+	// ExportJob returns a job with its parts' counts (no NDJSON);
+	// ErrNotFound if there is none.
+	ExportJob(ctx context.Context, id string) (ExportJob, error)
+	// ExportJobs returns every job, without parts, oldest first.
+	ExportJobs(ctx context.Context) ([]ExportJob, error)
+	// ExportFile returns the job's parts of one type, with their NDJSON, by
+	// member.
+	ExportFile(ctx context.Context, id, typ string) ([]ExportPart, error)
+	// DeleteExportJob forgets a job and its files; ErrNotFound if none.
+	DeleteExportJob(ctx context.Context, id string) error
+	// PruneExportJobs forgets the jobs finished before before, and returns
+	// how many.
+	PruneExportJobs(ctx context.Context, before time.Time) (int64, error)
+}
+
+// ExportJob is one bulk export.
+type ExportJob struct {
+	ID       string
+	Owner    string // who may read it: the gateway's name for the reader
+	Request  string // the kick-off's URL
+	Started  time.Time
+	Beat     time.Time // the last sign of its process; Started at first
+	Finished time.Time // zero while it runs
+	Failure  string    // why it failed; "" if it did not (or runs)
+	Parts    []ExportPart
+}
+
+// ExportPart is one type's lines of an export, of one member of a group
+// export (Member zero for a patient's export).
+type ExportPart struct {
+	Member Tag
+	Type   string
+	Count  int
+	NDJSON []byte
 }
 
 // LocatorNoteSize is the size of every locator note (the wire's).

@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"Staff", testStaff},
 		{"ConcurrentClaimCodeConsume", testConcurrentConsume},
 		{"Locators", testLocators},
+		{"ExportJobs", testExportJobs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -1319,5 +1320,89 @@ func testLocators(t *testing.T, s store.Store) {
 		if got, err := s.Locator(ctx, tag); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("locator %x: %x %v, want %x", tag, got, err, want)
 		}
+	}
+}
+
+func testExportJobs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	a := store.ExportJob{ID: "a", Owner: "reader-1", Request: "https://gw/fhir/Patient/$export", Started: t0}
+	b := store.ExportJob{ID: "b", Owner: "group-1", Request: "https://gw/fhir/Group/g/$export", Started: t0.Add(time.Second)}
+	wantErr(t, "add a", s.AddExportJob(ctx, a), nil)
+	wantErr(t, "add b", s.AddExportJob(ctx, b), nil)
+	wantErr(t, "add a again", s.AddExportJob(ctx, a), store.ErrConflict)
+	wantErr(t, "add without an owner", s.AddExportJob(ctx, store.ExportJob{ID: "c", Started: t0}), store.ErrInvalid)
+	got, err := s.ExportJob(ctx, "a")
+	if err != nil || got.Owner != a.Owner || got.Request != a.Request || !got.Started.Equal(t0) || !got.Beat.Equal(t0) || !got.Finished.IsZero() || got.Failure != "" || len(got.Parts) != 0 {
+		t.Fatalf("a running job: %+v %v", got, err)
+	}
+	wantErr(t, "beat", s.BeatExportJob(ctx, "a", t0.Add(10*time.Second)), nil)
+	wantErr(t, "beat an unknown job", s.BeatExportJob(ctx, "z", t0), store.ErrNotFound)
+	if got, _ := s.ExportJob(ctx, "a"); !got.Beat.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("beat at %v", got.Beat)
+	}
+
+	m1, m2 := Tag(1), Tag(2)
+	parts := []store.ExportPart{
+		{Type: "Observation", Count: 2, NDJSON: []byte("{\"a\":1}\n{\"a\":2}\n")},
+		{Type: "Condition", Count: 1, NDJSON: []byte("{\"c\":1}\n")},
+	}
+	done := t0.Add(20 * time.Second)
+	wantErr(t, "finish a", s.FinishExportJob(ctx, "a", done, parts, ""), nil)
+	wantErr(t, "finish a twice", s.FinishExportJob(ctx, "a", done, nil, "again"), store.ErrConflict)
+	wantErr(t, "finish an unknown job", s.FinishExportJob(ctx, "z", done, parts, ""), store.ErrNotFound)
+	got, err = s.ExportJob(ctx, "a")
+	if err != nil || !got.Finished.Equal(done) || got.Failure != "" || len(got.Parts) != 2 || got.Parts[0].Type != "Condition" || got.Parts[1].Count != 2 || got.Parts[1].NDJSON != nil {
+		t.Fatalf("a finished job: %+v %v", got, err)
+	}
+	file, err := s.ExportFile(ctx, "a", "Observation")
+	if err != nil || len(file) != 1 || string(file[0].NDJSON) != string(parts[0].NDJSON) || file[0].Member != (store.Tag{}) {
+		t.Fatalf("a's Observation file: %+v %v", file, err)
+	}
+	if file, err := s.ExportFile(ctx, "a", "Patient"); err != nil || len(file) != 0 {
+		t.Fatalf("a type not exported: %+v %v", file, err)
+	}
+
+	// A group's export: parts by member; an empty file is kept.
+	wantErr(t, "finish b", s.FinishExportJob(ctx, "b", done, []store.ExportPart{
+		{Member: m2, Type: "Observation", Count: 1, NDJSON: []byte("m2\n")},
+		{Member: m1, Type: "Observation", Count: 1, NDJSON: []byte("m1\n")},
+		{Member: m1, Type: "Condition", Count: 0},
+	}, ""), nil)
+	file, err = s.ExportFile(ctx, "b", "Observation")
+	if err != nil || len(file) != 2 || file[0].Member != m1 || string(file[1].NDJSON) != "m2\n" {
+		t.Fatalf("b's Observation file: %+v %v", file, err)
+	}
+	if file, err := s.ExportFile(ctx, "b", "Condition"); err != nil || len(file) != 1 || file[0].Count != 0 || len(file[0].NDJSON) != 0 {
+		t.Fatalf("b's empty Condition file: %+v %v", file, err)
+	}
+
+	// A failure; the list; deletion takes the files; pruning the finished.
+	c := store.ExportJob{ID: "c", Owner: "reader-2", Started: t0.Add(time.Minute)}
+	wantErr(t, "add c", s.AddExportJob(ctx, c), nil)
+	wantErr(t, "fail c", s.FinishExportJob(ctx, "c", t0.Add(2*time.Minute), nil, "the records database failed"), nil)
+	if got, _ := s.ExportJob(ctx, "c"); got.Failure != "the records database failed" || got.Finished.IsZero() {
+		t.Fatalf("a failed job: %+v", got)
+	}
+	d := store.ExportJob{ID: "d", Owner: "reader-3", Started: t0.Add(time.Hour)}
+	wantErr(t, "add d", s.AddExportJob(ctx, d), nil)
+	all, err := s.ExportJobs(ctx)
+	if err != nil || len(all) != 4 || all[0].ID != "a" || all[3].ID != "d" || len(all[1].Parts) != 0 {
+		t.Fatalf("the jobs: %+v %v", all, err)
+	}
+	wantErr(t, "delete a", s.DeleteExportJob(ctx, "a"), nil)
+	wantErr(t, "delete a again", s.DeleteExportJob(ctx, "a"), store.ErrNotFound)
+	if file, err := s.ExportFile(ctx, "a", "Observation"); err != nil || len(file) != 0 {
+		t.Fatalf("a deleted job's file: %+v %v", file, err)
+	}
+	if _, err := s.ExportJob(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a deleted job: %v", err)
+	}
+	wantErr(t, "finish a deleted job", s.FinishExportJob(ctx, "a", done, parts, ""), store.ErrNotFound)
+	if n, err := s.PruneExportJobs(ctx, t0.Add(time.Hour)); err != nil || n != 2 {
+		t.Fatalf("pruned %d (%v), want b and c", n, err)
+	}
+	if all, _ := s.ExportJobs(ctx); len(all) != 1 || all[0].ID != "d" {
+		t.Fatalf("after pruning: %+v (the running one stays)", all)
 	}
 }
