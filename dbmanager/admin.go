@@ -100,20 +100,12 @@ func (g *Gateway) claim(c *fiber.Ctx, patientID string, req claimRequest, actor 
 	owner := common.HexToAddress(req.Owner)
 	d := g.cfg.Chain.Deployment()
 	signal := circuits.OwnershipSignal(circuits.ActionOpen, owner, 0, d.ChainID, d.Relationships)
-	ins, err := parseFields(req.Root, hexutil.EncodeUint64(uint64(g.cfg.Provider)), req.Tag)
-	if err != nil {
-		return err
-	}
-	pub, err := circuits.ParseOwnershipPublic(append(ins, zkhash.Big(signal)))
-	if err != nil {
-		return badRequest("%v", err)
-	}
-	proof, err := parseProof(req.Proof)
-	if err != nil {
-		return err
-	}
-	if err := g.cfg.Prover.VerifyOwnership(proof, pub); err != nil {
+	pub, proof, err := g.verifyOwnership(req.Root, uint64(g.cfg.Provider), req.Tag, signal, req.Proof)
+	if errors.Is(err, errProofRefused) {
 		return forbidden("the ownership proof does not verify for this provider, tag and owner")
+	}
+	if err != nil {
+		return err
 	}
 	tag := zkhash.Big(pub.Tag)
 	var t store.Tag

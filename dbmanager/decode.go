@@ -10,8 +10,12 @@ import (
 	"math/big"
 	"strings"
 
+	"github.com/consensys/gnark-crypto/ecc/bn254/fr"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+
+	"github.com/medrec-zk/medrec/circuits"
 	"github.com/medrec-zk/medrec/prover"
+	"github.com/medrec-zk/medrec/zkhash"
 )
 
 // Decoders of request values shared by the handlers: strict JSON bodies,
@@ -30,6 +34,33 @@ func parseFields(ss ...string) ([]*big.Int, error) {
 		out[i] = v
 	}
 	return out, nil
+}
+
+// errProofRefused says a well-formed proof does not verify; the caller
+// says for what.
+var errProofRefused = errors.New("the proof does not verify")
+
+// verifyOwnership parses an Ownership proof's public inputs and proof from a
+// request (root, tag and proof in 0x hex; scope and signal the gateway's
+// own) and verifies it: errProofRefused when it does not verify, a 400 for
+// anything malformed.
+func (g *Gateway) verifyOwnership(root string, scope uint64, tag string, signal fr.Element, proofHex string) (circuits.OwnershipPublic, prover.Proof, error) {
+	ins, err := parseFields(root, hexutil.EncodeUint64(scope), tag)
+	if err != nil {
+		return circuits.OwnershipPublic{}, prover.Proof{}, err
+	}
+	pub, err := circuits.ParseOwnershipPublic(append(ins, zkhash.Big(signal)))
+	if err != nil {
+		return circuits.OwnershipPublic{}, prover.Proof{}, badRequest("%v", err)
+	}
+	proof, err := parseProof(proofHex)
+	if err != nil {
+		return circuits.OwnershipPublic{}, prover.Proof{}, err
+	}
+	if err := g.cfg.Prover.VerifyOwnership(proof, pub); err != nil {
+		return circuits.OwnershipPublic{}, prover.Proof{}, errProofRefused
+	}
+	return pub, proof, nil
 }
 
 func parseProof(s string) (prover.Proof, error) {

@@ -38,20 +38,12 @@ func (g *Gateway) fileLocator(c *fiber.Ctx) error {
 	}
 	d := g.cfg.Chain.Deployment()
 	signal := circuits.LocatorSignal(note, d.ChainID, d.PatientRegistry)
-	ins, err := parseFields(req.Root, hexutil.EncodeUint64(circuits.LocatorScope), req.Tag)
-	if err != nil {
-		return err
-	}
-	pub, err := circuits.ParseOwnershipPublic(append(ins, zkhash.Big(signal)))
-	if err != nil {
-		return badRequest("%v", err)
-	}
-	proof, err := parseProof(req.Proof)
-	if err != nil {
-		return err
-	}
-	if err := g.cfg.Prover.VerifyOwnership(proof, pub); err != nil {
+	pub, _, err := g.verifyOwnership(req.Root, circuits.LocatorScope, req.Tag, signal, req.Proof)
+	if errors.Is(err, errProofRefused) {
 		return forbidden("the ownership proof does not verify for this locator tag and note")
+	}
+	if err != nil {
+		return err
 	}
 	known, err := g.knownRoot(c.UserContext(), zkhash.Big(pub.Root))
 	if err != nil {
