@@ -123,6 +123,12 @@ type grantKey struct {
 	grantee [32]byte
 }
 
+// granteeKey names a grantee across relationships.
+type granteeKey struct {
+	kind    access.GranteeKind
+	grantee [32]byte
+}
+
 type appliedBlock struct {
 	number uint64
 	hash   common.Hash
@@ -151,7 +157,11 @@ type View struct {
 	rels      map[string]*Relationship
 	owners    map[common.Address]map[string]struct{} // owner → its relationships' tags
 	grants    map[grantKey]*Grant
-	anchors   map[uint32][]Anchor
+	// The grants' keys by relationship and by grantee, so that GrantsOf
+	// and GrantsTo cost what they return, not every grant on the chain.
+	grantsOf map[string]map[grantKey]struct{}
+	grantsTo map[granteeKey]map[grantKey]struct{}
+	anchors  map[uint32][]Anchor
 	// lost holds the revocations a reorg removed, by grant, with the
 	// signature nonce each used; kept outside the undo lists, so that a
 	// reorg does not forget them (revokeApplied, grantApplied).
@@ -180,6 +190,8 @@ func New(src Source, d *contracts.Deployment) (*View, error) {
 		rels:      map[string]*Relationship{},
 		owners:    map[common.Address]map[string]struct{}{},
 		grants:    map[grantKey]*Grant{},
+		grantsOf:  map[string]map[grantKey]struct{}{},
+		grantsTo:  map[granteeKey]map[grantKey]struct{}{},
 		anchors:   map[uint32][]Anchor{},
 		lost:      map[grantKey]uint32{},
 	}
@@ -588,13 +600,40 @@ func (v *View) setGrant(b *appliedBlock, g *Grant) {
 	k := grantKey{g.Tag.String(), g.Kind, g.Grantee}
 	old, had := v.grants[k]
 	v.grants[k] = g
+	if !had {
+		v.indexGrant(k, true)
+	}
 	b.undo = append(b.undo, func() {
 		if had {
 			v.grants[k] = old
 		} else {
 			delete(v.grants, k)
+			v.indexGrant(k, false)
 		}
 	})
+}
+
+// indexGrant adds key k to (or removes it from) the grants' indexes.
+func (v *View) indexGrant(k grantKey, add bool) {
+	to := granteeKey{k.kind, k.grantee}
+	if add {
+		if v.grantsOf[k.tag] == nil {
+			v.grantsOf[k.tag] = map[grantKey]struct{}{}
+		}
+		if v.grantsTo[to] == nil {
+			v.grantsTo[to] = map[grantKey]struct{}{}
+		}
+		v.grantsOf[k.tag][k], v.grantsTo[to][k] = struct{}{}, struct{}{}
+		return
+	}
+	delete(v.grantsOf[k.tag], k)
+	if len(v.grantsOf[k.tag]) == 0 {
+		delete(v.grantsOf, k.tag)
+	}
+	delete(v.grantsTo[to], k)
+	if len(v.grantsTo[to]) == 0 {
+		delete(v.grantsTo, to)
+	}
 }
 
 // --- queries ---------------------------------------------------------------------
@@ -697,10 +736,8 @@ func (v *View) GrantsOf(tag *big.Int) []Grant {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []Grant
-	for k, g := range v.grants {
-		if k.tag == tag.String() {
-			out = append(out, v.grantLocked(g))
-		}
+	for k := range v.grantsOf[tag.String()] {
+		out = append(out, v.grantLocked(v.grants[k]))
 	}
 	slices.SortFunc(out, func(a, b Grant) int {
 		if a.Kind != b.Kind {
@@ -716,10 +753,8 @@ func (v *View) GrantsTo(kind access.GranteeKind, grantee [32]byte) []Grant {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	var out []Grant
-	for k, g := range v.grants {
-		if k.kind == kind && k.grantee == grantee {
-			out = append(out, v.grantLocked(g))
-		}
+	for k := range v.grantsTo[granteeKey{kind, grantee}] {
+		out = append(out, v.grantLocked(v.grants[k]))
 	}
 	slices.SortFunc(out, func(a, b Grant) int { return a.Tag.Cmp(b.Tag) })
 	return out

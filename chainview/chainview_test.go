@@ -491,6 +491,9 @@ func TestRevocationFinality(t *testing.T) {
 		if _, ok := v.Grant(tag, access.AddressGrantee, g.Grantee); ok {
 			t.Fatal("the grant outlived the reorg that removed it")
 		}
+		if of, to := v.GrantsOf(tag), v.GrantsTo(access.AddressGrantee, g.Grantee); len(of) != 0 || len(to) != 0 {
+			t.Fatalf("the grant is still listed after the reorg removed it: %+v %+v", of, to)
+		}
 		again := grant(t, c, c.Providers[1], tag, "owner", "doctor", 0) // nonce 0, as the revoked grant had
 		if again.Grantee != g.Grantee {
 			t.Fatal("not the same grantee")
