@@ -14,6 +14,7 @@ import (
 
 	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayapi"
 )
 
 // The bulk NDJSON import (admins only): the one request body the gateway
@@ -78,9 +79,14 @@ func (g *Gateway) importNDJSON(c *fiber.Ctx) error {
 		}
 		return errf(fiber.StatusUnprocessableEntity, "invalid", "nothing imported, %d refused: %s", len(rep.Refused), strings.Join(why, "; "))
 	}
-	// The desk reads the counts back from these words (desk.BulkReport):
-	// change them together.
-	issues := []outcomeIssue{{Severity: "information", Code: "informational", Diagnostics: fmt.Sprintf(
+	// In words for people, in extensions for programs (gatewayapi).
+	counts := gatewayapi.Extension{URL: gatewayapi.BulkImportCountsURL, Extension: []gatewayapi.Extension{
+		gatewayapi.IntExt("patients", rep.Patients), gatewayapi.IntExt("resources", rep.Resources),
+		gatewayapi.IntExt("created", rep.Created), gatewayapi.IntExt("updated", rep.Updated),
+		gatewayapi.IntExt("unchanged", rep.Unchanged), gatewayapi.IntExt("shared", rep.Shared),
+		gatewayapi.IntExt("lines", rep.Lines), gatewayapi.IntExt("files", rep.Files),
+	}}
+	issues := []outcomeIssue{{Severity: "information", Code: "informational", Extension: []gatewayapi.Extension{counts}, Diagnostics: fmt.Sprintf(
 		"%d patients imported (%d resources: %d created, %d updated, %d unchanged, %d of them shared) from %d lines in %d files; %d refused, nothing of theirs written",
 		rep.Patients, rep.Resources, rep.Created, rep.Updated, rep.Unchanged, rep.Shared, rep.Lines, rep.Files, len(rep.Refused))}}
 	for i, r := range rep.Refused {
@@ -88,7 +94,13 @@ func (g *Gateway) importNDJSON(c *fiber.Ctx) error {
 			issues = append(issues, outcomeIssue{Severity: "error", Code: "invalid", Diagnostics: fmt.Sprintf("and %d more refused", len(rep.Refused)-i)})
 			break
 		}
-		issues = append(issues, outcomeIssue{Severity: "error", Code: "invalid", Diagnostics: r.String()})
+		refusal := gatewayapi.Extension{URL: gatewayapi.BulkImportRefusalURL, Extension: []gatewayapi.Extension{
+			gatewayapi.StringExt("file", r.File), gatewayapi.IntExt("line", r.Line), gatewayapi.StringExt("reason", r.Reason),
+		}}
+		if r.PatientID != "" {
+			refusal.Extension = append(refusal.Extension, gatewayapi.StringExt("patient", r.PatientID))
+		}
+		issues = append(issues, outcomeIssue{Severity: "error", Code: "invalid", Extension: []gatewayapi.Extension{refusal}, Diagnostics: r.String()})
 	}
 	c.Set(fiber.HeaderContentType, "application/fhir+json")
 	return c.Status(fiber.StatusOK).JSON(operationOutcome{ResourceType: "OperationOutcome", Issue: issues})

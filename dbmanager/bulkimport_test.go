@@ -3,6 +3,7 @@ package dbmanager
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"mime/multipart"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayapi"
 )
 
 // ndjsonBody is a multipart body with one part per file of
@@ -116,6 +118,36 @@ func TestImportNDJSONEndpoint(t *testing.T) {
 	}
 	if m := r.json(t); m["resourceType"] != "OperationOutcome" {
 		t.Fatalf("not an OperationOutcome: %s", r.body)
+	}
+	// The same, for programs: the counts and the refusal as extensions.
+	var oo struct {
+		Issue []struct {
+			Extension []gatewayapi.Extension
+			Severity  string
+		}
+	}
+	if err := json.Unmarshal(r.body, &oo); err != nil || len(oo.Issue) != 2 {
+		t.Fatalf("issues: %v %s", err, r.body)
+	}
+	intOf := func(e gatewayapi.Extension, name string) int {
+		if x, ok := e.Sub(name); ok && x.ValueInteger != nil {
+			return *x.ValueInteger
+		}
+		return -1
+	}
+	strOf := func(e gatewayapi.Extension, name string) string {
+		if x, ok := e.Sub(name); ok && x.ValueString != nil {
+			return *x.ValueString
+		}
+		return ""
+	}
+	counts, ok := gatewayapi.FindExtension(oo.Issue[0].Extension, gatewayapi.BulkImportCountsURL)
+	if !ok || intOf(counts, "patients") != 3 || intOf(counts, "resources") != 127 || intOf(counts, "created") != 1 {
+		t.Fatalf("the counts' extension: %+v", oo.Issue[0])
+	}
+	refusal, ok := gatewayapi.FindExtension(oo.Issue[1].Extension, gatewayapi.BulkImportRefusalURL)
+	if !ok || strOf(refusal, "file") != "Observation.ndjson" || intOf(refusal, "line") != 71 || strOf(refusal, "patient") != "nd-p1" || !strings.Contains(strOf(refusal, "reason"), "status") {
+		t.Fatalf("the refusal's extension: %+v", oo.Issue[1])
 	}
 	if _, err := w.cfg.Store.Patient(ctx, "nd-p3"); err != nil {
 		t.Fatalf("the good patient: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/medrec-zk/medrec/dbmanager/ingest"
 	"github.com/medrec-zk/medrec/dbmanager/store"
+	"github.com/medrec-zk/medrec/gatewayapi"
 )
 
 // apiError is an error with an HTTP status and a FHIR issue code.
@@ -56,9 +57,10 @@ func storeError(err error) error {
 }
 
 type outcomeIssue struct {
-	Severity    string `json:"severity"`
-	Code        string `json:"code"`
-	Diagnostics string `json:"diagnostics"`
+	Extension   []gatewayapi.Extension `json:"extension,omitempty"`
+	Severity    string                 `json:"severity"`
+	Code        string                 `json:"code"`
+	Diagnostics string                 `json:"diagnostics"`
 }
 
 type operationOutcome struct {

@@ -11,10 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/medrec-zk/medrec/gatewayapi"
 )
 
 // BulkReport is what a bulk NDJSON import did.
@@ -29,53 +29,70 @@ type BulkReport struct {
 	Unchanged int `json:"unchanged"`
 	// Summary and Refused are set when the gateway refused some patients
 	// (and took the others): what went in, and each patient refused with
-	// file, line and reason.
+	// file, line and reason, in the gateway's words.
 	Summary string   `json:"summary,omitempty"`
 	Refused []string `json:"refused,omitempty"`
+
+	refusals []BulkRefusal // Refused, read from the answer's extensions
 }
 
 // BulkRefusal is one patient (or shared resource) a bulk import refused.
 type BulkRefusal struct {
 	File    string // the input file
-	Line    int    // its line (0 if the gateway's words could not be read)
+	Line    int    // its line (0 if the gateway did not say)
 	Patient string // "" for a shared resource
-	Reason  string // why; the gateway's whole sentence if it could not be read
+	Reason  string // why; the gateway's whole sentence if it did not say
 }
 
-// refusalRE reads the gateway's words for a refusal (ingest.Refusal.String).
-var refusalRE = regexp.MustCompile(`^(.+) line (\d+): (?:patient (\S+)|shared resource) refused: (.*)$`)
-
-// Refusals returns the refusals of the report, each split into file, line,
+// Refusals returns the refusals of the report, each with its file, line,
 // patient and reason.
-func (r BulkReport) Refusals() []BulkRefusal {
-	out := make([]BulkRefusal, 0, len(r.Refused))
-	for _, s := range r.Refused {
-		m := refusalRE.FindStringSubmatch(s)
-		if m == nil {
-			out = append(out, BulkRefusal{Reason: s})
+func (r BulkReport) Refusals() []BulkRefusal { return r.refusals }
+
+// bulkIssue is an issue of the gateway's OperationOutcome for an import it
+// took in part.
+type bulkIssue struct {
+	Extension   []gatewayapi.Extension `json:"extension"`
+	Severity    string                 `json:"severity"`
+	Diagnostics string                 `json:"diagnostics"`
+}
+
+// read fills the report from the gateway's issues: the counts from the
+// information issue's extension, a refusal from each error issue's
+// (gatewayapi.BulkImportCountsURL, BulkImportRefusalURL).
+func (r *BulkReport) read(issues []bulkIssue) {
+	for _, i := range issues {
+		ext := func(url string) (gatewayapi.Extension, bool) { return gatewayapi.FindExtension(i.Extension, url) }
+		if i.Severity == "information" {
+			r.Summary = i.Diagnostics
+			if e, ok := ext(gatewayapi.BulkImportCountsURL); ok {
+				for _, c := range []struct {
+					name string
+					to   *int
+				}{{"patients", &r.Patients}, {"resources", &r.Resources}, {"created", &r.Created}, {"updated", &r.Updated},
+					{"unchanged", &r.Unchanged}, {"shared", &r.Shared}, {"lines", &r.Lines}, {"files", &r.Files}} {
+					if x, ok := e.Sub(c.name); ok && x.ValueInteger != nil {
+						*c.to = *x.ValueInteger
+					}
+				}
+			}
 			continue
 		}
-		line, _ := strconv.Atoi(m[2])
-		out = append(out, BulkRefusal{File: m[1], Line: line, Patient: m[3], Reason: m[4]})
+		r.Refused = append(r.Refused, i.Diagnostics)
+		ref := BulkRefusal{Reason: i.Diagnostics}
+		if e, ok := ext(gatewayapi.BulkImportRefusalURL); ok {
+			str := func(name string) string {
+				if x, ok := e.Sub(name); ok && x.ValueString != nil {
+					return *x.ValueString
+				}
+				return ""
+			}
+			ref = BulkRefusal{File: str("file"), Patient: str("patient"), Reason: str("reason")}
+			if x, ok := e.Sub("line"); ok && x.ValueInteger != nil {
+				ref.Line = *x.ValueInteger
+			}
+		}
+		r.refusals = append(r.refusals, ref)
 	}
-	return out
-}
-
-// summaryRE reads the counts of the gateway's summary of a partial import
-// (dbmanager's importNDJSON writes it).
-var summaryRE = regexp.MustCompile(`^(\d+) patients imported \((\d+) resources: (\d+) created, (\d+) updated, (\d+) unchanged, (\d+) of them shared\) from (\d+) lines in (\d+) files`)
-
-// countSummary fills the report's counts from its Summary, if it reads.
-func (r *BulkReport) countSummary() {
-	m := summaryRE.FindStringSubmatch(r.Summary)
-	if m == nil {
-		return
-	}
-	n := make([]int, len(m))
-	for i := 1; i < len(m); i++ {
-		n[i], _ = strconv.Atoi(m[i])
-	}
-	r.Patients, r.Resources, r.Created, r.Updated, r.Unchanged, r.Shared, r.Lines, r.Files = n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8]
 }
 
 // BulkProgress is how far the upload of a bulk import got.
@@ -173,10 +190,7 @@ func (c *Client) ImportNDJSONFrom(ctx context.Context, next func() (NDJSONFile, 
 		return rep, fmt.Errorf("the gateway's answer: %w", err)
 	}
 	var oo struct {
-		Issue []struct {
-			Severity    string `json:"severity"`
-			Diagnostics string `json:"diagnostics"`
-		} `json:"issue"`
+		Issue []bulkIssue `json:"issue"`
 	}
 	switch {
 	case res.StatusCode == http.StatusCreated:
@@ -186,14 +200,7 @@ func (c *Client) ImportNDJSONFrom(ctx context.Context, next func() (NDJSONFile, 
 		return rep, nil
 	case res.StatusCode == http.StatusOK && json.Unmarshal(raw, &oo) == nil && len(oo.Issue) > 0:
 		// Some refused, the others went in.
-		for _, i := range oo.Issue {
-			if i.Severity == "information" {
-				rep.Summary = i.Diagnostics
-			} else {
-				rep.Refused = append(rep.Refused, i.Diagnostics)
-			}
-		}
-		rep.countSummary()
+		rep.read(oo.Issue)
 		return rep, ErrRefusedPatients
 	}
 	msg := strings.TrimSpace(string(raw))

@@ -138,6 +138,44 @@ type HistoryPage struct {
 	Next    uint64         `json:"next"`
 }
 
+// A bulk NDJSON import that took some patients and refused others answers an
+// OperationOutcome: an information issue saying what went in, with the
+// counts in extension BulkImportCountsURL (sub-extensions patients,
+// resources, created, updated, unchanged, shared, lines, files; each a
+// valueInteger), and an error issue per refusal, with extension
+// BulkImportRefusalURL (file and reason valueString, line valueInteger,
+// patient valueString, absent for a shared resource). A client reads these,
+// never the diagnostics' words.
+const (
+	BulkImportCountsURL  = "https://github.com/medrec-zk/medrec/fhir/StructureDefinition/bulk-import-counts"
+	BulkImportRefusalURL = "https://github.com/medrec-zk/medrec/fhir/StructureDefinition/bulk-import-refusal"
+)
+
+// Extension is a FHIR extension: a URL and a value, or sub-extensions.
+type Extension struct {
+	URL          string      `json:"url"`
+	ValueInteger *int        `json:"valueInteger,omitempty"`
+	ValueString  *string     `json:"valueString,omitempty"`
+	Extension    []Extension `json:"extension,omitempty"`
+}
+
+// FindExtension returns the extension of list with url, if any.
+func FindExtension(list []Extension, url string) (Extension, bool) {
+	for _, x := range list {
+		if x.URL == url {
+			return x, true
+		}
+	}
+	return Extension{}, false
+}
+
+// Sub returns sub-extension url of e, if any.
+func (e Extension) Sub(url string) (Extension, bool) { return FindExtension(e.Extension, url) }
+
+// IntExt and StringExt are sub-extensions with a value.
+func IntExt(url string, v int) Extension       { return Extension{URL: url, ValueInteger: &v} }
+func StringExt(url string, v string) Extension { return Extension{URL: url, ValueString: &v} }
+
 // BackendActorPrefix prefixes, in the access log, the id of a provider's
 // backend client (a system with its own key, e.g. a laboratory feed): the
 // entry's actor kind is ledger.ActorStaff ("the provider's own staff or
