@@ -213,7 +213,8 @@ func (a *App) wallet() *wallet.Wallet {
 }
 
 // open unlocks with keys: connect to the chain, start a session cookie.
-func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
+// fresh says the words were just made here.
+func (a *App) open(c *fiber.Ctx, keys *delegate.Keys, fresh bool) error {
 	src, closeSrc, err := a.cfg.Dial(c.UserContext())
 	if err != nil {
 		a.cfg.Log.Error("Cannot reach the chain", "err", err)
@@ -257,14 +258,36 @@ func (a *App) open(c *fiber.Ctx, keys *delegate.Keys) error {
 		a.w.UseBucketPaths(reg, a.cfg.Deployment.Block)
 	}
 	a.w.Remember(mem)
+	if fresh {
+		// A new seed has no enrolment in the chain's past: the first look
+		// for it starts here.
+		if err := a.w.SeedMadeNow(); err != nil {
+			a.cfg.Log.Warn("Cannot remember where to look for the enrolment", "err", err)
+		}
+	}
 	clear(a.ops)
 	clear(a.opByKey)
 	a.session = hex.EncodeToString(tok)
 	a.closeFn = closeSrc
+	w, session := a.w, a.session
 	a.mu.Unlock()
-	c.Cookie(&fiber.Cookie{Name: a.cookie, Value: a.session, HTTPOnly: true, SameSite: "Strict", Path: "/"})
+	if buckets {
+		// Once per device (a bucket and a proof, well under a second), and
+		// never in the way: a failure is only logged, the next unlock tries
+		// again.
+		ctx, cancel := context.WithTimeout(c.UserContext(), locatorWait)
+		if err := w.KeepLocator(ctx); err != nil {
+			a.cfg.Log.Warn("Filing the locator note failed; the next unlock tries again", "err", err)
+		}
+		cancel()
+	}
+	c.Cookie(&fiber.Cookie{Name: a.cookie, Value: session, HTTPOnly: true, SameSite: "Strict", Path: "/"})
 	return nil
 }
+
+// locatorWait bounds how long an unlock spends filing the wallet's locator
+// note (wallet.KeepLocator).
+const locatorWait = 10 * time.Second
 
 // DeviceStorePath is where the app keeps, beside the keystore, what it
 // verified at each provider (encrypted; package devstore).

@@ -124,15 +124,8 @@ func (a *App) save(c *fiber.Ctx, mnemonic, password string, fresh bool) error {
 	a.mu.Lock()
 	a.pending = ""
 	a.mu.Unlock()
-	if err := a.open(c, keys); err != nil {
+	if err := a.open(c, keys, fresh); err != nil {
 		return err
-	}
-	if fresh {
-		// A new seed has no enrolment in the chain's past: the first look
-		// for it starts here.
-		if err := a.wallet().SeedMadeNow(); err != nil {
-			a.cfg.Log.Warn("Cannot remember where to look for the enrolment", "err", err)
-		}
 	}
 	return c.Redirect("/home", fiber.StatusSeeOther)
 }
@@ -181,7 +174,7 @@ func (a *App) unlock(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := a.open(c, keys); err != nil {
+	if err := a.open(c, keys, false); err != nil {
 		return a.onboarding(c, fiber.StatusServiceUnavailable, plain(err), "", next)
 	}
 	return c.Redirect(localPath(next), fiber.StatusSeeOther)

@@ -146,18 +146,21 @@ func (b *bucketPaths) findLeaf(ctx context.Context, w *Wallet, c fr.Element) (in
 // and checked against the chain. A failure only means that a device
 // restored later looks through the events instead; the next session tries
 // again.
-func (b *bucketPaths) file(ctx context.Context, w *Wallet, path merkle.Proof) {
+func (b *bucketPaths) file(ctx context.Context, w *Wallet, path merkle.Proof) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.filed || b.leaf != int(path.Index) {
-		return
+		return nil
 	}
-	if ok, err := w.fileLocator(ctx, path); err != nil || !ok {
-		return
+	ok, err := w.fileLocator(ctx, path)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("wallet: no gateway took the locator note")
 	}
 	b.filed = true
-	// Best effort, like the filing: unsaved, the next session files again.
-	_ = w.putRegistry(registryMemory{Leaf: b.leaf, Filed: true})
+	return w.putRegistry(registryMemory{Leaf: b.leaf, Filed: true})
 }
 
 // SeedMadeNow tells the wallet its seed was just made: no enrolment before
@@ -264,7 +267,9 @@ func (w *Wallet) bucketPath(ctx context.Context, c fr.Element) (merkle.Proof, er
 		if i >= 0 {
 			p, err := w.fetchPath(ctx, c, i)
 			if err == nil {
-				w.buckets.file(ctx, w, p)
+				// Best effort: without it, a device restored later looks
+				// through the events; the next session tries again.
+				_ = w.buckets.file(ctx, w, p)
 				return p, nil
 			}
 			if !errors.Is(err, errNoPath) {

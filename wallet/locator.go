@@ -38,6 +38,33 @@ import (
 // gateway holding a note can link the address that filed it to the one
 // that asks for it (the same person's two devices).
 
+// KeepLocator files the wallet's locator note if this device has not yet:
+// the patient's app calls it once unlocked, in the background, so that a
+// patient enrolled and connected before (whose device files a note only
+// with its next Ownership proof otherwise) has one when they need it. In
+// bucket mode only; nothing to do before the enrolment.
+func (w *Wallet) KeepLocator(ctx context.Context) error {
+	if w.buckets == nil {
+		return nil
+	}
+	if w.recallRegistry().Filed {
+		return nil
+	}
+	c, err := w.keys.Commitment()
+	if err != nil {
+		return err
+	}
+	i, err := w.buckets.findLeaf(ctx, w, c)
+	if err != nil || i < 0 {
+		return err
+	}
+	path, err := w.fetchPath(ctx, c, i)
+	if err != nil {
+		return err
+	}
+	return w.buckets.file(ctx, w, path)
+}
+
 // locatorCopies is how many gateways, picked at random, keep the note.
 const locatorCopies = 3
 

@@ -642,6 +642,29 @@ func TestLocatorNote(t *testing.T) {
 		t.Fatalf("the corrected note was not used: %d reads", got)
 	}
 
+	// A device that knows its leaf but never filed (connected before notes
+	// existed) files once unlocked (KeepLocator), and then not again.
+	wrong2, _ := fourth.sealLeaf(2)
+	if ok, err := fourth.fileNote(ctx, path, wrong2); !ok || err != nil {
+		t.Fatalf("filing a note: %v %v", ok, err)
+	}
+	if err := fourth.putRegistry(registryMemory{Leaf: 5}); err != nil {
+		t.Fatal(err)
+	}
+	fourth.buckets.filed = false
+	if err := fourth.KeepLocator(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m := fourth.recallRegistry(); m.Leaf != 5 || !m.Filed {
+		t.Fatalf("after KeepLocator the device remembers %+v", m)
+	}
+	if i, err := fourth.findLocator(ctx); i != 5 || err != nil {
+		t.Fatalf("the gateways' note after KeepLocator says %d (%v)", i, err)
+	}
+	if err := fourth.KeepLocator(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	// A note does not open for other words, nor on another network.
 	if _, err := fourth.openNote(wrong[:len(wrong)-1]); err == nil {
 		t.Fatal("a truncated note opened")
